@@ -1,0 +1,46 @@
+# offbench: every target creates .venv with the pinned dependencies first, so on a fresh
+# clone `make test` or `make bench` is the only command needed.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# JAX's persistent compilation cache, shared by tests, benchmarks and the CLI.
+export OFFBENCH_CACHE ?= $(HOME)/.cache/offbench
+export JAX_COMPILATION_CACHE_DIR ?= $(OFFBENCH_CACHE)/jax
+
+.PHONY: setup test lint bench perf lock clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "offbench needs Python 3.11 (set PYTHON=/path/to/python3.11)"'
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip==25.3
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip check
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check offbench baselines tests
+
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+# The default benchmark. Until the offline harness lands it runs the environment benchmark.
+bench: setup perf
+
+perf: setup
+	$(BIN)/offbench perf envs --out results/perf
+
+# Re-resolve the pins in a throwaway venv and rewrite constraints.txt.
+lock:
+	rm -rf /tmp/offbench-lock && $(PYTHON) -m venv /tmp/offbench-lock
+	/tmp/offbench-lock/bin/pip install --quiet --upgrade pip==25.3
+	/tmp/offbench-lock/bin/pip install --quiet '.[dev]'
+	/tmp/offbench-lock/bin/pip check
+	(echo "# Full resolved dependency set (pip freeze of a fresh venv), used as pip constraints."; \
+	 echo "# Regenerate with: make lock"; \
+	 /tmp/offbench-lock/bin/pip freeze | grep -v '^offbench') > constraints.txt
+
+clean:
+	rm -rf $(VENV) *.egg-info
