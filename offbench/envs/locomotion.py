@@ -106,7 +106,7 @@ class LocomotionEnv(Env):
             pipeline_state=after, obs=self.observation(after),
             reward=jnp.where(valid, reward, jnp.nan),
             done=jnp.where(valid, terminated, 1.0).astype(jnp.float32),
-            metrics=metrics,
+            metrics={**state.metrics, **metrics},  # keep keys wrappers added (brax does)
             info={**state.info, "invalid_action": (~valid).astype(jnp.float32)})
 
     def initial_physics(self, qpos: jax.Array, qvel: jax.Array) -> PhysicsState:

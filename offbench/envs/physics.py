@@ -192,7 +192,7 @@ class MjxPhysics:
                                length=self.frame_skip)
         cfrc = jnp.zeros((0,), jnp.float32)
         if self.contact_forces:
-            cfrc = mjx.rne_postconstraint(m, data).cfrc_ext.reshape(-1)
+            cfrc = mjx.rne_postconstraint(m, data)._impl.cfrc_ext.reshape(-1)
         return PhysicsState(qpos=data.qpos, qvel=data.qvel, qacc_warmstart=data.qacc_warmstart,
                             xpos_main=data.xpos[self.main_body], cfrc_ext=cfrc)
 
