@@ -33,7 +33,8 @@ def test_auto_reset_keeps_episodes_apart():
     actions = jax.random.uniform(jax.random.key(3), (400, env.action_size), minval=-1, maxval=1)
     _, s = run(env, actions)
     done, trunc = np.asarray(s.done), np.asarray(s.info["truncation"])
-    steps, obs, final = np.asarray(s.info["steps"]), np.asarray(s.obs), np.asarray(s.info["final_obs"])
+    steps, obs = np.asarray(s.info["steps"]), np.asarray(s.obs)
+    final = np.asarray(s.info["final_obs"])
     ends = np.flatnonzero(done)
     assert len(ends) >= 5
     terminated = done.astype(bool) & ~trunc.astype(bool)

@@ -51,8 +51,9 @@ class LocomotionEnv(Env):
         self.spec = spec
         self.overrides = dict(overrides)
         self.model = load_model(spec, overrides)
+        self._free_root = self.model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE
         self.physics = make_physics(backend, self.model, spec.frame_skip, spec.main_body,
-                                    spec.needs_contact_forces)
+                                    spec.needs_contact_forces, track_main_body=self._free_root)
         self.dt = float(self.model.opt.timestep * spec.frame_skip)
         self._init_qpos = jnp.asarray(self.model.qpos0, jnp.float32)
         self._ncfrc = self.model.nbody * 6 if spec.needs_contact_forces else 0
@@ -132,7 +133,7 @@ class LocomotionEnv(Env):
         return tuple(names)
 
     def _root_position(self, qpos: jax.Array) -> jax.Array:
-        if self.model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE:
+        if self._free_root:
             return qpos[:3]
         return jnp.zeros(3, jnp.float32)  # planar walkers read qpos[0] instead
 
@@ -160,7 +161,7 @@ class LocomotionEnv(Env):
         if s.healthy_state_range is not None:
             healthy &= jnp.all(_within(state[2:], s.healthy_state_range, strict))
         if s.healthy_z_range is not None:
-            z = qpos[2] if self.model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE else qpos[1]
+            z = qpos[2] if self._free_root else qpos[1]
             healthy &= _within(z, s.healthy_z_range, strict)
         if s.healthy_angle_range is not None:
             healthy &= _within(qpos[2], s.healthy_angle_range, strict)
@@ -169,7 +170,7 @@ class LocomotionEnv(Env):
     def reward(self, before: PhysicsState, after: PhysicsState, action: jax.Array
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
         s = self.spec
-        if self.model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE:
+        if self._free_root:  # Gymnasium's Ant reads the main body's xpos; planar ones qpos[0]
             velocity = (after.xpos_main[:2] - before.xpos_main[:2]) / self.dt
         else:
             velocity = (after.qpos[:1] - before.qpos[:1]) / self.dt

@@ -23,6 +23,7 @@ import math
 import os
 import queue
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -94,7 +95,8 @@ def apply_dynamics_overrides(model: mujoco.MjModel, overrides: Mapping[str, obje
     """
     unknown = sorted(set(overrides) - set(DYNAMICS_OVERRIDES))
     if unknown:
-        raise ValueError(f"unknown override(s) {unknown}; valid overrides: {list(DYNAMICS_OVERRIDES)}")
+        raise ValueError(
+            f"unknown override(s) {unknown}; valid overrides: {list(DYNAMICS_OVERRIDES)}")
     if "gravity" in overrides:
         model.opt.gravity[:] *= _positive_scale("gravity", overrides["gravity"])
     if "friction" in overrides:
@@ -175,9 +177,10 @@ class MjxPhysics:
     name = "mjx"
 
     def __init__(self, model: mujoco.MjModel, frame_skip: int, main_body: int,
-                 contact_forces: bool):
+                 contact_forces: bool, track_main_body: bool):
         self._mjx = mjx = _import_mjx()
         self.model = model
+        self.track_main_body = track_main_body
         self.frame_skip = frame_skip
         self.main_body = main_body
         self.contact_forces = contact_forces
@@ -193,14 +196,16 @@ class MjxPhysics:
         cfrc = jnp.zeros((0,), jnp.float32)
         if self.contact_forces:
             cfrc = mjx.rne_postconstraint(m, data)._impl.cfrc_ext.reshape(-1)
+        xpos = data.xpos[self.main_body] if self.track_main_body else jnp.zeros(3, jnp.float32)
         return PhysicsState(qpos=data.qpos, qvel=data.qvel, qacc_warmstart=data.qacc_warmstart,
-                            xpos_main=data.xpos[self.main_body], cfrc_ext=cfrc)
+                            xpos_main=xpos, cfrc_ext=cfrc)
 
 
 def _num_threads() -> int:
     return max(1, int(os.environ.get("OFFBENCH_MUJOCO_THREADS", os.cpu_count() or 1)))
 
 
+_MIN_THREADED_SECONDS = 2e-3
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -217,20 +222,49 @@ class MujocoPhysics:
     """The MuJoCo C engine on host threads, called from JAX with one callback per batch.
 
     The callback is pure: every call sets qpos, qvel, qacc_warmstart and ctrl of a scratch
-    `MjData` before stepping, so results depend only on the inputs (checkpoint/resume and vmap
-    give the same numbers as an uninterrupted, unbatched run).
+    `MjData` (one `mj_setState`) before stepping, so results depend only on the inputs
+    (checkpoint/resume and vmap give the same numbers as an uninterrupted, unbatched run).
+    Inputs and outputs cross the JAX/host boundary packed in one array each.
+
+    Tasks that read nothing but qpos/qvel (HalfCheetah, Hopper, Walker2d) are stepped by
+    `mujoco.rollout`, whose C loop has no per-environment Python cost; its one difference is
+    that the solver's warm start is not carried from one env step to the next (it is within
+    the frame_skip substeps), which changes results only at the solver's tolerance (1e-8).
+    Tasks that read contact forces or the main body's position after the step (Ant) use a
+    per-environment loop over `mj_step` + `mj_rnePostConstraint`, as Gymnasium does.
     """
 
     name = "mujoco"
+    _STATE_IN = (mujoco.mjtState.mjSTATE_QPOS | mujoco.mjtState.mjSTATE_QVEL
+                 | mujoco.mjtState.mjSTATE_WARMSTART | mujoco.mjtState.mjSTATE_CTRL)
+    _STATE_OUT = (mujoco.mjtState.mjSTATE_QPOS | mujoco.mjtState.mjSTATE_QVEL
+                  | mujoco.mjtState.mjSTATE_WARMSTART)
 
     def __init__(self, model: mujoco.MjModel, frame_skip: int, main_body: int,
-                 contact_forces: bool):
+                 contact_forces: bool, track_main_body: bool):
+        if model.na:
+            raise ValueError("models with actuator activations (na > 0) are not supported: "
+                             "their state would need `act` too")
         self.model = model
         self.frame_skip = frame_skip
         self.main_body = main_body
         self.contact_forces = contact_forces
         self._scratch: queue.SimpleQueue[mujoco.MjData] = queue.SimpleQueue()
         self._ncfrc = model.nbody * 6 if contact_forces else 0
+        # Packed layouts: in = [qpos, qvel, warmstart, ctrl]; out = [qpos, qvel, warmstart,
+        # xpos_main, cfrc_ext] (mj_setState/mj_getState order, then our extras).
+        self._sizes_out = (model.nq, model.nv, model.nv, 3, self._ncfrc)
+        self._n_in = mujoco.mj_stateSize(model, self._STATE_IN)
+        self._n_state_out = mujoco.mj_stateSize(model, self._STATE_OUT)
+        self._n_out = sum(self._sizes_out)
+        self._seconds_per_env = 0.0  # running estimate of one env's serial step time
+        self._calls = 0
+        self.track_main_body = track_main_body
+        full = mujoco.mjtState.mjSTATE_FULLPHYSICS
+        self._use_rollout = (not contact_forces and not track_main_body
+                             and mujoco.mj_stateSize(model, full) == 1 + model.nq + model.nv)
+        self._rollouts: dict[int, object] = {}
+        self._rollout_lock = threading.Lock()
 
     def _checkout(self) -> mujoco.MjData:
         try:
@@ -238,65 +272,85 @@ class MujocoPhysics:
         except queue.Empty:
             return mujoco.MjData(self.model)
 
-    def _step_range(self, lo: int, hi: int, inputs: tuple[np.ndarray, ...],
-                    outputs: tuple[np.ndarray, ...]) -> None:
-        qpos, qvel, warm, ctrl = inputs
-        out_qpos, out_qvel, out_warm, out_xpos, out_cfrc = outputs
+    def _step_range(self, lo: int, hi: int, packed_in: np.ndarray, out: np.ndarray) -> None:
         m, data = self.model, self._checkout()
+        n_state, main, ncfrc = self._n_state_out, self.main_body, self._ncfrc
         try:
             for i in range(lo, hi):
-                data.qpos[:] = qpos[i]
-                data.qvel[:] = qvel[i]
-                data.qacc_warmstart[:] = warm[i]
-                data.ctrl[:] = ctrl[i]
+                mujoco.mj_setState(m, data, packed_in[i], self._STATE_IN)
                 mujoco.mj_step(m, data, nstep=self.frame_skip)
-                out_qpos[i] = data.qpos
-                out_qvel[i] = data.qvel
-                out_warm[i] = data.qacc_warmstart
-                out_xpos[i] = data.xpos[self.main_body]
-                if self._ncfrc:
+                row = out[i]
+                mujoco.mj_getState(m, data, row[:n_state], self._STATE_OUT)
+                row[n_state:n_state + 3] = data.xpos[main]
+                if ncfrc:
                     mujoco.mj_rnePostConstraint(m, data)
-                    out_cfrc[i] = data.cfrc_ext.reshape(-1)
+                    row[n_state + 3:] = data.cfrc_ext.reshape(-1)
         finally:
             self._scratch.put(data)
 
-    def host_step(self, qpos: np.ndarray, qvel: np.ndarray, warm: np.ndarray,
-                  ctrl: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _step_rollout(self, flat: np.ndarray, out: np.ndarray, nthread: int) -> None:
+        from mujoco import rollout
+
+        m, nq, nv = self.model, self.model.nq, self.model.nv
+        n = flat.shape[0]
+        initial = np.zeros((n, 1 + nq + nv))  # FULLPHYSICS = [time, qpos, qvel]
+        initial[:, 1:] = flat[:, :nq + nv]
+        warm = flat[:, nq + nv:nq + 2 * nv]
+        ctrl = np.repeat(flat[:, None, nq + 2 * nv:], self.frame_skip, axis=1)
+        with self._rollout_lock:  # one rollout at a time per model (scratch data is shared)
+            if nthread not in self._rollouts:
+                self._rollouts[nthread] = (rollout.Rollout(nthread=nthread),
+                                           [mujoco.MjData(m) for _ in range(max(nthread, 1))])
+            runner, datas = self._rollouts[nthread]
+            states, _ = runner.rollout(m, datas, initial, ctrl, nstep=self.frame_skip,
+                                       initial_warmstart=warm)
+        out[:, :nq + nv] = states[:, -1, 1:]
+        out[:, nq + nv:] = 0.0  # warm start not carried; no xpos/contact forces needed
+
+    def host_step(self, packed_in: np.ndarray) -> np.ndarray:
         """Step a batch on the host. Leading axes are batch axes (from vmap expand_dims)."""
-        arrays = (qpos, qvel, warm, ctrl)
-        batch_shape = np.broadcast_shapes(*(a.shape[:-1] for a in arrays))
-        flat = tuple(np.broadcast_to(a, batch_shape + a.shape[-1:]).reshape(-1, a.shape[-1])
-                     for a in arrays)
-        n = flat[0].shape[0]
-        m = self.model
-        outputs = tuple(np.empty((n, k), np.float32)
-                        for k in (m.nq, m.nv, m.nv, 3, self._ncfrc))
+        batch_shape = packed_in.shape[:-1]
+        flat = np.asarray(packed_in, np.float64).reshape(-1, self._n_in)
+        n = flat.shape[0]
+        out = np.empty((n, self._n_out), np.float64)
         nthread = min(_num_threads(), n)
-        if nthread <= 1:
-            self._step_range(0, n, flat, outputs)
+        # Handing work to another thread costs ~0.1-0.3 ms on our 2-core VMs, so threads are used
+        # only when the batch's serial work (estimated from earlier calls) clearly exceeds that.
+        threaded = nthread > 1 and n * self._seconds_per_env >= _MIN_THREADED_SECONDS
+        start = time.perf_counter()
+        if self._use_rollout:
+            self._step_rollout(flat, out, nthread if threaded else 0)
+        elif not threaded:
+            self._step_range(0, n, flat, out)
         else:
             bounds = np.linspace(0, n, nthread + 1).astype(int)
-            futures = [_thread_pool().submit(self._step_range, lo, hi, flat, outputs)
+            futures = [_thread_pool().submit(self._step_range, lo, hi, flat, out)
                        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
             for f in futures:
                 f.result()
-        return tuple(o.reshape(batch_shape + o.shape[-1:]) for o in outputs)
+        serial = (time.perf_counter() - start) / n * (nthread if threaded else 1)
+        if self._calls:  # the first call pays one-off set-up costs
+            self._seconds_per_env = 0.9 * self._seconds_per_env + 0.1 * serial if self._calls > 1 \
+                else serial
+        self._calls += 1
+        return out.astype(np.float32).reshape(batch_shape + (self._n_out,))
 
     def step(self, state: PhysicsState, ctrl: jax.Array) -> PhysicsState:
-        m = self.model
         f32 = jnp.float32
-        shapes = tuple(jax.ShapeDtypeStruct((k,), f32)
-                       for k in (m.nq, m.nv, m.nv, 3, self._ncfrc))
-        out = jax.pure_callback(self.host_step, shapes, state.qpos.astype(f32),
-                                state.qvel.astype(f32), state.qacc_warmstart.astype(f32),
-                                ctrl.astype(f32), vmap_method="expand_dims")
-        return PhysicsState(*out)
+        packed = jnp.concatenate([state.qpos.astype(f32), state.qvel.astype(f32),
+                                  state.qacc_warmstart.astype(f32), ctrl.astype(f32)], axis=-1)
+        out = jax.pure_callback(self.host_step, jax.ShapeDtypeStruct((self._n_out,), f32),
+                                packed, vmap_method="expand_dims")
+        splits = np.cumsum(self._sizes_out)[:-1]
+        return PhysicsState(*jnp.split(out, splits, axis=-1))
 
 
 def make_physics(backend: str, model: mujoco.MjModel, frame_skip: int, main_body: int,
-                 contact_forces: bool) -> Physics:
+                 contact_forces: bool, track_main_body: bool) -> Physics:
+    """A backend that steps `model`; it computes contact forces and the main body's position
+    only when the task reads them (`contact_forces`, `track_main_body`)."""
     if backend == "mjx":
-        return MjxPhysics(model, frame_skip, main_body, contact_forces)
+        return MjxPhysics(model, frame_skip, main_body, contact_forces, track_main_body)
     if backend == "mujoco":
-        return MujocoPhysics(model, frame_skip, main_body, contact_forces)
+        return MujocoPhysics(model, frame_skip, main_body, contact_forces, track_main_body)
     raise ValueError(f"unknown backend '{backend}'; valid backends: {list(BACKENDS)}")

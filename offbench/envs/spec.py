@@ -10,7 +10,8 @@ from pathlib import Path
 
 # `tasks/` sits at the repository root beside `offbench/` (the product card fixes the layout);
 # OFFBENCH_TASKS_DIR points elsewhere, e.g. for a non-editable install.
-TASKS_DIR = Path(os.environ.get("OFFBENCH_TASKS_DIR", Path(__file__).resolve().parents[2] / "tasks"))
+TASKS_DIR = Path(os.environ.get("OFFBENCH_TASKS_DIR",
+                                Path(__file__).resolve().parents[2] / "tasks"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,38 @@
+"""The `offbench` console script: version, task listing, and one clear error for bad input."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import offbench
+
+OFFBENCH = str(Path(sys.executable).parent / "offbench")
+
+
+def run(*args):
+    return subprocess.run([OFFBENCH, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_version():
+    out = run("--version")
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"offbench {offbench.__version__}"
+
+
+def test_tasks_lists_sizes_and_backends():
+    out = run("tasks")
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()[1:] if line.strip()}
+    # observation and action sizes of Gymnasium's v5 envs (their documented spaces)
+    expected = {"halfcheetah": (17, 6), "hopper": (11, 3), "walker2d": (17, 6), "ant": (105, 8)}
+    for task, (obs, act) in expected.items():
+        assert task in rows, out.stdout
+        assert (int(rows[task][2]), int(rows[task][3])) == (obs, act)
+        assert "mjx" in out.stdout and "mujoco" in out.stdout
+
+
+def test_unknown_task_in_perf_is_one_clear_error():
+    out = run("perf", "envs", "--tasks", "humanoid", "--out", "/tmp/offbench-should-not-exist")
+    assert out.returncode == 2
+    assert "unknown task 'humanoid'" in out.stderr and "Traceback" not in out.stderr
+    assert not Path("/tmp/offbench-should-not-exist").exists()
