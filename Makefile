@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check offbench baselines tests
+	$(BIN)/ruff check offbench baselines examples tests
 
 test: setup lint
 	$(BIN)/python -m pytest -q
@@ -31,6 +31,7 @@ bench: setup perf
 
 perf: setup
 	$(BIN)/offbench perf envs --out results/perf
+	$(BIN)/offbench perf online --out results/perf
 
 # Re-resolve the pins in a throwaway venv and rewrite constraints.txt.
 lock:

@@ -38,14 +38,65 @@ def cmd_perf(args: argparse.Namespace) -> int:
     import offbench.envs as envs
     from offbench.perf import envs as perf_envs
 
-    if args.suite != "envs":
-        raise SystemExit(f"offbench perf: unknown suite '{args.suite}'; valid suites: envs")
+    if args.suite == "online":
+        from offbench.perf import online as perf_online
+
+        task = (args.tasks or ["halfcheetah"])[0]
+        envs.get_spec(task)
+        perf_online.main(task, args.env_steps, args.repeats, Path(args.out))
+        print(f"wrote {Path(args.out) / 'online.md'} and online.csv")
+        return 0
     tasks = args.tasks or envs.task_names()
     for t in tasks:
         envs.get_spec(t)
+    from offbench.provenance import record
+
+    started = record()  # the commit of the code that runs, not of the tree when it ends
     df = perf_envs.run(tasks, args.backends, args.batches, args.repeats)
-    perf_envs.write_report(df, Path(args.out))
+    perf_envs.write_report(df, Path(args.out), started)
     print(f"wrote {Path(args.out) / 'envs.md'} and envs.csv")
+    return 0
+
+
+def cmd_train_online(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import offbench.envs as envs
+    from offbench import online
+    from offbench.algorithms import apply_overrides, load_algorithm
+
+    algo = load_algorithm(args.algorithm)
+    envs.get_spec(args.task)
+    algo_config = apply_overrides(algo.Config(), args.set or [])
+    defaults = online.OnlineConfig()
+    config = dataclasses.replace(
+        defaults, env_steps=args.env_steps, num_envs=args.num_envs,
+        warmup_steps=args.warmup_steps, utd=args.utd,
+        eval_every=args.eval_every or min(defaults.eval_every, args.env_steps),
+        eval_episodes=args.eval_episodes,
+        checkpoint_every=args.checkpoint_every or defaults.checkpoint_every,
+        backend=args.backend, episode_length=args.episode_length)
+    config.validate()
+    out = Path(args.out or f"runs/online/{args.algorithm}-{args.task}")
+    df = online.train(args.algorithm, args.task, args.seeds, config, algo_config, out,
+                      resume=args.resume, first_seed=args.first_seed,
+                      stop_after_chunks=args.stop_after_chunks)
+    final = df[df.period == df.period.max()]
+    print(f"final eval return over {args.seeds} seeds: {final.eval_return.mean():.1f} "
+          f"(per seed: {', '.join(f'{r:.1f}' for r in final.eval_return)}); "
+          f"metrics in {out / 'metrics.csv'}")
+    return 0
+
+
+def cmd_report_online(args: argparse.Namespace) -> int:
+    from offbench.reports import online as report
+
+    runs = [Path(r) for r in args.runs]
+    for r in runs:
+        if not (r / "metrics.csv").exists():
+            raise ValueError(f"{r} has no metrics.csv: not an online run folder")
+    report.write_report(runs, Path(args.out), args.title)
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -59,12 +110,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="list tasks with observation/action sizes and backends")
     p.set_defaults(func=cmd_tasks)
 
+    p = sub.add_parser("train-online", help="train an algorithm online (e.g. SAC) on a task")
+    p.add_argument("algorithm", help="algorithm name in baselines/ (e.g. sac) or module path")
+    p.add_argument("task", help="task name (see `offbench tasks`)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds trained together (vmapped)")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--env-steps", type=int, default=1_000_000, help="env steps per seed")
+    p.add_argument("--num-envs", type=int, default=1, help="training envs per seed")
+    p.add_argument("--warmup-steps", type=int, default=5000, help="random-action steps first")
+    p.add_argument("--utd", type=int, default=1, help="updates per iteration (update-to-data)")
+    p.add_argument("--eval-every", type=int, help="env steps between evaluations (5000)")
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--checkpoint-every", type=int, help="env steps between checkpoints (50000)")
+    p.add_argument("--episode-length", type=int, help="time limit (default: the task's, 1000)")
+    p.add_argument("--backend", choices=["mujoco", "mjx"], help="physics (default by device)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override an algorithm config field (repeatable)")
+    p.add_argument("--out", help="run folder (default runs/online/ALGO-TASK)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)  # crash tests
+    p.set_defaults(func=cmd_train_online)
+
+    p = sub.add_parser("report-online", help="learning curves + table of online runs")
+    p.add_argument("runs", nargs="+", help="run folders (from train-online --out)")
+    p.add_argument("--out", default="results/online/sac.md")
+    p.add_argument("--title", default="SAC learning check")
+    p.set_defaults(func=cmd_report_online)
+
     p = sub.add_parser("perf", help="throughput benchmarks (written to results/perf)")
-    p.add_argument("suite", choices=["envs"], help="what to measure")
+    p.add_argument("suite", choices=["envs", "online"], help="what to measure")
     p.add_argument("--tasks", nargs="*", help="tasks (default: all)")
     p.add_argument("--backends", nargs="*", default=["mujoco", "mjx"], choices=["mujoco", "mjx"])
     p.add_argument("--batches", nargs="*", type=int, default=[1, 16, 256])
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (median is reported)")
+    p.add_argument("--env-steps", type=int, default=2000, help="online suite: steps per run")
     p.add_argument("--out", default="results/perf", help="output folder")
     p.set_defaults(func=cmd_perf)
     return parser

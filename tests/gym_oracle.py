@@ -22,6 +22,6 @@ def round_state_to_float32(gym_env) -> None:
 def physics_of(env: LocomotionEnv, gym_env) -> PhysicsState:
     """Our PhysicsState holding exactly Gymnasium's current state."""
     d = gym_env.data
-    cfrc = d.cfrc_ext.reshape(-1) if env.spec.needs_contact_forces else np.zeros(0)
+    cfrc = d.cfrc_ext.reshape(-1) if env.spec.needs_contact_forces else np.zeros(d.cfrc_ext.size)
     return PhysicsState(*(np.asarray(x, np.float32) for x in (
         d.qpos, d.qvel, d.qacc_warmstart, d.xpos[env.spec.main_body], cfrc)))

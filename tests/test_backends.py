@@ -4,9 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TASKS, bare_env
 
 import offbench.envs as envs
+
+from conftest import TASKS, bare_env
 
 
 def random_states(env, step, n: int, seed: int):

@@ -45,6 +45,13 @@ def test_auto_reset_keeps_episodes_apart():
     np.testing.assert_array_equal(trunc.astype(bool), lengths_at(ends, lengths, limit, len(done)))
     # A terminated step is really unhealthy; a truncated one is healthy.
     for t in ends:
+        # the observation that ended the episode: unhealthy iff it was a termination
+        # (hopper obs = qpos[1:] ++ qvel, so qpos is recoverable: x does not matter for health)
+        ended = final[t]
+        qpos = np.concatenate([[0.0], ended[:5]])
+        qvel = ended[5:]  # clipped to +-10 in the obs, which cannot flip health (range 100)
+        unhealthy = not bool(bare.is_healthy(bare.initial_physics(qpos, qvel)))
+        assert unhealthy == bool(terminated[t]), t
         physics_final = jax.tree.map(lambda x, t=t: x[t], s.pipeline_state)
         assert not np.array_equal(final[t], obs[t]), "after an end, obs is the new episode's"
         # obs after the end is a reset observation: the step counter restarts
@@ -57,6 +64,20 @@ def test_auto_reset_keeps_episodes_apart():
     # Fresh random initial states (not brax's "reset to the first state").
     starts = obs[ends]
     assert len({tuple(np.round(x, 6)) for x in starts}) == len(starts)
+
+
+@pytest.mark.parametrize("task,normal_qvel", [("halfcheetah", True), ("hopper", False)])
+def test_reset_noise_distributions(task, normal_qvel):
+    """qpos ~ init + U(-s, s) (variance s^2/3); qvel ~ s*N(0,1) (variance s^2) or U(-s, s)."""
+    env = envs.make(task, "mujoco", wrap=False)
+    s = env.spec.reset_noise_scale
+    states = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.key(0), 4000))
+    dq = np.asarray(states.pipeline_state.qpos) - env.model.qpos0
+    qvel = np.asarray(states.pipeline_state.qvel)
+    assert np.all(np.abs(dq) <= s)
+    np.testing.assert_allclose(dq.var(axis=0), s**2 / 3, rtol=0.1)
+    np.testing.assert_allclose(qvel.var(axis=0), s**2 if normal_qvel else s**2 / 3, rtol=0.1)
+    assert (np.abs(qvel).max() > s) == normal_qvel  # only a normal exceeds the scale
 
 
 def lengths_at(ends, lengths, limit, n):

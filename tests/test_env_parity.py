@@ -9,6 +9,7 @@ are covered as well.
 
 import numpy as np
 import pytest
+
 from conftest import TASKS, bare_env
 from gym_oracle import make_gym, physics_of, round_state_to_float32
 
@@ -68,3 +69,28 @@ def test_step_matches_gymnasium(task, backend):
     if task in ("hopper", "walker2d"):
         assert resets >= 1
     print(f"{task}/{backend}: worst relative error {worst:.2e} over {STEPS} steps, {resets} resets")
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_free_running_trajectory_tracks_gymnasium(task):
+    """No re-sync: our C backend carries its own float32 state (and, for rollout-stepped tasks,
+    no solver warm start between env steps) along Gymnasium's trajectory from the same reset.
+    Rounding differences grow along a chaotic trajectory, so this checks a short horizon
+    (25 steps) with a loose tolerance; a wrong carried state would break it at once."""
+    env, step, _ = bare_env(task, "mujoco")
+    gym_env = make_gym(env)
+    gym_env.reset(seed=3)
+    round_state_to_float32(gym_env)
+    state = env.reset(np.zeros(2, np.uint32)).replace(
+        pipeline_state=env.initial_physics(gym_env.data.qpos, gym_env.data.qvel))
+    rng = np.random.default_rng(3)
+    lo, hi = env.action_bounds
+    for t in range(25):
+        action = rng.uniform(lo, hi).astype(np.float32)
+        obs, reward, terminated, _, _ = gym_env.step(action)
+        state = step(state, action)
+        assert rel_err(state.obs, obs) < 1e-3, f"{task} step {t}: {rel_err(state.obs, obs)}"
+        assert rel_err(state.reward, reward) < 1e-3
+        assert bool(state.done) == terminated
+        if terminated:
+            break

@@ -11,10 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TASKS
-from gym_oracle import make_gym
 
 import offbench.envs as envs
+
+from conftest import TASKS
+from gym_oracle import make_gym
 
 EPISODES = 30
 
@@ -33,7 +34,7 @@ def our_returns(task: str) -> np.ndarray:
             state, alive, total = carry
             action = jax.random.uniform(key_t, (EPISODES, len(lo)), minval=lo, maxval=hi)
             state = jax.vmap(env.step)(state, action)
-            total = total + alive * state.reward
+            total = total + jnp.where(alive > 0, state.reward, 0.0)
             alive = alive * (1.0 - state.done)
             return (state, alive, total), None
 

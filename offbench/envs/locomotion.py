@@ -56,7 +56,7 @@ class LocomotionEnv(Env):
                                     spec.needs_contact_forces, track_main_body=self._free_root)
         self.dt = float(self.model.opt.timestep * spec.frame_skip)
         self._init_qpos = jnp.asarray(self.model.qpos0, jnp.float32)
-        self._ncfrc = self.model.nbody * 6 if spec.needs_contact_forces else 0
+        self._ncfrc = self.model.nbody * 6  # zeros unless the task reads contact forces
 
     # -- brax Env interface -------------------------------------------------------------------
     @property

@@ -43,8 +43,8 @@ class PhysicsState:
     """The part of the MuJoCo state an environment carries between steps (float32).
 
     `xpos_main` and `cfrc_ext` are what MuJoCo's `mjData` holds after the last `mj_step`
-    (kinematics of the last integrator stage, like Gymnasium reads them); `cfrc_ext` is empty
-    for tasks that do not use contact forces.
+    (kinematics of the last integrator stage, like Gymnasium reads them); `cfrc_ext` (flat,
+    nbody * 6) holds zeros for tasks that do not read contact forces.
     """
 
     qpos: jax.Array
@@ -193,7 +193,7 @@ class MjxPhysics:
                                       qacc_warmstart=state.qacc_warmstart, ctrl=ctrl)
         data, _ = jax.lax.scan(lambda d, _: (mjx.step(m, d), None), data, None,
                                length=self.frame_skip)
-        cfrc = jnp.zeros((0,), jnp.float32)
+        cfrc = jnp.zeros(self.model.nbody * 6, jnp.float32)
         if self.contact_forces:
             cfrc = mjx.rne_postconstraint(m, data)._impl.cfrc_ext.reshape(-1)
         xpos = data.xpos[self.main_body] if self.track_main_body else jnp.zeros(3, jnp.float32)
@@ -250,7 +250,7 @@ class MujocoPhysics:
         self.main_body = main_body
         self.contact_forces = contact_forces
         self._scratch: queue.SimpleQueue[mujoco.MjData] = queue.SimpleQueue()
-        self._ncfrc = model.nbody * 6 if contact_forces else 0
+        self._ncfrc = model.nbody * 6  # always carried (zeros unless computed): no empty arrays
         # Packed layouts: in = [qpos, qvel, warmstart, ctrl]; out = [qpos, qvel, warmstart,
         # xpos_main, cfrc_ext] (mj_setState/mj_getState order, then our extras).
         self._sizes_out = (model.nq, model.nv, model.nv, 3, self._ncfrc)
@@ -274,7 +274,7 @@ class MujocoPhysics:
 
     def _step_range(self, lo: int, hi: int, packed_in: np.ndarray, out: np.ndarray) -> None:
         m, data = self.model, self._checkout()
-        n_state, main, ncfrc = self._n_state_out, self.main_body, self._ncfrc
+        n_state, main, ncfrc = self._n_state_out, self.main_body, self.contact_forces
         try:
             for i in range(lo, hi):
                 mujoco.mj_setState(m, data, packed_in[i], self._STATE_IN)
@@ -285,6 +285,8 @@ class MujocoPhysics:
                 if ncfrc:
                     mujoco.mj_rnePostConstraint(m, data)
                     row[n_state + 3:] = data.cfrc_ext.reshape(-1)
+                else:
+                    row[n_state + 3:] = 0.0
         finally:
             self._scratch.put(data)
 

@@ -218,9 +218,10 @@ def checks(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_report(df: pd.DataFrame, out: Path) -> None:
+def write_report(df: pd.DataFrame, out: Path, prov: dict | None = None) -> None:
+    """prov: `offbench.provenance.record()` taken when the run started (the code that ran)."""
     out.mkdir(parents=True, exist_ok=True)
-    prov = record()
+    prov = prov or record()
     write_text_atomic(out / "envs.csv", df.to_csv(index=False, float_format="%.4g"))
     table = df.pivot_table(index=["task", "engine"], columns="batch", values="env_steps_per_s")
     table.columns = [f"batch {b}" for b in table.columns]

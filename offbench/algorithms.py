@@ -1,0 +1,107 @@
+"""The algorithm module contract, the registry of `baselines/`, and typed config overrides.
+
+An algorithm is one module `baselines/NAME.py` (or any importable module) defining:
+
+    Config            a frozen dataclass whose defaults are the published hyperparameters
+    MODES             the modes it supports, a subset of ("online", "offline", "o2o", "hybrid")
+    init(key, spec, config, dataset=None) -> state          state: any pytree
+    update(state, batch, key) -> (state, metrics)           one gradient step; metrics: dict
+    act(state, obs, key, deterministic) -> action           actions in [-1, 1]
+
+`update` and `act` must be pure (jit- and vmap-able); the configuration lives inside `state`
+as static data (see `baselines/sac.py`). The harness owns loops, sampling, vmapping over seeds,
+evaluation, logging and checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import jax
+from flax import struct
+
+BASELINES_DIR = Path(__file__).resolve().parents[1] / "baselines"
+REQUIRED = ("Config", "MODES", "init", "update", "act")
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    """What an algorithm knows about its task."""
+
+    observation_size: int
+    action_size: int
+
+
+@struct.dataclass
+class Transition:
+    """A batch of transitions. `terminal` is 1 only for true terminations (not time limits)."""
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    next_obs: jax.Array
+    terminal: jax.Array
+
+
+def algorithm_names() -> list[str]:
+    return sorted(p.stem for p in BASELINES_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def load_algorithm(name: str) -> types.ModuleType:
+    """`name` from baselines/, or a dotted module path; checks the contract's names exist."""
+    if "." in name:
+        module = importlib.import_module(name)
+    elif name in algorithm_names():
+        module = importlib.import_module(f"baselines.{name}")
+    else:
+        raise ValueError(f"unknown algorithm '{name}'; valid algorithms: {algorithm_names()} "
+                         "(or a dotted module path)")
+    missing = [attr for attr in REQUIRED if not hasattr(module, attr)]
+    if missing:
+        raise ValueError(f"algorithm module '{module.__name__}' lacks {missing}; "
+                         f"the contract needs {list(REQUIRED)} (see offbench/algorithms.py)")
+    return module
+
+
+def _parse_value(raw: str, annotation: Any, key: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        if raw.lower() in ("1", "true", "yes"):
+            return True
+        if raw.lower() in ("0", "false", "no"):
+            return False
+        raise ValueError(f"--set {key}={raw}: expected true or false")
+    if annotation in (int, float, str):
+        try:
+            return annotation(raw)
+        except ValueError:
+            raise ValueError(f"--set {key}={raw}: expected {annotation.__name__}") from None
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(annotation) if a is not Ellipsis}
+        return tuple(_parse_value(v, item, key) for v in raw.strip("()[] ").split(",") if v)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if raw.lower() == "none":
+            return None
+        return _parse_value(raw, args[0], key)
+    raise ValueError(f"--set {key}: cannot parse values of type {annotation}")
+
+
+def apply_overrides(config: Any, overrides: list[str]) -> Any:
+    """`config` with `key=value` overrides applied, typed by the dataclass annotations."""
+    hints = typing.get_type_hints(type(config))
+    changes = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got '{item}'")
+        if key not in hints:
+            raise ValueError(f"unknown config key '{key}' for {type(config).__module__}.Config; "
+                             f"valid keys: {sorted(hints)}")
+        changes[key] = _parse_value(raw, hints[key], key)
+    return dataclasses.replace(config, **changes)
