@@ -96,8 +96,7 @@ def run(task: str, env_steps: int, repeats: int, log=print) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_report(df: pd.DataFrame, out: Path) -> None:
-    prov = record()
+def write_report(df: pd.DataFrame, out: Path, prov: dict) -> None:
     write_text_atomic(out / "online.csv", df.to_csv(index=False, float_format="%.4g"))
     ours = df[df.engine == "offbench"].set_index("seeds")
     brax = df[df.engine != "offbench"].iloc[0]
@@ -118,6 +117,7 @@ def write_report(df: pd.DataFrame, out: Path) -> None:
 
 
 def main(task: str, env_steps: int, repeats: int, out: Path) -> None:
+    started = record()  # the commit of the code that runs
     with tempfile.TemporaryDirectory():
         df = run(task, env_steps, repeats)
-    write_report(df, out)
+    write_report(df, out, started)
