@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export OFFBENCH_CACHE ?= $(HOME)/.cache/offbench
 export JAX_COMPILATION_CACHE_DIR ?= $(OFFBENCH_CACHE)/jax
 
-.PHONY: setup test lint bench perf lock clean
+.PHONY: setup test lint bench perf online-check lock clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,15 @@ bench: setup perf
 perf: setup
 	$(BIN)/offbench perf envs --out results/perf
 	$(BIN)/offbench perf online --out results/perf
+
+# SAC learning check -> results/online/sac.md. Hours of CPU; rerunning resumes from checkpoints.
+ONLINE_TASKS ?= halfcheetah hopper walker2d ant
+online-check: setup
+	for t in $(ONLINE_TASKS); do \
+	  $(BIN)/offbench train-online sac $$t --seeds 2 --env-steps 300000 --eval-every 10000 \
+	    --checkpoint-every 20000 --out runs/online/sac-$$t --resume || exit 1; done
+	$(BIN)/offbench report-online $(addprefix runs/online/sac-,$(ONLINE_TASKS)) \
+	  --out results/online/sac.md
 
 # Re-resolve the pins in a throwaway venv and rewrite constraints.txt.
 lock:
