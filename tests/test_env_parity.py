@@ -94,3 +94,39 @@ def test_free_running_trajectory_tracks_gymnasium(task):
         assert bool(state.done) == terminated
         if terminated:
             break
+
+
+@pytest.mark.parametrize("task", ["hopper", "walker2d", "ant"])
+def test_health_bounds_match_gymnasium_exactly(task):
+    """States placed on and around every healthy-range bound (open for Hopper/Walker2d, closed
+    for Ant, plus Ant's finiteness check): our is_healthy equals Gymnasium's on each."""
+    env, _, _ = bare_env(task, "mujoco")
+    gym_env = make_gym(env)
+    gym_env.reset(seed=0)
+    s = env.spec
+    z_index = 2 if task == "ant" else 1
+    probes = []
+    for index, bounds in ((z_index, s.healthy_z_range), (2, s.healthy_angle_range)):
+        if bounds is None or (task == "ant" and index == 2 and bounds is s.healthy_angle_range):
+            continue
+        for bound in bounds:
+            if np.isfinite(bound):
+                for delta in (-1e-3, 0.0, 1e-3):
+                    probes.append((index, np.float32(bound + delta)))
+    if s.healthy_state_range is not None:
+        probes += [(4, np.float32(99.0)), (4, np.float32(100.0)), (4, np.float32(101.0))]
+    cases = [(i, v, None) for i, v in probes]
+    if s.healthy_requires_finite:
+        cases.append((z_index, np.float32(0.5), np.nan))  # a NaN velocity: unhealthy
+    assert len(cases) >= 6
+    for index, value, qvel0 in cases:
+        qpos = np.asarray(gym_env.init_qpos, np.float32).copy()
+        qpos[index] = value
+        if task != "ant" and index != z_index:  # keep z healthy while probing the angle
+            qpos[z_index] = np.float32(1.25)
+        qvel = np.zeros(gym_env.model.nv, np.float32)
+        if qvel0 is not None:
+            qvel[0] = qvel0
+        gym_env.set_state(qpos.astype(np.float64), qvel.astype(np.float64))
+        ours = bool(env.is_healthy(env.initial_physics(qpos, qvel)))
+        assert ours == bool(gym_env.is_healthy), (task, index, float(value), qvel0)

@@ -32,8 +32,21 @@ def load_model(spec: LocomotionSpec, overrides: Mapping[str, object] | None = No
 
 
 def _within(x: jax.Array, bounds: tuple[float, float], strict: bool) -> jax.Array:
+    """lo < x < hi (strict) or lo <= x <= hi, decided as Gymnasium decides it in float64.
+
+    x is float32; comparing it with the float32-rounded bound would misjudge states lying
+    between the bound and its rounding (e.g. z = float32(0.8) > 0.8 in float64). Where rounding
+    moved a bound, the comparison is adjusted so float32 gives the float64 answer exactly.
+    """
     lo, hi = bounds
-    return (lo < x) & (x < hi) if strict else (lo <= x) & (x <= hi)
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    if strict:  # lo < x  and  x < hi
+        above = x >= lo32 if float(lo32) > lo else x > lo32
+        below = x <= hi32 if float(hi32) < hi else x < hi32
+    else:  # lo <= x  and  x <= hi
+        above = x > lo32 if float(lo32) < lo else x >= lo32
+        below = x < hi32 if float(hi32) > hi else x <= hi32
+    return above & below
 
 
 class LocomotionEnv(Env):
