@@ -33,13 +33,15 @@ perf: setup
 	$(BIN)/offbench perf envs --out results/perf
 	$(BIN)/offbench perf online --out results/perf
 
-# SAC learning check -> results/online/sac.md. Hours of CPU; rerunning resumes from checkpoints.
+# SAC learning check -> results/online/sac.md. Hours of CPU; rerunning resumes from the
+# checkpoints, which live in the cache (outside the work tree, so a fresh checkout keeps them).
 ONLINE_TASKS ?= halfcheetah hopper walker2d ant
+ONLINE_RUNS := $(OFFBENCH_CACHE)/runs/online
 online-check: setup
 	for t in $(ONLINE_TASKS); do \
 	  $(BIN)/offbench train-online sac $$t --seeds 2 --env-steps 300000 --eval-every 10000 \
-	    --checkpoint-every 20000 --out runs/online/sac-$$t --resume || exit 1; done
-	$(BIN)/offbench report-online $(addprefix runs/online/sac-,$(ONLINE_TASKS)) \
+	    --checkpoint-every 20000 --out $(ONLINE_RUNS)/sac-$$t --resume || exit 1; done
+	$(BIN)/offbench report-online $(addprefix $(ONLINE_RUNS)/sac-,$(ONLINE_TASKS)) \
 	  --out results/online/sac.md
 
 # Re-resolve the pins in a throwaway venv and rewrite constraints.txt.
