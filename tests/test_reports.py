@@ -25,6 +25,6 @@ def test_online_report_table_matches_hand_computed_values(tmp_path):
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[:3] == ["hopper", "2", "300000"]
     assert cells[3] == "900 ± 200" and cells[4] == "1000" and cells[5] == "900"
-    assert cells[6] == "> 2500" and cells[7] == "run.json"
+    assert cells[6] == "> 2500" and cells[7] == "complete"
     assert "offbench train-online sac hopper" in text
     assert (tmp_path / "sac-hopper.png").stat().st_size > 1000

@@ -50,7 +50,7 @@ def write_report(run_dirs: list[Path], out: Path, title: str) -> None:
         plt.close(fig)
         final = metrics[metrics.env_steps == metrics.env_steps.max()]
         at_300k = metrics[metrics.env_steps == 300_000].eval_return
-        complete = "run.json" if info.get("wall_s") else "in progress (no run.json yet)"
+        complete = "complete" if info.get("wall_s") else "in progress"
         rows.append({
             "task": task, "seeds": metrics.seed.nunique(),
             "env steps": int(metrics.env_steps.max()),
@@ -62,7 +62,14 @@ def write_report(run_dirs: list[Path], out: Path, title: str) -> None:
             "target at 300k (published SAC)": TARGET_300K.get(task, "none given"),
             "status": complete})
         command = info.get("command", "(see the run folder)")
-        sections += [f"### {task}", "", f"![{task}]({png.name})", "",
+        oc = info.get("online_config", {})
+        protocol = (f"{oc.get('eval_episodes', '?')} deterministic evaluation episodes every "
+                    f"{oc.get('eval_every', '?')} env steps; {oc.get('warmup_steps', '?')} random "
+                    f"warm-up steps; UTD {oc.get('utd', '?')}; {oc.get('num_envs', '?')} env per "
+                    f"seed; physics backend `{oc.get('backend', '?')}`; machine: "
+                    f"{info.get('machine', {}).get('cpu', '?')}, "
+                    f"{info.get('machine', {}).get('cores', '?')} cores")
+        sections += [f"### {task}", "", f"![{task}]({png.name})", "", f"Protocol: {protocol}.  ",
                      f"Command: `{command}`  ", f"Commit: `{info.get('git_commit', '?')}`, "
                      f"wall time {info.get('wall_s', float('nan')) / 3600:.2f} h, "
                      f"configs: `{json.dumps(info.get('algo_config', {}))}`", ""]
