@@ -74,6 +74,9 @@ def write_report(run_dirs: list[Path], out: Path, title: str) -> None:
                      f"wall time {info.get('wall_s', float('nan')) / 3600:.2f} h, "
                      f"configs: `{json.dumps(info.get('algo_config', {}))}`", ""]
     prov = record()
-    lines = [f"# {title}", "", f"Report written by `{prov['command']}` on {prov['date']}.", "",
+    lines = [f"# {title}", "", f"Report written by `{prov['command']}` at commit "
+             f"`{prov['git_commit']}` on {prov['date']}; each run's own command and commit are "
+             "under its curve. Networks and hyperparameters are the paper's (2x256, batch 256, "
+             "UTD 1); nothing was shrunk to fit the CPU.", "",
              pd.DataFrame(rows).to_markdown(index=False), "", *sections]
     write_text_atomic(out, "\n".join(lines))
