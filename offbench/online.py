@@ -305,8 +305,9 @@ def train(algo_name: str, task: str, seeds: int, config: OnlineConfig, algo_conf
             os._exit(17)  # simulate a crash: no cleanup, no final files
     if bar is not None:
         bar.close()
-    run_info.update(wall_s=time.perf_counter() - start, compile_s=compile_s)
-    write_text_atomic(out / "run.json", json.dumps(run_info, indent=2, default=str))
+    if chunks or not (out / "run.json").exists():  # a finished run resumed again keeps its record
+        run_info.update(wall_s=time.perf_counter() - start, compile_s=compile_s)
+        write_text_atomic(out / "run.json", json.dumps(run_info, indent=2, default=str))
     return pd.DataFrame(rows)
 
 

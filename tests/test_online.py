@@ -77,6 +77,11 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     a = pd.read_csv(tmp_path / "full" / "metrics.csv").drop(columns="wall_s")
     b = pd.read_csv(tmp_path / "killed" / "metrics.csv").drop(columns="wall_s")
     pd.testing.assert_frame_equal(a, b, check_exact=True)  # bit for bit
+    # resuming a finished run changes nothing, not even its record
+    record = (tmp_path / "full" / "run.json").read_bytes()
+    again = run_cli(*base, "--out", str(tmp_path / "full"), "--resume")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "full" / "run.json").read_bytes() == record
 
 
 def test_existing_run_is_not_overwritten(tmp_path):
