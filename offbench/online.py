@@ -7,7 +7,8 @@ instances. `jit(vmap(chunk))` trains all seeds in one XLA program. The iteration
 unbatched, so the warm-up switch stays a real `lax.cond` under vmap (no wasted updates).
 
 The host driver `train` runs chunks between Orbax checkpoints, shows progress, and writes
-per-seed metrics (`metrics.csv`) and `run.json`; `resume=True` restarts from the last
+per-seed metrics (`metrics.csv`) and `run.json` (written at the start, completed with wall and
+compile time at the end); `resume=True` restarts from the last
 checkpoint and reproduces the uninterrupted run bit for bit (same compiled chunk, same inputs).
 """
 
@@ -269,6 +270,9 @@ def train(algo_name: str, task: str, seeds: int, config: OnlineConfig, algo_conf
     if not settings_path.exists():
         write_text_atomic(settings_path, json.dumps(settings, indent=2))
     run_info = {**settings, "mode": "online", **record()}
+    run_path = out / "run.json"
+    if not run_path.exists():  # provenance from the start; wall and compile time added at the end
+        write_text_atomic(run_path, json.dumps(run_info, indent=2, default=str))
     compiled: dict[int, Any] = {}
     compile_s = 0.0
     start = time.perf_counter()
@@ -305,9 +309,10 @@ def train(algo_name: str, task: str, seeds: int, config: OnlineConfig, algo_conf
             os._exit(17)  # simulate a crash: no cleanup, no final files
     if bar is not None:
         bar.close()
-    if chunks or not (out / "run.json").exists():  # a finished run resumed again keeps its record
+    finished_before = chunks == 0 and "wall_s" in json.loads(run_path.read_text())
+    if not finished_before:  # a finished run resumed again keeps its record
         run_info.update(wall_s=time.perf_counter() - start, compile_s=compile_s)
-        write_text_atomic(out / "run.json", json.dumps(run_info, indent=2, default=str))
+        write_text_atomic(run_path, json.dumps(run_info, indent=2, default=str))
     return pd.DataFrame(rows)
 
 

@@ -1,6 +1,7 @@
 """The online loop: the contract example trains, seeds vmap exactly, a killed run resumes."""
 
 import dataclasses
+import json
 import re
 import subprocess
 import sys
@@ -67,7 +68,8 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     assert full.returncode == 0, full.stderr
     killed = run_cli(*base, "--out", str(tmp_path / "killed"), "--stop-after-chunks", "1")
     assert killed.returncode == 17, killed.stderr  # died right after its first checkpoint
-    assert not (tmp_path / "killed" / "run.json").exists()
+    started = json.loads((tmp_path / "killed" / "run.json").read_text())
+    assert "wall_s" not in started and started["command"].startswith("offbench train-online")
     assert len(pd.read_csv(tmp_path / "killed" / "metrics.csv")) == 2  # 1 period x 2 seeds
     changed = run_cli(*base, "--out", str(tmp_path / "killed"), "--resume", "--utd", "3")
     assert changed.returncode == 2 and "differ" in changed.stderr and "online_config" in \
