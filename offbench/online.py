@@ -296,10 +296,11 @@ def train(algo_name: str, task: str, seeds: int, config: OnlineConfig, algo_conf
                 row["wall_s"] = wall
                 rows.append(row)
         done_periods += n
-        write_text_atomic(metrics_path, pd.DataFrame(rows).to_csv(index=False))
+        table = pd.DataFrame(rows)
+        write_text_atomic(metrics_path, table.to_csv(index=False))
         manager.save(done_periods, args=ocp.args.StandardSave(carry))
         manager.wait_until_finished()
-        last = pd.DataFrame(rows).query("period == @done_periods - 1")
+        last = table[table.period == done_periods - 1]
         if bar is not None:
             bar.update(n * config.eval_every)
             bar.set_postfix(eval_return=f"{last.eval_return.mean():.1f}",

@@ -1,15 +1,12 @@
-import os
 from functools import cache
-from pathlib import Path
 
 import jax
 
-# Persistent XLA compilation cache: the second `make test` on a machine skips most compiles.
-jax.config.update("jax_compilation_cache_dir", os.environ.get(
-    "JAX_COMPILATION_CACHE_DIR", str(Path.home() / ".cache" / "offbench" / "jax")))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+import offbench
+import offbench.envs as envs
 
-import offbench.envs as envs  # noqa: E402
+# Persistent XLA compilation cache: the second `make test` on a machine skips most compiles.
+offbench.enable_compilation_cache()
 
 TASKS = ("halfcheetah", "hopper", "walker2d", "ant")
 

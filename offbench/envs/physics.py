@@ -259,6 +259,7 @@ class MujocoPhysics:
         self._n_out = sum(self._sizes_out)
         self._seconds_per_env = 0.0  # running estimate of one env's serial step time
         self._calls = 0
+        self._nthread = _num_threads()  # read once, not on every step
         self.track_main_body = track_main_body
         full = mujoco.mjtState.mjSTATE_FULLPHYSICS
         self._use_rollout = (not contact_forces and not track_main_body
@@ -285,20 +286,24 @@ class MujocoPhysics:
                 if ncfrc:
                     mujoco.mj_rnePostConstraint(m, data)
                     row[n_state + 3:] = data.cfrc_ext.reshape(-1)
-                else:
-                    row[n_state + 3:] = 0.0
         finally:
             self._scratch.put(data)
+
+    def rollout_inputs(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Packed [qpos, qvel, warmstart, ctrl] rows -> `mujoco.rollout`'s (initial FULLPHYSICS
+        state [time, qpos, qvel], per-substep controls, initial warm start)."""
+        nq, nv = self.model.nq, self.model.nv
+        initial = np.zeros((flat.shape[0], 1 + nq + nv))
+        initial[:, 1:] = flat[:, :nq + nv]
+        warm = np.ascontiguousarray(flat[:, nq + nv:nq + 2 * nv])
+        ctrl = np.repeat(flat[:, None, nq + 2 * nv:], self.frame_skip, axis=1)
+        return initial, ctrl, warm
 
     def _step_rollout(self, flat: np.ndarray, out: np.ndarray, nthread: int) -> None:
         from mujoco import rollout
 
-        m, nq, nv = self.model, self.model.nq, self.model.nv
-        n = flat.shape[0]
-        initial = np.zeros((n, 1 + nq + nv))  # FULLPHYSICS = [time, qpos, qvel]
-        initial[:, 1:] = flat[:, :nq + nv]
-        warm = flat[:, nq + nv:nq + 2 * nv]
-        ctrl = np.repeat(flat[:, None, nq + 2 * nv:], self.frame_skip, axis=1)
+        m, nqv = self.model, self.model.nq + self.model.nv
+        initial, ctrl, warm = self.rollout_inputs(flat)
         with self._rollout_lock:  # one rollout at a time per model (scratch data is shared)
             if nthread not in self._rollouts:
                 self._rollouts[nthread] = (rollout.Rollout(nthread=nthread),
@@ -306,16 +311,16 @@ class MujocoPhysics:
             runner, datas = self._rollouts[nthread]
             states, _ = runner.rollout(m, datas, initial, ctrl, nstep=self.frame_skip,
                                        initial_warmstart=warm)
-        out[:, :nq + nv] = states[:, -1, 1:]
-        out[:, nq + nv:] = 0.0  # warm start not carried; no xpos/contact forces needed
+        # warm start not carried; xpos/contact forces not needed: they stay zero
+        out[:, :nqv] = states[:, -1, 1:]
 
     def host_step(self, packed_in: np.ndarray) -> np.ndarray:
         """Step a batch on the host. Leading axes are batch axes (from vmap expand_dims)."""
         batch_shape = packed_in.shape[:-1]
         flat = np.asarray(packed_in, np.float64).reshape(-1, self._n_in)
         n = flat.shape[0]
-        out = np.empty((n, self._n_out), np.float64)
-        nthread = min(_num_threads(), n)
+        out = np.zeros((n, self._n_out), np.float64)  # fields a path does not fill stay zero
+        nthread = min(self._nthread, n)
         # Handing work to another thread costs ~0.1-0.3 ms on our 2-core VMs, so threads are used
         # only when the batch's serial work (estimated from earlier calls) clearly exceeds that.
         threaded = nthread > 1 and n * self._seconds_per_env >= _MIN_THREADED_SECONDS
@@ -331,10 +336,12 @@ class MujocoPhysics:
             for f in futures:
                 f.result()
         serial = (time.perf_counter() - start) / n * (nthread if threaded else 1)
-        if self._calls:  # the first call pays one-off set-up costs
-            self._seconds_per_env = 0.9 * self._seconds_per_env + 0.1 * serial if self._calls > 1 \
-                else serial
+        # Running estimate; the first call (one-off set-up costs) is left out.
         self._calls += 1
+        if self._calls == 2:
+            self._seconds_per_env = serial
+        elif self._calls > 2:
+            self._seconds_per_env = 0.9 * self._seconds_per_env + 0.1 * serial
         return out.astype(np.float32).reshape(batch_shape + (self._n_out,))
 
     def step(self, state: PhysicsState, ctrl: jax.Array) -> PhysicsState:

@@ -82,35 +82,34 @@ def bench_offbench(task: str, backend: str, batch: int, repeats: int) -> list[di
         recording = True
         compiled(key).block_until_ready()
         recording = False
-        rate = _replay_rate(env.unwrapped.model, envs.get_spec(task).frame_skip, recorded, repeats)
+        rate = _replay_rate(env.unwrapped.physics, recorded, repeats)
         rows.append({"engine": "rollout/replay", "compile_s": float("nan"),
                      "env_steps_per_s": rate})
     return rows
 
 
-def _replay_rate(model: mujoco.MjModel, frame_skip: int, packed: list[np.ndarray],
-                 repeats: int) -> float:
-    """mujoco.rollout (best thread setting) on the recorded (state, action) batches."""
-    nq, nv = model.nq, model.nv
-    calls = []
-    for batch in packed:
-        initial = np.zeros((len(batch), 1 + nq + nv))
-        initial[:, 1:] = batch[:, :nq + nv]
-        warm = np.ascontiguousarray(batch[:, nq + nv:nq + 2 * nv])
-        ctrl = np.repeat(batch[:, None, nq + 2 * nv:], frame_skip, axis=1)
-        calls.append((initial, ctrl, warm))
-    steps = sum(len(c[0]) for c in calls)
+def _best_rollout_rate(model: mujoco.MjModel, call: Callable, steps: int, repeats: int
+                       ) -> float:
+    """Env steps/s of `call(runner, datas)` with rollout's best thread setting: its pool on all
+    cores, or no pool (the calling thread; faster for small batches on this machine)."""
     best = 0.0
     for nthread in sorted({0, os.cpu_count() or 1}):
         datas = [mujoco.MjData(model) for _ in range(max(nthread, 1))]
         with rollout.Rollout(nthread=nthread) as runner:
-            def replay(runner=runner, datas=datas):
-                for initial, ctrl, warm in calls:
-                    runner.rollout(model, datas, initial, ctrl, nstep=frame_skip,
-                                   initial_warmstart=warm)
-            replay()
-            best = max(best, _median_rate(replay, steps, repeats))
+            call(runner, datas)  # warm-up
+            best = max(best, _median_rate(lambda r=runner, d=datas: call(r, d), steps, repeats))
     return best
+
+
+def _replay_rate(physics, packed: list[np.ndarray], repeats: int) -> float:
+    """mujoco.rollout on the recorded (state, action) batches of our C backend."""
+    calls = [physics.rollout_inputs(batch) for batch in packed]
+
+    def replay(runner, datas):
+        for initial, ctrl, warm in calls:
+            runner.rollout(physics.model, datas, initial, ctrl, nstep=physics.frame_skip,
+                           initial_warmstart=warm)
+    return _best_rollout_rate(physics.model, replay, sum(len(c[0]) for c in calls), repeats)
 
 
 def _random_initial_states(task: str, batch: int) -> tuple[mujoco.MjModel, np.ndarray]:
@@ -134,30 +133,21 @@ def bench_rollout(task: str, batch: int, repeats: int) -> list[dict]:
     rng = np.random.default_rng(0)
     lo, hi = model.actuator_ctrlrange.T
     controls = rng.uniform(lo, hi, (batch, horizon, model.nu)).repeat(spec.frame_skip, axis=1)
-    rows = []
-    # rollout's best configuration is the yardstick: its thread pool (all cores) or no pool
-    # (the calling thread; faster for small batches on this machine).
-    best: dict[str, float] = {}
-    for nthread in sorted({0, os.cpu_count() or 1}):
-        datas = [mujoco.MjData(model) for _ in range(max(nthread, 1))]
-        with rollout.Rollout(nthread=nthread) as runner:
-            def open_loop(runner=runner, datas=datas):
-                runner.rollout(model, datas, states, controls, nstep=horizon * spec.frame_skip)
+    nstep = horizon * spec.frame_skip
 
-            def per_step(runner=runner, datas=datas):
-                state = states
-                for t in range(horizon):
-                    ctrl = controls[:, t * spec.frame_skip:(t + 1) * spec.frame_skip]
-                    out, _ = runner.rollout(model, datas, state, ctrl, nstep=spec.frame_skip)
-                    state = out[:, -1]
+    def open_loop(runner, datas):
+        runner.rollout(model, datas, states, controls, nstep=nstep)
 
-            for name, fn in (("rollout/open-loop", open_loop), ("rollout/per-step", per_step)):
-                fn()
-                rate = _median_rate(fn, horizon * batch, repeats)
-                best[name] = max(best.get(name, 0.0), rate)
-    for name, rate in best.items():
-        rows.append({"engine": name, "compile_s": float("nan"), "env_steps_per_s": rate})
-    return rows
+    def per_step(runner, datas):
+        state = states
+        for t in range(horizon):
+            ctrl = controls[:, t * spec.frame_skip:(t + 1) * spec.frame_skip]
+            out, _ = runner.rollout(model, datas, state, ctrl, nstep=spec.frame_skip)
+            state = out[:, -1]
+
+    return [{"engine": name, "compile_s": float("nan"),
+             "env_steps_per_s": _best_rollout_rate(model, fn, horizon * batch, repeats)}
+            for name, fn in (("rollout/open-loop", open_loop), ("rollout/per-step", per_step))]
 
 
 def bench_gymnasium(task: str, seconds: float = 2.0) -> dict:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -125,6 +124,5 @@ def write_report(df: pd.DataFrame, out: Path, prov: dict) -> None:
 
 def main(task: str, env_steps: int, repeats: int, out: Path) -> None:
     started = record()  # the commit of the code that runs
-    with tempfile.TemporaryDirectory():
-        df = run(task, env_steps, repeats)
+    df = run(task, env_steps, repeats)
     write_report(df, out, started)
