@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export OFFBENCH_CACHE ?= $(HOME)/.cache/offbench
 export JAX_COMPILATION_CACHE_DIR ?= $(OFFBENCH_CACHE)/jax
 
-.PHONY: setup test lint bench perf online-check lock clean
+.PHONY: setup test lint bench perf online-check policies lock clean
 
 setup: $(STAMP)
 
@@ -43,6 +43,18 @@ online-check: setup
 	    --checkpoint-every 20000 --out $(ONLINE_RUNS)/sac-$$t --resume || exit 1; done
 	$(BIN)/offbench report-online $(addprefix $(ONLINE_RUNS)/sac-,$(ONLINE_TASKS)) \
 	  --out results/online/sac.md
+
+# Behaviour policies for the datasets: SAC (published defaults), 1 seed, 1M env steps per task,
+# with the actor saved after every evaluation; then the expert/medium/replay snapshots are
+# chosen, evaluated and committed under tasks/policies/. Hours of CPU; rerunning resumes.
+POLICY_TASKS ?= halfcheetah hopper walker2d ant
+POLICY_STEPS ?= 1000000
+POLICY_RUNS := $(OFFBENCH_CACHE)/runs/policies
+policies: setup
+	for t in $(POLICY_TASKS); do \
+	  $(BIN)/offbench train-online sac $$t --env-steps $(POLICY_STEPS) --eval-every 10000 \
+	    --checkpoint-every 50000 --snapshots --out $(POLICY_RUNS)/$$t --resume || exit 1; done
+	$(BIN)/offbench policies select $(POLICY_TASKS) --runs $(POLICY_RUNS)
 
 # Re-resolve the pins in a throwaway venv and rewrite constraints.txt.
 lock:

@@ -164,3 +164,8 @@ def act(state: SACState, obs: jax.Array, key: jax.Array, deterministic: bool) ->
     if deterministic:
         return jnp.tanh(mean)
     return tanh_gaussian_sample(mean, log_std, key)[0]
+
+
+def policy_params(state: SACState) -> dict:
+    """The actor's parameters: all `act` needs besides the config (kept as behaviour policies)."""
+    return state.actor

@@ -8,6 +8,9 @@ An algorithm is one module `baselines/NAME.py` (or any importable module) defini
     update(state, batch, key) -> (state, metrics)           one gradient step; metrics: dict
     act(state, obs, key, deterministic) -> action           actions in [-1, 1]
 
+Optional: `policy_params(state) -> pytree`, the parameters `act` uses (saved by
+`train-online --snapshots`, e.g. for behaviour policies).
+
 `update` and `act` must be pure (jit- and vmap-able); the configuration lives inside `state`
 as static data (see `baselines/sac.py`). The harness owns loops, sampling, vmapping over seeds,
 evaluation, logging and checkpoints.

@@ -69,12 +69,20 @@ def cmd_train_online(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/online/{args.algorithm}-{args.task}")
     df = online.train(args.algorithm, args.task, args.seeds, config, algo_config, out,
                       resume=args.resume, first_seed=args.first_seed,
-                      stop_after_chunks=args.stop_after_chunks)
+                      stop_after_chunks=args.stop_after_chunks,
+                      snapshot=_policy_snapshot(algo) if args.snapshots else None)
     final = df[df.period == df.period.max()]
     print(f"final eval return over {args.seeds} seeds: {final.eval_return.mean():.1f} "
           f"(per seed: {', '.join(f'{r:.1f}' for r in final.eval_return)}); "
           f"metrics in {out / 'metrics.csv'}")
     return 0
+
+
+def _policy_snapshot(algo):
+    if not hasattr(algo, "policy_params"):
+        raise ValueError(f"--snapshots needs `policy_params(state)` in {algo.__name__} "
+                         "(the parameters its policy acts with)")
+    return algo.policy_params
 
 
 def cmd_report_online(args: argparse.Namespace) -> int:
@@ -117,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override an algorithm config field (repeatable)")
     p.add_argument("--out", help="run folder (default runs/online/ALGO-TASK)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--snapshots", action="store_true",
+                   help="save the policy's parameters after every evaluation (behaviour policies)")
     p.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)  # crash tests
     p.set_defaults(func=cmd_train_online)
 

@@ -20,6 +20,7 @@ import os
 import time
 import types
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -31,7 +32,7 @@ from flax import struct
 import offbench.envs as envs
 from offbench import replay
 from offbench.algorithms import EnvSpec, Transition
-from offbench.io import write_text_atomic
+from offbench.io import write_bytes_atomic, write_text_atomic
 from offbench.provenance import record
 
 
@@ -92,6 +93,9 @@ class Problem:
     env: Any = None
     eval_env: Any = None
     spec: EnvSpec | None = None
+    # Optional: algo state -> the pytree to keep after every evaluation period (e.g. the actor's
+    # parameters, for behaviour-policy snapshots). Returned by the chunk beside the metrics.
+    snapshot: Callable[[Any], Any] | None = None
 
     def __post_init__(self):
         cfg = self.config
@@ -148,7 +152,8 @@ def _update_metrics_shape(problem: Problem, carry: Carry) -> dict:
 
 
 def make_chunk(problem: Problem, periods: int):
-    """chunk(carry, first_period) -> (carry, per-period metrics), for one seed."""
+    """chunk(carry, first_period) -> (carry, (per-period metrics, per-period snapshots)), for one
+    seed; the snapshots are () unless `problem.snapshot` is set."""
     cfg = problem.config
     algo = problem.algo
     iters = cfg.iterations_per_period
@@ -202,7 +207,8 @@ def make_chunk(problem: Problem, periods: int):
                    train_return=jnp.where(carry.finished_count > 0,
                                           carry.finished_return_sum
                                           / jnp.maximum(carry.finished_count, 1), jnp.nan))
-        return carry.replace(key=key), out
+        snap = problem.snapshot(carry.algo) if problem.snapshot is not None else ()
+        return carry.replace(key=key), (out, snap)
 
     def chunk(carry: Carry, first_period: jax.Array):
         return jax.lax.scan(period, carry, first_period + jnp.arange(periods))
@@ -221,8 +227,12 @@ def _checkpointer(directory: Path):
 
 def train(algo_name: str, task: str, seeds: int, config: OnlineConfig, algo_config: Any,
           out: Path, resume: bool = False, first_seed: int = 0, progress: bool = True,
-          stop_after_chunks: int | None = None) -> pd.DataFrame:
+          stop_after_chunks: int | None = None,
+          snapshot: Callable[[Any], Any] | None = None) -> pd.DataFrame:
     """Train `seeds` seeds of an algorithm online on `task`; returns the per-seed metrics table.
+
+    snapshot: algo state -> pytree saved after every evaluation period to
+    DIR/snapshots/seed<S>/period_<P>.msgpack (e.g. the actor, for behaviour policies).
 
     stop_after_chunks: end the process abruptly (os._exit) after that many chunks and their
     checkpoint, to test resume-after-kill.
@@ -248,7 +258,7 @@ def train(algo_name: str, task: str, seeds: int, config: OnlineConfig, algo_conf
         if changed:
             raise ValueError(f"--resume with settings that differ from the run in {out}: "
                              f"{', '.join(changed)}; resume with the original settings")
-    problem = Problem(algo, algo_config, task, config)
+    problem = Problem(algo, algo_config, task, config, snapshot=snapshot)
     keys = jnp.stack([jax.random.PRNGKey(first_seed + s) for s in range(seeds)])
     init_fn = jax.jit(jax.vmap(lambda k: init_carry(problem, k)))
     manager = _checkpointer(out / "checkpoints")
@@ -286,8 +296,10 @@ def train(algo_name: str, task: str, seeds: int, config: OnlineConfig, algo_conf
             fn = jax.jit(jax.vmap(make_chunk(problem, n), in_axes=(0, None)))
             compiled[n] = fn.lower(carry, first).compile()
             compile_s += time.perf_counter() - t0
-        carry, metrics = compiled[n](carry, first)
-        metrics = jax.device_get(metrics)
+        carry, (metrics, snaps) = compiled[n](carry, first)
+        metrics, snaps = jax.device_get((metrics, snaps))
+        if snapshot is not None:
+            _write_snapshots(out / "snapshots", snaps, first_seed, seeds, done_periods, n)
         wall = time.perf_counter() - start
         for s in range(seeds):
             for j in range(n):
@@ -315,6 +327,19 @@ def train(algo_name: str, task: str, seeds: int, config: OnlineConfig, algo_conf
         run_info.update(wall_s=time.perf_counter() - start, compile_s=compile_s)
         write_text_atomic(run_path, json.dumps(run_info, indent=2, default=str))
     return pd.DataFrame(rows)
+
+
+def _write_snapshots(root: Path, snaps: Any, first_seed: int, seeds: int, first_period: int,
+                     periods: int) -> None:
+    from flax import serialization
+
+    for s in range(seeds):
+        folder = root / f"seed{first_seed + s}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for j in range(periods):
+            tree = jax.tree.map(lambda x, s=s, j=j: np.asarray(x[s, j]), snaps)
+            data = serialization.msgpack_serialize(serialization.to_state_dict(tree))
+            write_bytes_atomic(folder / f"period_{first_period + j:05d}.msgpack", data)
 
 
 def _progress(enabled: bool, total: int, initial: int):
