@@ -97,6 +97,102 @@ def cmd_report_online(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_policies(args: argparse.Namespace) -> int:
+    import offbench.envs as envs
+    from offbench import policies
+
+    if args.action == "list":
+        df = policies.reference_table()
+        print(df.to_string(index=False) if len(df) else "no behaviour policies committed yet; "
+              "run `make policies`")
+        return 0
+    if not args.tasks:
+        raise ValueError("name the tasks to select policies for, e.g. "
+                         "`offbench policies select hopper --runs RUNS`")
+    for task in args.tasks:
+        envs.get_spec(task)
+    command = args.command_line
+    for task in args.tasks:
+        policies.select(task, Path(args.runs) / task, seed=args.seed, command=command)
+    return 0
+
+
+def _dataset_names(args: argparse.Namespace) -> list:
+    from offbench import data
+
+    size = data.ids.parse_size(args.size) if args.size else None
+    if args.all:
+        tasks = _policy_tasks()
+        return [data.DatasetName(t, k, size or data.DEFAULT_SIZE) for t in tasks
+                for k in data.KINDS]
+    if not args.ids:
+        raise ValueError("name datasets to build (e.g. hopper-medium) or pass --all")
+    return [data.parse(i, size) for i in args.ids]
+
+
+def offbench_tasks_dir() -> Path:
+    from offbench.envs.spec import TASKS_DIR
+
+    return TASKS_DIR
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from offbench import data
+
+    if args.action == "list":
+        import offbench.envs as envs
+
+        built = set(data.local_datasets(args.root))
+        print(f"data root: {data.data_root(args.root)}")
+        for task in envs.task_names():
+            for kind in data.KINDS:
+                name = data.DatasetName(task, kind)
+                sizes = sorted(b for b in built if b == name.short or b.startswith(name.short
+                                                                                   + "-"))
+                sizes = [b for b in sizes if data.parse(b).kind == kind]
+                print(f"  {name.short:28s} {'built: ' + ', '.join(sizes) if sizes else '-'}")
+        return 0
+    if args.action == "build":
+        command = args.command_line
+        for name in _dataset_names(args):
+            data.build(name, seed=args.seed, root=args.root, command=command, force=args.force)
+        return 0
+    if args.action == "info":
+        import json
+
+        import numpy as np
+
+        from offbench.data import stats
+
+        for dataset_id in args.ids:
+            ds = data.load(dataset_id, args.root)
+            meta = ds.metadata
+            ref_min, ref_max = meta["ref_min"], meta["ref_max"]
+            summary = stats.summary(np.asarray(ds.rewards), np.asarray(ds.terminals),
+                                    meta["episode_lengths"], ref_min, ref_max, 1000)
+            print(json.dumps({"id": dataset_id, "task": ds.task, "path": meta["path"],
+                              **summary, "ref_min": ref_min, "ref_max": ref_max,
+                              "build": meta["build"]}, indent=2, default=str))
+        return 0
+    if args.action == "report":
+        from offbench.reports import datasets as report
+
+        size = data.ids.parse_size(args.size) if args.size else data.DEFAULT_SIZE
+        names = _dataset_names(args) if (args.ids or args.all) else None
+        tasks = sorted({n.task for n in names}) if names else _policy_tasks()
+        df = report.table(tasks, size, args.root)
+        report.write_report(df, Path(args.out), args.command_line, size)
+        print(f"wrote {args.out} and {Path(args.out).with_suffix('.csv')}")
+        return 0
+    raise ValueError(f"unknown datasets action '{args.action}'")
+
+
+def _policy_tasks() -> list[str]:
+    import offbench.envs as envs
+
+    return [t for t in envs.task_names() if (offbench_tasks_dir() / "policies" / t).exists()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="offbench",
@@ -136,6 +232,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="SAC learning check")
     p.set_defaults(func=cmd_report_online)
 
+    p = sub.add_parser("policies", help="behaviour policies for the datasets (tasks/policies)")
+    p.add_argument("action", choices=["select", "list"],
+                   help="select: choose expert/medium/replay snapshots from training runs and "
+                        "measure the reference scores; list: show the committed ones")
+    p.add_argument("tasks", nargs="*", help="tasks (select)")
+    p.add_argument("--runs", default=str(Path.home() / ".cache" / "offbench" / "runs"
+                                         / "policies"),
+                   help="folder holding one `train-online --snapshots` run per task")
+    p.add_argument("--seed", type=int, default=0, help="which seed of the runs to use")
+    p.set_defaults(func=cmd_policies)
+
+    p = sub.add_parser("datasets", help="build, list, inspect and report datasets")
+    p.add_argument("action", choices=["list", "build", "info", "report"])
+    p.add_argument("ids", nargs="*", help="dataset ids TASK-KIND[-SIZE], e.g. hopper-medium")
+    p.add_argument("--all", action="store_true", help="every kind of every task with policies")
+    p.add_argument("--size", help="transitions per dataset (default 1m; e.g. 100k)")
+    p.add_argument("--seed", type=int, default=0, help="generation seed")
+    p.add_argument("--root", help="data root (default $OFFBENCH_DATASETS or ~/.offbench/datasets)")
+    p.add_argument("--force", action="store_true", help="rebuild datasets that exist")
+    p.add_argument("--out", default="results/datasets.md", help="report: output file")
+    p.set_defaults(func=cmd_datasets)
+
     p = sub.add_parser("perf", help="throughput benchmarks (written to results/perf)")
     p.add_argument("suite", choices=["envs", "online"], help="what to measure")
     p.add_argument("--tasks", nargs="*", help="tasks (default: all)")
@@ -149,15 +267,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # XLA logs a screenful of benign "Target machine feature +prefer-no-gather" errors each time
+    # it loads an executable from the persistent compilation cache (openxla/xla#44565), which
+    # drowns progress output. Quiet XLA's C++ log unless the user chose a level; set
+    # TF_CPP_MIN_LOG_LEVEL=0 to see everything. Python errors are unaffected.
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = "offbench " + " ".join(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     offbench.enable_compilation_cache()
     try:
         return args.func(args)
-    except ValueError as err:  # bad input: one clear line, no traceback
+    except (ValueError, FileNotFoundError, FileExistsError) as err:  # bad input: one line
         print(f"offbench {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -19,8 +19,8 @@ import json
 import os
 import time
 import types
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -30,7 +30,7 @@ import pandas as pd
 from flax import struct
 
 import offbench.envs as envs
-from offbench import replay
+from offbench import replay, rollout
 from offbench.algorithms import EnvSpec, Transition
 from offbench.io import write_bytes_atomic, write_text_atomic
 from offbench.provenance import record
@@ -104,12 +104,6 @@ class Problem:
         self.eval_env = envs.make(self.task, cfg.backend, episode_length=cfg.episode_length,
                                   auto_reset=False)
         self.spec = EnvSpec(self.env.observation_size, self.env.action_size)
-        lo, hi = self.env.unwrapped.action_bounds
-        self.action_low, self.action_high = jnp.asarray(lo), jnp.asarray(hi)
-
-    def to_env_action(self, action: jax.Array) -> jax.Array:
-        """Policies act in [-1, 1]; envs get their own action box."""
-        return self.action_low + (action + 1.0) * 0.5 * (self.action_high - self.action_low)
 
 
 def init_carry(problem: Problem, key: jax.Array) -> Carry:
@@ -130,19 +124,9 @@ def init_carry(problem: Problem, key: jax.Array) -> Carry:
 
 def evaluate(problem: Problem, algo_state: Any, key: jax.Array) -> jax.Array:
     """Deterministic-policy returns of `eval_episodes` full episodes on separate env instances."""
-    env, n = problem.eval_env, problem.config.eval_episodes
-    state = jax.vmap(env.reset)(jax.random.split(key, n))
-
-    def body(carry, _):
-        state, alive, total = carry
-        action = problem.algo.act(algo_state, state.obs, key, True)
-        state = jax.vmap(env.step)(state, problem.to_env_action(action))
-        total = total + jnp.where(alive > 0, state.reward, 0.0)  # 0 * NaN would be NaN
-        return (state, alive * (1.0 - state.done), total), None
-
-    init = (state, jnp.ones(n), jnp.zeros(n))
-    (_, _, total), _ = jax.lax.scan(body, init, None, length=env.episode_length)
-    return total
+    def act(obs, _):
+        return problem.algo.act(algo_state, obs, key, True)
+    return rollout.episode_returns(problem.eval_env, act, key, problem.config.eval_episodes)
 
 
 def _update_metrics_shape(problem: Problem, carry: Carry) -> dict:
@@ -166,7 +150,8 @@ def make_chunk(problem: Problem, periods: int):
         policy_action = algo.act(carry.algo, env_state.obs, k_act, False)
         random_action = jax.random.uniform(k_rand, policy_action.shape, minval=-1.0, maxval=1.0)
         action = jnp.where(learning, policy_action, random_action)
-        next_state = jax.vmap(problem.env.step)(env_state, problem.to_env_action(action))
+        env_action = rollout.to_env_action(problem.env, action)
+        next_state = jax.vmap(problem.env.step)(env_state, env_action)
         terminal = next_state.done * (1.0 - next_state.info["truncation"])
         buffer = replay.add(carry.buffer, Transition(
             obs=env_state.obs, action=action, reward=next_state.reward,

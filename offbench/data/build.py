@@ -1,0 +1,240 @@
+"""Building datasets: vectorized rollouts of the committed behaviour policies, written as Minari
+datasets. Deterministic from a seed: the same command gives byte-identical files.
+
+Kinds (D4RL's, made from tasks/policies/TASK): `random` (uniform random actions), `medium`,
+`expert` (the stochastic behaviour policy), `medium-expert` (the medium dataset followed by the
+expert dataset, so 2x the size, as in D4RL), `medium-replay` and `full-replay` (equal shares of
+the replay snapshots, evenly spaced in training time up to `medium` and up to `expert`).
+
+A build is staged in a temporary folder beside the data root and moved into place by one rename,
+after its sha256 sidecar (`offbench.json`) is written: an interrupted build leaves nothing the
+loader would accept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import offbench
+import offbench.envs as envs
+from offbench import policies, rollout
+from offbench.data.ids import DatasetName, data_root
+from offbench.io import write_text_atomic
+from offbench.provenance import record
+
+SIDECAR = "offbench.json"
+DATA_FILES = ("data/main_data.hdf5", "data/metadata.json")
+MAX_ENVS = 64
+STEPS_PER_ENV = 5000  # at least this many steps per env stream, so few episodes are cut short
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def kind_parts(task: str, kind: str) -> list[tuple[str, list[str] | None]]:
+    """(part, behaviour policy names) in order; None means uniform random actions."""
+    if kind == "random":
+        return [("random", None)]
+    if kind in ("medium", "expert"):
+        return [(kind, [kind])]
+    if kind == "medium-expert":
+        return [("medium", ["medium"]), ("expert", ["expert"])]
+    if kind in ("medium-replay", "full-replay"):
+        return [(kind, list(policies.manifest(task)["replay_policies"][kind]))]
+    raise ValueError(f"unknown dataset kind '{kind}'")
+
+
+def _part_key(seed: int, part: str) -> jax.Array:
+    # The medium part of medium-expert is the medium dataset, byte for byte: keys depend on the
+    # part's name, not on the kind being built.
+    return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(part.encode()))
+
+
+def _policy(task: str, names: list[str] | None, num_envs: int
+            ) -> tuple[rollout.Policy, dict[str, str]]:
+    env = envs.make(task)
+    if names is None:
+        return policies.uniform_policy(env.action_size), {}
+    loaded = [policies.load_policy(task, n) for n in names]
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *[p.params for p in loaded])
+    assignment = np.arange(num_envs) % len(loaded)
+    act = policies.mixture_policy(loaded[0].hidden, env.action_size, stacked, assignment)
+    return act, {p.name: p.sha256 for p in loaded}
+
+
+def episodes_from_streams(data: dict[str, np.ndarray], size: int) -> Iterator[dict]:
+    """Cut per-env streams [num_envs, steps, ...] into episodes, env after env, until `size`
+    transitions. An episode cut by the end of a stream or by `size` ends as a truncation."""
+    remaining = size
+    num_envs, steps = data["rewards"].shape
+    for e in range(num_envs):
+        ends = np.flatnonzero((data["terminals"][e] > 0) | (data["timeouts"][e] > 0))
+        starts = np.r_[0, ends + 1]
+        stops = np.r_[ends + 1, steps]
+        for start, stop in zip(starts, stops, strict=True):
+            stop = min(stop, start + remaining)
+            if stop <= start:
+                continue
+            terminations = data["terminals"][e, start:stop] > 0
+            truncations = data["timeouts"][e, start:stop] > 0
+            truncations[-1] = not terminations[-1]  # a stream or budget cut is a truncation
+            yield {"observations": np.concatenate([data["observations"][e, start:stop],
+                                                   data["next_observations"][e, stop - 1:stop]]),
+                   "actions": data["actions"][e, start:stop],
+                   "rewards": data["rewards"][e, start:stop],
+                   "terminations": terminations, "truncations": truncations}
+            remaining -= stop - start
+            if remaining == 0:
+                return
+
+
+def generate(task: str, kind: str, size: int, seed: int, log: Callable = print
+             ) -> tuple[list[dict], dict[str, str]]:
+    """The episodes of one dataset (host arrays) and the hashes of the policies used."""
+    episodes: list[dict] = []
+    hashes: dict[str, str] = {}
+    env = envs.make(task)
+    for part, names in kind_parts(task, kind):
+        count = 1 if names is None else len(names)
+        num_envs = max(count, min(MAX_ENVS, size // STEPS_PER_ENV))
+        num_envs = math.ceil(num_envs / count) * count  # every policy gets the same env count
+        steps = math.ceil(size / num_envs)
+        act, part_hashes = _policy(task, names, num_envs)
+        hashes.update(part_hashes)
+        log(f"  {part}: {num_envs} envs x {steps} steps"
+            + (f" ({', '.join(names)})" if names else " (uniform random actions)"))
+        data = rollout.collect(env, act, _part_key(seed, part), num_envs, steps)
+        data["actions"] = np.asarray(rollout.to_env_action(env, data["actions"]))
+        episodes.extend(episodes_from_streams(data, size))
+    return episodes, hashes
+
+
+@contextlib.contextmanager
+def _minari_root(path: Path):
+    """Minari reads its root from MINARI_DATASETS_PATH; point it at `path` for a moment."""
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(path)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["MINARI_DATASETS_PATH"]
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def write_minari(root: Path, minari_id: str, episodes: list[dict], task: str,
+                 metadata: dict) -> None:
+    import gymnasium as gym
+    import minari
+    from minari.data_collector import EpisodeBuffer
+
+    env = envs.make(task)
+    low, high = env.unwrapped.action_bounds
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (env.observation_size,), np.float32)
+    act_space = gym.spaces.Box(np.asarray(low, np.float32), np.asarray(high, np.float32))
+    buffers = [EpisodeBuffer(id=i, observations=ep["observations"], actions=ep["actions"],
+                             rewards=ep["rewards"], terminations=ep["terminations"],
+                             truncations=ep["truncations"], infos={})
+               for i, ep in enumerate(episodes)]
+    with _minari_root(root), warnings_quiet():
+        minari.create_dataset_from_buffers(
+            minari_id, buffers, env=envs.get_spec(task).gymnasium_id,
+            observation_space=obs_space, action_space=act_space, data_format="hdf5",
+            **metadata)
+
+
+@contextlib.contextmanager
+def warnings_quiet():
+    """Minari warns about unset optional metadata and gymnasium about the deprecated model
+    attribute; neither is actionable here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
+          command: str | None = None, force: bool = False, log: Callable = print) -> Path:
+    """Build dataset `name` under the data root; returns its folder. An existing dataset built
+    with the same seed and policies is kept (nothing to do); `force` rebuilds it."""
+    root = data_root(root)
+    final = name.path(root)
+    if final.exists() and not force:
+        sidecar = final / SIDECAR
+        if sidecar.exists():
+            info = json.loads(sidecar.read_text())
+            if info.get("seed") == seed:
+                log(f"{name.short}: already built in {final}")
+                return final
+        raise FileExistsError(f"{final} already exists (built with other settings, or not by "
+                              "offbench); pass --force to rebuild it")
+    ref_min, ref_max = policies.reference_scores(name.task)
+    log(f"{name.short}: generating {name.size} transitions per part (seed {seed})")
+    episodes, hashes = generate(name.task, name.kind, name.size, seed, log)
+    command = command or f"offbench datasets build {name.short} --seed {seed}"
+    provenance = record()
+    metadata = {
+        "algorithm_name": f"offbench {name.kind} behaviour (SAC actors, tasks/policies)",
+        "author": "offbench", "author_email": "offbench maintainers",
+        "code_permalink": f"offbench {offbench.__version__} at commit "
+                          f"{provenance.get('git_commit')}",
+        "ref_min_score": ref_min, "ref_max_score": ref_max,
+        "description": f"{name.kind} dataset for the offbench task '{name.task}' "
+                       f"(Gymnasium {envs.get_spec(name.task).gymnasium_id} semantics), "
+                       f"{name.size} transitions per part, seed {seed}. Made by `{command}`.",
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    try:
+        write_minari(staging, name.minari_id, episodes, name.task, metadata)
+        built = staging / name.minari_id
+        sidecar = {
+            "id": name.short, "minari_id": name.minari_id, "task": name.task, "kind": name.kind,
+            "size": name.size, "transitions": int(sum(len(ep["rewards"]) for ep in episodes)),
+            "episodes": len(episodes), "seed": seed, "command": command,
+            "sha256": {f: sha256_file(built / f) for f in DATA_FILES},
+            "policies_sha256": hashes,
+            "reference_scores": {"ref_min": ref_min, "ref_max": ref_max},
+            "version": offbench.__version__, "git_commit": provenance.get("git_commit"),
+            "versions": provenance.get("versions"),
+        }
+        write_text_atomic(built / SIDECAR, json.dumps(sidecar, indent=2))
+        _copy_namespace_metadata(staging, root, name.minari_id)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # --force: the old dataset goes only once the new one is complete
+            shutil.rmtree(final)
+        os.replace(built, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log(f"{name.short}: {len(episodes)} episodes -> {final}")
+    return final
+
+
+def _copy_namespace_metadata(staging: Path, root: Path, minari_id: str) -> None:
+    """Minari keeps namespace_metadata.json at every namespace level; give the root them too."""
+    parts = minari_id.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        rel = Path(*parts[:depth]) / "namespace_metadata.json"
+        if (staging / rel).exists() and not (root / rel).exists():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(staging / rel, root / rel)

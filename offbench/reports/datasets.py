@@ -1,0 +1,85 @@
+"""`offbench datasets report`: results/datasets.md (+ .csv), one row per task and kind: size,
+episodes, mean/min/max return, normalized score, TQ, SACo, and the reference scores, with the
+behaviour policies' returns and the command that produced the table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import offbench.envs as envs
+from offbench import policies
+from offbench.data import KINDS, DatasetName, load
+from offbench.data import stats as data_stats
+from offbench.io import write_text_atomic
+from offbench.provenance import record
+
+
+def dataset_row(name: DatasetName, root: str | Path | None, reference=None) -> dict:
+    data = load(name.short, root)
+    lengths = data.metadata["episode_lengths"]
+    ref_min, ref_max = policies.reference_scores(name.task)
+    row = {"task": name.task, "kind": name.kind, "id": name.short}
+    row.update(data_stats.summary(np.asarray(data.rewards), np.asarray(data.terminals), lengths,
+                                  ref_min, ref_max, envs.get_spec(name.task).episode_length))
+    if reference is not None:
+        row["saco"] = data_stats.saco(np.asarray(data.observations), np.asarray(data.actions),
+                                      *reference)
+    row.update(ref_min=ref_min, ref_max=ref_max, sha256=data.metadata["build"]["sha256"][
+        "data/main_data.hdf5"][:12])
+    return row
+
+
+def table(tasks: list[str], size: int, root: str | Path | None, log=print) -> pd.DataFrame:
+    rows = []
+    for task in tasks:
+        ref = load(DatasetName(task, "full-replay", size).short, root)
+        reference = (np.asarray(ref.observations), np.asarray(ref.actions))
+        for kind in KINDS:
+            log(f"stats: {task}-{kind}")
+            rows.append(dataset_row(DatasetName(task, kind, size), root, reference))
+    return pd.DataFrame(rows)
+
+
+def write_report(df: pd.DataFrame, out: Path, command: str, size: int) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out.with_suffix(".csv"), df.to_csv(index=False))
+    shown = df[["task", "kind", "transitions", "episodes", "whole_episodes", "return_mean",
+                "return_min", "return_max", "normalized", "tq", "saco", "ref_min", "ref_max",
+                "sha256"]]
+    policy_rows = policies.reference_table()
+    policy_rows = policy_rows[policy_rows.task.isin(df.task.unique())]
+    prov = record()
+    trained = []
+    for task in df.task.unique():
+        info = policies.manifest(task)["training_run"]
+        trained.append(f"- {task}: SAC trained for {info['trained_env_steps']:,} of "
+                       f"{info['target_env_steps']:,} planned env steps")
+    text = "\n".join([
+        "# Datasets",
+        "",
+        f"Produced by `{command}` at commit `{prov.get('git_commit')}` on {prov.get('date')}; "
+        f"machine: {prov['machine']['cpu']}, {prov['machine']['cores']} cores.",
+        "",
+        f"{size:,} transitions per dataset (medium-expert: medium + expert, twice that). "
+        "Returns are over whole episodes (ended by termination or the 1000-step limit); "
+        "normalized = 100 * (return - ref_min) / (ref_max - ref_min); TQ and SACo as in "
+        "\"A Dataset Perspective on Offline RL\" (SACo relative to the task's full-replay "
+        "dataset; see offbench/data/stats.py for our continuous-space adaptation). "
+        "sha256: first 12 hex digits of the dataset's main_data.hdf5.",
+        "",
+        shown.to_markdown(index=False, floatfmt=".3g"),
+        "",
+        "## Behaviour policies (tasks/policies)",
+        "",
+        "Returns of the stochastic policies as they act in the datasets (100 episodes for "
+        "expert, medium and the random reference; 20 for replay snapshots).",
+        "",
+        *trained,
+        "",
+        policy_rows.to_markdown(index=False, floatfmt=".4g"),
+        "",
+    ])
+    write_text_atomic(out, text)
