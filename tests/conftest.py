@@ -1,4 +1,8 @@
+import os
 from functools import cache
+
+# Quiet XLA's benign cache-loading log spam in failure output (see offbench/cli.py main).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import jax
 

@@ -21,7 +21,7 @@ from flax import struct
 
 import offbench.envs as envs
 from offbench.data import ids
-from offbench.data.build import SIDECAR, sha256_file, warnings_quiet
+from offbench.data.builder import SIDECAR, sha256_file, warnings_quiet
 
 FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 DERIVED = ("mc_returns", "next_actions", "obs_mean", "obs_std")
@@ -209,7 +209,8 @@ def load(dataset_id: str, root: str | Path | None = None, task: str | None = Non
             raise DatasetError(f"{dataset_id}: field '{field}' holds {int(bad.sum())} NaN/Inf "
                                f"values (first at transition {row}); the dataset is unusable")
     low, high = (np.asarray(b, np.float32) for b in env.unwrapped.action_bounds)
-    flat["actions"] = (2.0 * (flat["actions"] - low) / (high - low) - 1.0).astype(np.float32)
+    if not (np.all(low == -1.0) and np.all(high == 1.0)):  # to the policies' [-1, 1]
+        flat["actions"] = (2.0 * (flat["actions"] - low) / (high - low) - 1.0).astype(np.float32)
     extra: dict[str, Any] = {}
     if "mc_returns" in derived:
         extra["mc_returns"] = mc_returns(flat["rewards"], flat["episode_lengths"], discount)
