@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export OFFBENCH_CACHE ?= $(HOME)/.cache/offbench
 export JAX_COMPILATION_CACHE_DIR ?= $(OFFBENCH_CACHE)/jax
 
-.PHONY: setup test lint bench perf online-check policies lock clean
+.PHONY: setup test lint bench perf online-check policies datasets lock clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,13 @@ policies: setup
 	  $(BIN)/offbench train-online sac $$t --env-steps $(POLICY_STEPS) --eval-every 10000 \
 	    --checkpoint-every 50000 --snapshots --out $(POLICY_RUNS)/$$t --resume || exit 1; done
 	$(BIN)/offbench policies select $(POLICY_TASKS) --runs $(POLICY_RUNS)
+
+# Every dataset kind of every task with committed policies, then results/datasets.md. The data
+# goes to $(OFFBENCH_DATASETS) (default ~/.offbench/datasets), never into the repository.
+DATASET_SIZE ?= 1m
+datasets: setup
+	$(BIN)/offbench datasets build --all --size $(DATASET_SIZE)
+	$(BIN)/offbench datasets report --size $(DATASET_SIZE) --out results/datasets.md
 
 # Re-resolve the pins in a throwaway venv and rewrite constraints.txt.
 lock:
