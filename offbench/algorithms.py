@@ -49,6 +49,8 @@ class Transition:
     reward: jax.Array
     next_obs: jax.Array
     terminal: jax.Array
+    # Derived dataset fields an algorithm asked for (offline: next_actions, mc_returns, ...).
+    extra: dict = struct.field(default_factory=dict)
 
 
 def algorithm_names() -> list[str]:

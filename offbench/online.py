@@ -6,7 +6,8 @@ algorithm updates on replay minibatches) followed by a deterministic evaluation 
 instances. `jit(vmap(chunk))` trains all seeds in one XLA program. The iteration index is passed
 unbatched, so the warm-up switch stays a real `lax.cond` under vmap (no wasted updates).
 
-The host driver `train` runs chunks between Orbax checkpoints, shows progress, and writes
+The host driver (`offbench/driver.py`, shared with the offline loop) runs chunks between Orbax
+checkpoints, shows progress, and writes
 per-seed metrics (`metrics.csv`) and `run.json` (written at the start, completed with wall and
 compile time at the end); `resume=True` restarts from the last
 checkpoint and reproduces the uninterrupted run bit for bit (same compiled chunk, same inputs).
@@ -15,9 +16,6 @@ checkpoint and reproduces the uninterrupted run bit for bit (same compiled chunk
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import time
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -25,15 +23,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pandas as pd
 from flax import struct
 
 import offbench.envs as envs
-from offbench import replay, rollout
+from offbench import driver, replay, rollout
 from offbench.algorithms import EnvSpec, Transition
-from offbench.io import write_bytes_atomic, write_text_atomic
-from offbench.provenance import record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,13 +198,6 @@ def make_chunk(problem: Problem, periods: int):
 
 # --- host driver ------------------------------------------------------------------------------
 
-def _checkpointer(directory: Path):
-    import orbax.checkpoint as ocp
-
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
-    return ocp.CheckpointManager(directory.resolve(), options=options)
-
-
 def train(algo_name: str, task: str, seeds: int, config: OnlineConfig, algo_config: Any,
           out: Path, resume: bool = False, first_seed: int = 0, progress: bool = True,
           stop_after_chunks: int | None = None,
@@ -218,12 +206,8 @@ def train(algo_name: str, task: str, seeds: int, config: OnlineConfig, algo_conf
 
     snapshot: algo state -> pytree saved after every evaluation period to
     DIR/snapshots/seed<S>/period_<P>.msgpack (e.g. the actor, for behaviour policies).
-
-    stop_after_chunks: end the process abruptly (os._exit) after that many chunks and their
-    checkpoint, to test resume-after-kill.
+    stop_after_chunks: end the process abruptly after that many chunks (resume tests).
     """
-    import orbax.checkpoint as ocp
-
     from offbench.algorithms import load_algorithm
 
     algo = load_algorithm(algo_name)
@@ -235,101 +219,13 @@ def train(algo_name: str, task: str, seeds: int, config: OnlineConfig, algo_conf
     settings = {"algorithm": algo_name, "task": task, "seeds": seeds, "first_seed": first_seed,
                 "online_config": dataclasses.asdict(config),
                 "algo_config": dataclasses.asdict(algo_config)}
-    settings = json.loads(json.dumps(settings, default=str))  # as it reads back from disk
-    settings_path = out / "settings.json"
-    if resume and settings_path.exists():
-        saved = json.loads(settings_path.read_text())
-        changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
-        if changed:
-            raise ValueError(f"--resume with settings that differ from the run in {out}: "
-                             f"{', '.join(changed)}; resume with the original settings")
+    driver.check_settings(out, settings, resume)  # before building anything
     problem = Problem(algo, algo_config, task, config, snapshot=snapshot)
-    keys = jnp.stack([jax.random.PRNGKey(first_seed + s) for s in range(seeds)])
-    init_fn = jax.jit(jax.vmap(lambda k: init_carry(problem, k)))
-    manager = _checkpointer(out / "checkpoints")
-    metrics_path = out / "metrics.csv"
-    rows: list[dict] = []
-    done_periods = 0
-    if resume and manager.latest_step() is not None:
-        done_periods = manager.latest_step()
-        abstract = jax.eval_shape(init_fn, keys)
-        carry = manager.restore(done_periods, args=ocp.args.StandardRestore(abstract))
-        if metrics_path.exists():
-            rows = pd.read_csv(metrics_path).query("period < @done_periods").to_dict("records")
-    else:
-        if (metrics_path.exists() or manager.latest_step() is not None) and not resume:
-            raise ValueError(f"{out} already holds a run; pass --resume to continue it or "
-                             "choose another --out")
-        carry = init_fn(keys)
-    out.mkdir(parents=True, exist_ok=True)
-    if not settings_path.exists():
-        write_text_atomic(settings_path, json.dumps(settings, indent=2))
-    run_info = {**settings, "mode": "online", **record()}
-    run_path = out / "run.json"
-    if not run_path.exists():  # provenance from the start; wall and compile time added at the end
-        write_text_atomic(run_path, json.dumps(run_info, indent=2, default=str))
-    compiled: dict[int, Any] = {}
-    compile_s = 0.0
-    start = time.perf_counter()
-    bar = _progress(progress, config.env_steps, done_periods * config.eval_every)
-    chunks = 0
-    while done_periods < config.periods:
-        n = min(config.periods_per_chunk, config.periods - done_periods)
-        first = jnp.asarray(done_periods, jnp.int32)
-        if n not in compiled:
-            t0 = time.perf_counter()
-            fn = jax.jit(jax.vmap(make_chunk(problem, n), in_axes=(0, None)))
-            compiled[n] = fn.lower(carry, first).compile()
-            compile_s += time.perf_counter() - t0
-        carry, (metrics, snaps) = compiled[n](carry, first)
-        metrics, snaps = jax.device_get((metrics, snaps))
-        if snapshot is not None:
-            _write_snapshots(out / "snapshots", snaps, first_seed, seeds, done_periods, n)
-        wall = time.perf_counter() - start
-        for s in range(seeds):
-            for j in range(n):
-                row = {"seed": first_seed + s, "period": done_periods + j}
-                row.update({k: float(np.asarray(v)[s, j]) for k, v in metrics.items()})
-                row["wall_s"] = wall
-                rows.append(row)
-        done_periods += n
-        table = pd.DataFrame(rows)
-        write_text_atomic(metrics_path, table.to_csv(index=False))
-        manager.save(done_periods, args=ocp.args.StandardSave(carry))
-        manager.wait_until_finished()
-        last = table[table.period == done_periods - 1]
-        if bar is not None:
-            bar.update(n * config.eval_every)
-            bar.set_postfix(eval_return=f"{last.eval_return.mean():.1f}",
-                            steps_per_s=f"{seeds * done_periods * config.eval_every / wall:.0f}")
-        chunks += 1
-        if stop_after_chunks is not None and chunks >= stop_after_chunks:
-            os._exit(17)  # simulate a crash: no cleanup, no final files
-    if bar is not None:
-        bar.close()
-    finished_before = chunks == 0 and "wall_s" in json.loads(run_path.read_text())
-    if not finished_before:  # a finished run resumed again keeps its record
-        run_info.update(wall_s=time.perf_counter() - start, compile_s=compile_s)
-        write_text_atomic(run_path, json.dumps(run_info, indent=2, default=str))
-    return pd.DataFrame(rows)
-
-
-def _write_snapshots(root: Path, snaps: Any, first_seed: int, seeds: int, first_period: int,
-                     periods: int) -> None:
-    from flax import serialization
-
-    for s in range(seeds):
-        folder = root / f"seed{first_seed + s}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for j in range(periods):
-            tree = jax.tree.map(lambda x, s=s, j=j: np.asarray(x[s, j]), snaps)
-            data = serialization.msgpack_serialize(serialization.to_state_dict(tree))
-            write_bytes_atomic(folder / f"period_{first_period + j:05d}.msgpack", data)
-
-
-def _progress(enabled: bool, total: int, initial: int):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="env step", dynamic_ncols=True)
+    writer = (driver.snapshot_writer(out / "snapshots", first_seed, seeds)
+              if snapshot is not None else None)
+    return driver.run(
+        out=out, settings=settings, mode="online", init=lambda k: init_carry(problem, k),
+        make_chunk=lambda n: make_chunk(problem, n), seeds=seeds, first_seed=first_seed,
+        periods=config.periods, periods_per_chunk=config.periods_per_chunk,
+        units_per_period=config.eval_every, unit="env step", resume=resume, progress=progress,
+        snapshot_writer=writer, stop_after_chunks=stop_after_chunks)

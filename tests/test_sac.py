@@ -8,49 +8,12 @@ import numpy as np
 import pytest
 
 from baselines import sac
-from offbench.algorithms import EnvSpec, Transition
+from offbench.algorithms import EnvSpec
+
+from np_reference import as_np, fixed_batch, np_actor, np_critics, np_sample
 
 SPEC = EnvSpec(observation_size=5, action_size=3)
 GAMMA = 0.99
-
-
-def np_mlp(params, x):
-    layers = sorted(params, key=lambda name: int(name.split("_")[1]))
-    for i, name in enumerate(layers):
-        x = x @ np.asarray(params[name]["kernel"], np.float64) + np.asarray(params[name]["bias"])
-        if i < len(layers) - 1:
-            x = np.maximum(x, 0.0)
-    return x
-
-
-def np_actor(params, obs):
-    out = np_mlp(params["params"]["MLP_0"], obs)
-    mean, raw = np.split(out, 2, axis=-1)
-    return mean, -5.0 + 3.5 * (np.tanh(raw) + 1.0)
-
-
-def np_critics(params, obs, action):
-    p = params["params"]["VmapCritic_0"]["MLP_0"]
-    n = p["Dense_0"]["kernel"].shape[0]
-    x = np.concatenate([obs, action], axis=-1)
-    return np.stack([np_mlp(jax.tree.map(lambda a, i=i: np.asarray(a)[i], p), x)[..., 0]
-                     for i in range(n)])
-
-
-def np_sample(mean, log_std, noise):
-    u = mean + np.exp(log_std) * noise
-    a = np.tanh(u)
-    # Gaussian log-density minus the tanh Jacobian, written the textbook way
-    logp = np.sum(-0.5 * ((u - mean) / np.exp(log_std)) ** 2 - log_std - 0.5 * np.log(2 * np.pi)
-                  - np.log(1.0 - a ** 2), axis=-1)
-    return a, logp
-
-
-def fixed_batch(n=64, seed=0):
-    rng = np.random.default_rng(seed)
-    f = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)  # noqa: E731
-    return Transition(obs=f(n, 5), action=jnp.tanh(f(n, 3)), reward=f(n),
-                      next_obs=f(n, 5), terminal=jnp.asarray(rng.random(n) < 0.2, jnp.float32))
 
 
 def make_state(num_critics=2, num_target=2, **kw):
@@ -60,10 +23,6 @@ def make_state(num_critics=2, num_target=2, **kw):
     # distinct online and target critics, so the test sees which one each term uses
     other = sac.init(jax.random.PRNGKey(2), SPEC, cfg)
     return state.replace(target_critic=other.critic)
-
-
-def as_np(batch):
-    return jax.tree.map(lambda x: np.asarray(x, np.float64), batch)
 
 
 @pytest.mark.parametrize("num_critics,num_target", [(2, 2), (10, 2), (5, 3)])

@@ -1,0 +1,90 @@
+"""Behavioural cloning, and top-%BC (Chen et al. 2021; CORL's `any_percent_bc`).
+
+A deterministic tanh MLP policy regressed onto the dataset's actions (mean squared error).
+With `top_fraction` < 1 only the episodes with the highest returns are kept (10%BC:
+top_fraction=0.1), as in "Decision Transformer" and CORL. Defaults follow CORL: 2x256 ReLU,
+Adam 3e-4, batch 256, observations standardized with the dataset's statistics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from offbench.algorithms import EnvSpec, Transition
+from offbench.networks import MLP
+
+MODES = ("offline",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    hidden: tuple[int, ...] = (256, 256)
+    lr: float = 3e-4
+    batch_size: int = 256
+    normalize_obs: bool = True  # applied by the harness (offbench/offline.py)
+    top_fraction: float = 1.0  # keep this fraction of episodes, best returns first
+
+
+class BCState(struct.PyTreeNode):
+    actor: dict
+    opt: optax.OptState
+    steps: jax.Array
+    config: Config = struct.field(pytree_node=False)
+    spec: EnvSpec = struct.field(pytree_node=False)
+
+
+def actor_net(config: Config, spec: EnvSpec) -> MLP:
+    return MLP(config.hidden, spec.action_size)
+
+
+def init(key: jax.Array, spec: EnvSpec, config: Config | None = None, dataset=None) -> BCState:
+    config = config or Config()
+    if not 0.0 < config.top_fraction <= 1.0:
+        raise ValueError(f"top_fraction must be in (0, 1], got {config.top_fraction}")
+    actor = actor_net(config, spec).init(key, jnp.zeros((1, spec.observation_size)))
+    return BCState(actor=actor, opt=optax.adam(config.lr).init(actor),
+                   steps=jnp.zeros((), jnp.int32), config=config, spec=spec)
+
+
+def policy(actor: dict, state: BCState, obs: jax.Array) -> jax.Array:
+    return jnp.tanh(actor_net(state.config, state.spec).apply(actor, obs))
+
+
+def loss(actor: dict, state: BCState, batch: Transition) -> tuple[jax.Array, dict]:
+    error = jnp.mean((policy(actor, state, batch.obs) - batch.action) ** 2)
+    return error, {"bc_loss": error}
+
+
+def update(state: BCState, batch: Transition, key: jax.Array) -> tuple[BCState, dict]:
+    grads, metrics = jax.grad(loss, has_aux=True)(state.actor, state, batch)
+    updates, opt = optax.adam(state.config.lr).update(grads, state.opt, state.actor)
+    actor = optax.apply_updates(state.actor, updates)
+    return state.replace(actor=actor, opt=opt, steps=state.steps + 1), metrics
+
+
+def act(state: BCState, obs: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
+    return policy(state.actor, state, obs)
+
+
+def policy_params(state: BCState) -> dict:
+    return state.actor
+
+
+def prepare_dataset(arrays: dict, lengths: np.ndarray, config: Config
+                    ) -> tuple[dict, np.ndarray]:
+    """Top-%BC: keep the `top_fraction` of episodes with the highest returns."""
+    if config.top_fraction >= 1.0:
+        return arrays, lengths
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    returns = np.add.reduceat(arrays["reward"].astype(np.float64), starts)
+    keep = np.argsort(-returns, kind="stable")[:max(1, int(round(config.top_fraction
+                                                                  * len(lengths))))]
+    keep.sort()
+    index = np.concatenate([np.arange(starts[e], starts[e] + lengths[e]) for e in keep])
+    return {k: v[index] for k, v in arrays.items()}, lengths[keep]

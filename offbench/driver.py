@@ -1,0 +1,176 @@
+"""The host side shared by every training loop (online, offline, O2O): run a compiled chunk
+function between Orbax checkpoints, write per-seed metrics and the run record, show progress,
+and resume a killed run from its last checkpoint.
+
+A loop provides `init(keys) -> carry` (vmapped over seeds) and `make_chunk(n)`, a per-seed
+function `chunk(carry, first_period, *static_args) -> (carry, (metrics, snapshots))` running n
+evaluation periods; the driver vmaps it over seeds (static_args, e.g. the dataset, are shared),
+compiles it once per n, and shards the seed axis across local devices when there are several.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from offbench.io import write_bytes_atomic, write_text_atomic
+from offbench.provenance import record
+
+
+def check_settings(out: Path, settings: dict, resume: bool) -> dict:
+    """Settings as they read back from disk; on resume they must equal the saved ones."""
+    settings = json.loads(json.dumps(settings, default=str))
+    path = out / "settings.json"
+    if resume and path.exists():
+        saved = json.loads(path.read_text())
+        changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+        if changed:
+            raise ValueError(f"--resume with settings that differ from the run in {out}: "
+                             f"{', '.join(changed)}; resume with the original settings")
+    return settings
+
+
+def seed_sharding(seeds: int):
+    """A sharding that splits the leading (seed) axis across local devices, or None when there
+    is one device or the seeds do not divide evenly."""
+    devices = jax.local_devices()
+    if len(devices) < 2 or seeds % len(devices):
+        return None
+    mesh = jax.sharding.Mesh(np.array(devices), ("seeds",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
+
+
+def shard_seeds(tree: Any, seeds: int) -> Any:
+    sharding = seed_sharding(seeds)
+    return tree if sharding is None else jax.device_put(tree, sharding)
+
+
+def _checkpointer(directory: Path):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+    return ocp.CheckpointManager(directory.resolve(), options=options)
+
+
+def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any],
+        make_chunk: Callable[[int], Callable], seeds: int, first_seed: int, periods: int,
+        periods_per_chunk: int, units_per_period: int, unit: str, resume: bool,
+        progress: bool = True, static_args: Sequence[Any] = (),
+        snapshot_writer: Callable | None = None, stop_after_chunks: int | None = None,
+        summarize: Callable[[pd.DataFrame], dict] | None = None) -> pd.DataFrame:
+    """Train all seeds to `periods` evaluation periods; returns the per-seed metrics table.
+
+    stop_after_chunks: end the process abruptly (os._exit) after that many chunks and their
+    checkpoint, to test resume-after-kill. summarize: extra fields for run.json at the end.
+    """
+    import orbax.checkpoint as ocp
+
+    out = Path(out)
+    settings = check_settings(out, settings, resume)
+    keys = jnp.stack([jax.random.PRNGKey(first_seed + s) for s in range(seeds)])
+    init_fn = jax.jit(jax.vmap(init))
+    manager = _checkpointer(out / "checkpoints")
+    metrics_path = out / "metrics.csv"
+    rows: list[dict] = []
+    done = 0
+    if resume and manager.latest_step() is not None:
+        done = manager.latest_step()
+        abstract = jax.eval_shape(init_fn, keys)
+        carry = manager.restore(done, args=ocp.args.StandardRestore(abstract))
+        if metrics_path.exists():
+            rows = pd.read_csv(metrics_path).query("period < @done").to_dict("records")
+    else:
+        if (metrics_path.exists() or manager.latest_step() is not None) and not resume:
+            raise ValueError(f"{out} already holds a run; pass --resume to continue it or "
+                             "choose another --out")
+        carry = init_fn(keys)
+    carry = shard_seeds(carry, seeds)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "settings.json").exists():
+        write_text_atomic(out / "settings.json", json.dumps(settings, indent=2))
+    run_info = {**settings, "mode": mode, **record()}
+    run_path = out / "run.json"
+    if not run_path.exists():  # provenance from the start; wall and compile time added at the end
+        write_text_atomic(run_path, json.dumps(run_info, indent=2, default=str))
+    compiled: dict[int, Any] = {}
+    compile_s = 0.0
+    start = time.perf_counter()
+    bar = _progress(progress, periods * units_per_period, done * units_per_period, unit)
+    chunks = 0
+    in_axes = (0, None, *([None] * len(static_args)))
+    while done < periods:
+        n = min(periods_per_chunk, periods - done)
+        first = jnp.asarray(done, jnp.int32)
+        if n not in compiled:
+            t0 = time.perf_counter()
+            fn = jax.jit(jax.vmap(make_chunk(n), in_axes=in_axes))
+            compiled[n] = fn.lower(carry, first, *static_args).compile()
+            compile_s += time.perf_counter() - t0
+        carry, (metrics, snaps) = compiled[n](carry, first, *static_args)
+        metrics, snaps = jax.device_get((metrics, snaps))
+        if snapshot_writer is not None:
+            snapshot_writer(snaps, done, n)
+        wall = time.perf_counter() - start
+        for s in range(seeds):
+            for j in range(n):
+                row = {"seed": first_seed + s, "period": done + j}
+                row.update({k: float(np.asarray(v)[s, j]) for k, v in metrics.items()})
+                row["wall_s"] = wall
+                rows.append(row)
+        done += n
+        table = pd.DataFrame(rows)
+        write_text_atomic(metrics_path, table.to_csv(index=False))
+        manager.save(done, args=ocp.args.StandardSave(carry))
+        manager.wait_until_finished()
+        if bar is not None:
+            last = table[table.period == done - 1]
+            bar.update(n * units_per_period)
+            postfix = {"eval_return": f"{last.eval_return.mean():.1f}",
+                       f"{unit}s_per_s": f"{seeds * done * units_per_period / wall:.0f}"}
+            if "diverged" in last:
+                postfix["diverged"] = int(last.diverged.sum())
+            bar.set_postfix(postfix)
+        chunks += 1
+        if stop_after_chunks is not None and chunks >= stop_after_chunks:
+            os._exit(17)  # simulate a crash: no cleanup, no final files
+    if bar is not None:
+        bar.close()
+    table = pd.DataFrame(rows)
+    finished_before = chunks == 0 and "wall_s" in json.loads(run_path.read_text())
+    if not finished_before:  # a finished run resumed again keeps its record
+        run_info.update(wall_s=time.perf_counter() - start, compile_s=compile_s)
+        if summarize is not None:
+            run_info.update(summarize(table))
+        write_text_atomic(run_path, json.dumps(run_info, indent=2, default=str))
+    return table
+
+
+def snapshot_writer(root: Path, first_seed: int, seeds: int) -> Callable:
+    """Writes per-period snapshots to root/seed<S>/period_<P>.msgpack (flax msgpack)."""
+    from flax import serialization
+
+    def write(snaps: Any, first_period: int, periods: int) -> None:
+        for s in range(seeds):
+            folder = root / f"seed{first_seed + s}"
+            for j in range(periods):
+                tree = jax.tree.map(lambda x, s=s, j=j: np.asarray(x[s, j]), snaps)
+                data = serialization.msgpack_serialize(serialization.to_state_dict(tree))
+                write_bytes_atomic(folder / f"period_{first_period + j:05d}.msgpack", data)
+    return write
+
+
+def _progress(enabled: bool, total: int, initial: int, unit: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit=unit, dynamic_ncols=True)

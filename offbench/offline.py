@@ -1,0 +1,275 @@
+"""The fused offline training loop: minibatches sampled on device, updates in a `lax.scan`, a
+vectorized deterministic evaluation every `eval_every` updates, all in one program per chunk,
+`jit(vmap(chunk))` over seeds (sharded across devices when there are several).
+
+The harness owns what papers do to the data before learning, read from the algorithm's config
+when it has these fields:
+
+- `normalize_obs` (TD3+BC and others): observations standardized with the dataset's mean/std
+  (+1e-3), both in training batches and at evaluation;
+- `reward_scale`, `reward_bias`: r' = scale * r + bias (CQL's and Cal-QL's convention);
+- `normalize_reward_by_returns` (IQL on locomotion): r' = r * 1000 / (max return - min return)
+  over the dataset's whole episodes.
+
+An algorithm may also define `prepare_dataset(arrays, episode_lengths, config) -> arrays` (e.g.
+top-%BC keeps the best episodes) and `DATASET_FIELDS`, the derived fields its batches need
+(`next_actions`, `mc_returns`), which arrive in `batch.extra`.
+
+Divergence: after every update the new state is checked; a seed whose parameters or losses turn
+NaN/Inf keeps its last finite state from then on and is flagged `diverged` (with the update at
+which it happened); the other seeds are unaffected. Its evaluations are of that last finite
+policy, and reports mark the seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from flax import struct
+
+import offbench.envs as envs
+from offbench import driver, rollout
+from offbench.algorithms import EnvSpec, Transition
+from offbench.data import Dataset
+from offbench.data import stats as data_stats
+
+OBS_STD_EPS = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class OfflineConfig:
+    updates: int = 1_000_000  # per seed
+    eval_every: int = 5_000  # updates between evaluations
+    eval_episodes: int = 10
+    checkpoint_every: int = 50_000  # updates (rounded to whole evaluation periods)
+    backend: str | None = None  # physics backend for evaluation; default by device
+    episode_length: int | None = None  # evaluation episodes; default: the task's (1000)
+    # Fault injection for tests: seed index whose batch rewards turn NaN at this update.
+    inject_nan_seed: int | None = None
+    inject_nan_at: int = 0
+
+    def validate(self) -> None:
+        if self.updates <= 0 or self.eval_every <= 0 or self.eval_episodes <= 0:
+            raise ValueError("updates, eval_every and eval_episodes must be positive")
+        if self.updates % self.eval_every:
+            raise ValueError(f"updates ({self.updates}) must be a multiple of eval_every "
+                             f"({self.eval_every})")
+
+    @property
+    def periods(self) -> int:
+        return self.updates // self.eval_every
+
+    @property
+    def periods_per_chunk(self) -> int:
+        return max(1, self.checkpoint_every // self.eval_every)
+
+
+class Carry(struct.PyTreeNode):
+    algo: Any
+    key: jax.Array
+    seed_index: jax.Array  # position of this seed in the vmapped batch (fault injection)
+    diverged: jax.Array  # bool
+    diverged_at: jax.Array  # update at which the seed diverged, -1 if it has not
+
+
+def _field(config: Any, name: str, default: Any) -> Any:
+    return getattr(config, name, default)
+
+
+def prepare_arrays(algo: types.ModuleType, config: Any, dataset: Dataset
+                   ) -> tuple[dict[str, jax.Array], np.ndarray, np.ndarray]:
+    """The arrays minibatches are drawn from (device), and the observation mean/std used."""
+    lengths = np.asarray(dataset.metadata["episode_lengths"])
+    arrays = {"obs": np.asarray(dataset.observations), "action": np.asarray(dataset.actions),
+              "reward": np.asarray(dataset.rewards, np.float32),
+              "next_obs": np.asarray(dataset.next_observations),
+              "terminal": np.asarray(dataset.terminals)}
+    for name, value in dataset.extra.items():
+        arrays[name] = np.asarray(value)
+    if hasattr(algo, "prepare_dataset"):
+        arrays, lengths = algo.prepare_dataset(arrays, lengths, config)
+    obs_dim = arrays["obs"].shape[1]
+    mean, std = np.zeros(obs_dim, np.float32), np.ones(obs_dim, np.float32)
+    if _field(config, "normalize_obs", False):
+        mean = arrays["obs"].mean(0)
+        std = arrays["obs"].std(0) + OBS_STD_EPS
+        arrays["obs"] = (arrays["obs"] - mean) / std
+        arrays["next_obs"] = (arrays["next_obs"] - mean) / std
+    if _field(config, "normalize_reward_by_returns", False):
+        returns = data_stats.episode_returns(arrays["reward"], lengths)
+        arrays["reward"] = arrays["reward"] * (1000.0 / (returns.max() - returns.min()))
+    arrays["reward"] = (arrays["reward"] * _field(config, "reward_scale", 1.0)
+                        + _field(config, "reward_bias", 0.0)).astype(np.float32)
+    return ({k: jnp.asarray(v) for k, v in arrays.items()}, mean.astype(np.float32),
+            std.astype(np.float32))
+
+
+BASE_FIELDS = ("obs", "action", "reward", "next_obs", "terminal")
+
+
+def sample(arrays: dict[str, jax.Array], key: jax.Array, batch_size: int) -> Transition:
+    index = jax.random.randint(key, (batch_size,), 0, arrays["reward"].shape[0])
+    picked = {k: v[index] for k, v in arrays.items()}
+    return Transition(**{k: picked[k] for k in BASE_FIELDS},
+                      extra={k: v for k, v in picked.items() if k not in BASE_FIELDS})
+
+
+def all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+@dataclasses.dataclass
+class Problem:
+    """What the compiled loop closes over (the dataset arrays are passed in, not closed over:
+    a constant the size of the dataset would bloat the compiled program)."""
+
+    algo: types.ModuleType
+    algo_config: Any
+    task: str
+    config: OfflineConfig
+    obs_mean: np.ndarray
+    obs_std: np.ndarray
+    ref_min: float | None = None
+    ref_max: float | None = None
+
+    def __post_init__(self):
+        self.config.validate()
+        self.eval_env = envs.make(self.task, self.config.backend,
+                                  episode_length=self.config.episode_length, auto_reset=False)
+        self.spec = EnvSpec(self.eval_env.observation_size, self.eval_env.action_size)
+
+
+def init_carry(problem: Problem, key: jax.Array, seed_index: jax.Array,
+               dataset: Any = None) -> Carry:
+    k_algo, key = jax.random.split(key)
+    algo = problem.algo.init(k_algo, problem.spec, problem.algo_config, dataset)
+    return Carry(algo=algo, key=key, seed_index=seed_index, diverged=jnp.asarray(False),
+                 diverged_at=jnp.asarray(-1, jnp.int32))
+
+
+def evaluate(problem: Problem, algo_state: Any, key: jax.Array) -> jax.Array:
+    mean, std = jnp.asarray(problem.obs_mean), jnp.asarray(problem.obs_std)
+
+    def act(obs, _):
+        return problem.algo.act(algo_state, (obs - mean) / std, key, True)
+    return rollout.episode_returns(problem.eval_env, act, key, problem.config.eval_episodes)
+
+
+def _update_metrics_shape(problem: Problem, carry: Carry, arrays: dict) -> dict:
+    batch = sample(arrays, carry.key, problem.algo_config.batch_size)
+    _, metrics = jax.eval_shape(problem.algo.update, carry.algo, batch, carry.key)
+    return metrics
+
+
+def make_chunk(problem: Problem, periods: int):
+    """chunk(carry, first_period, arrays) -> (carry, (per-period metrics, ())), for one seed."""
+    cfg = problem.config
+    algo = problem.algo
+    batch_size = problem.algo_config.batch_size
+
+    def one_update(carry: Carry, step: jax.Array, arrays: dict):
+        key, k_sample, k_update = jax.random.split(carry.key, 3)
+        batch = sample(arrays, k_sample, batch_size)
+        if cfg.inject_nan_seed is not None:
+            poison = (carry.seed_index == cfg.inject_nan_seed) & (step == cfg.inject_nan_at)
+            batch = batch.replace(reward=jnp.where(poison, jnp.nan, batch.reward))
+        new_state, metrics = algo.update(carry.algo, batch, k_update)
+        ok = all_finite(new_state) & all_finite(metrics) & ~carry.diverged
+        state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, carry.algo)
+        diverged = carry.diverged | ~ok
+        diverged_at = jnp.where(diverged & (carry.diverged_at < 0), step, carry.diverged_at)
+        metrics = jax.tree.map(lambda m: jnp.where(ok, m, jnp.nan).astype(jnp.float32),
+                               metrics)
+        return carry.replace(algo=state, key=key, diverged=diverged,
+                             diverged_at=diverged_at), metrics
+
+    def period(carry: Carry, p: jax.Array, arrays: dict):
+        steps = p * cfg.eval_every + jnp.arange(cfg.eval_every)
+        carry, metrics = jax.lax.scan(lambda c, s: one_update(c, s, arrays), carry, steps)
+        key, k_eval = jax.random.split(carry.key)
+        returns = evaluate(problem, carry.algo, k_eval)
+        out = {k: jnp.nanmean(v) for k, v in metrics.items()}
+        mean = returns.mean()
+        if problem.ref_min is not None and problem.ref_max is not None:
+            score = 100.0 * (mean - problem.ref_min) / (problem.ref_max - problem.ref_min)
+        else:
+            score = jnp.asarray(jnp.nan)
+        out.update(updates=(p + 1) * cfg.eval_every, eval_return=mean,
+                   eval_return_std=returns.std(), normalized_score=score,
+                   diverged=carry.diverged.astype(jnp.float32),
+                   diverged_at=carry.diverged_at.astype(jnp.float32))
+        return carry.replace(key=key), out
+
+    def chunk(carry: Carry, first_period: jax.Array, arrays: dict):
+        carry, metrics = jax.lax.scan(lambda c, p: period(c, p, arrays), carry,
+                                      first_period + jnp.arange(periods))
+        return carry, (metrics, ())
+
+    return chunk
+
+
+def summarize(table: pd.DataFrame) -> dict:
+    """Per seed: last and best normalized score (CORL reports both) and divergence."""
+    out = {}
+    for seed, rows in table.groupby("seed"):
+        rows = rows.sort_values("period")
+        out[str(seed)] = {"last_score": float(rows.normalized_score.iloc[-1]),
+                          "best_score": float(rows.normalized_score.max()),
+                          "last_return": float(rows.eval_return.iloc[-1]),
+                          "best_return": float(rows.eval_return.max()),
+                          "diverged": bool(rows.diverged.iloc[-1] > 0)}
+    return {"per_seed": out}
+
+
+def train(algo_name: str, dataset_id: str, seeds: int, config: OfflineConfig, algo_config: Any,
+          out: Path, resume: bool = False, first_seed: int = 0, progress: bool = True,
+          stop_after_chunks: int | None = None, data_root: str | Path | None = None,
+          dataset: Dataset | None = None) -> pd.DataFrame:
+    """Train `seeds` seeds of an offline algorithm on a dataset; returns per-seed metrics."""
+    from offbench.algorithms import load_algorithm
+    from offbench.data import load
+
+    algo = load_algorithm(algo_name)
+    if "offline" not in algo.MODES:
+        raise ValueError(f"algorithm '{algo_name}' does not support offline training "
+                         f"(its modes: {list(algo.MODES)})")
+    out = Path(out)
+    config = dataclasses.replace(config, backend=config.backend or envs.default_backend())
+    settings = {"algorithm": algo_name, "dataset": dataset_id, "seeds": seeds,
+                "first_seed": first_seed, "offline_config": dataclasses.asdict(config),
+                "algo_config": dataclasses.asdict(algo_config)}
+    fields = tuple(getattr(algo, "DATASET_FIELDS", ()))
+    if dataset is None:
+        dataset = load(dataset_id, data_root, derived=fields,
+                       discount=_field(algo_config, "discount", 0.99))
+    arrays, mean, std = prepare_arrays(algo, algo_config, dataset)
+    meta = dataset.metadata
+    problem = Problem(algo, algo_config, dataset.task, config, mean, std,
+                      meta.get("ref_min"), meta.get("ref_max"))
+    return driver.run(
+        out=out, settings={**settings, "task": dataset.task}, mode="offline",
+        init=_seed_index_init(problem, arrays, first_seed, seeds),
+        make_chunk=lambda n: make_chunk(problem, n), seeds=seeds, first_seed=first_seed,
+        periods=config.periods, periods_per_chunk=config.periods_per_chunk,
+        units_per_period=config.eval_every, unit="update", resume=resume, progress=progress,
+        static_args=(arrays,), stop_after_chunks=stop_after_chunks, summarize=summarize)
+
+
+def _seed_index_init(problem: Problem, arrays: dict, first_seed: int, seeds: int):
+    """init(key) for the driver's vmap: the seed's index is recovered from its key, so a carry
+    knows its position in the batch (used only by fault injection)."""
+    keys = jnp.stack([jax.random.PRNGKey(first_seed + s) for s in range(seeds)])
+
+    def init(key):
+        index = jnp.argmax(jnp.all(keys == key, axis=-1))
+        return init_carry(problem, key, index, arrays)
+    return init
