@@ -78,6 +78,43 @@ def cmd_train_online(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from offbench import offline
+    from offbench.algorithms import apply_overrides, load_algorithm
+    from offbench.data import load
+
+    algo = load_algorithm(args.algorithm)
+    if "offline" not in algo.MODES:
+        raise ValueError(f"algorithm '{args.algorithm}' has no offline mode (its modes: "
+                         f"{list(algo.MODES)})")
+    algo_config = apply_overrides(algo.Config(), args.set or [])
+    defaults = offline.OfflineConfig()
+    config = dataclasses.replace(
+        defaults, updates=args.updates,
+        eval_every=args.eval_every or min(defaults.eval_every, args.updates),
+        eval_episodes=args.eval_episodes,
+        checkpoint_every=args.checkpoint_every or defaults.checkpoint_every,
+        backend=args.backend, episode_length=args.episode_length)
+    config.validate()
+    fields = tuple(getattr(algo, "DATASET_FIELDS", ()))
+    dataset = load(args.dataset, args.root, derived=fields,
+                   discount=getattr(algo_config, "discount", 0.99))
+    out = Path(args.out or f"runs/offline/{args.algorithm}-{args.dataset.replace('/', '_')}")
+    df = offline.train(args.algorithm, args.dataset, args.seeds, config, algo_config, out,
+                       resume=args.resume, first_seed=args.first_seed,
+                       stop_after_chunks=args.stop_after_chunks, dataset=dataset)
+    final = df[df.period == df.period.max()].sort_values("seed")
+    best = df.groupby("seed").normalized_score.max()
+    diverged = int((final.diverged > 0).sum())
+    print(f"normalized score over {args.seeds} seeds: last {final.normalized_score.mean():.1f} "
+          f"± {final.normalized_score.std(ddof=0):.1f}, best {best.mean():.1f}"
+          + (f"; {diverged} seed(s) diverged" if diverged else "")
+          + f"; metrics in {out / 'metrics.csv'}")
+    return 0
+
+
 def _policy_snapshot(algo):
     if not hasattr(algo, "policy_params"):
         raise ValueError(f"--snapshots needs `policy_params(state)` in {algo.__name__} "
@@ -225,6 +262,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="save the policy's parameters after every evaluation (behaviour policies)")
     p.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)  # crash tests
     p.set_defaults(func=cmd_train_online)
+
+    p = sub.add_parser("run", help="train an algorithm on a dataset (offline RL)")
+    p.add_argument("algorithm", help="algorithm name in baselines/ (e.g. iql) or module path")
+    p.add_argument("dataset", help="dataset id, e.g. hopper-medium-replay (see `offbench "
+                                   "datasets list`) or a Minari id")
+    p.add_argument("--mode", default="offline", choices=["offline"], help="training mode")
+    p.add_argument("--seeds", type=int, default=1, help="seeds trained together (vmapped)")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--updates", type=int, default=1_000_000, help="gradient updates per seed")
+    p.add_argument("--eval-every", type=int, help="updates between evaluations (5000)")
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--checkpoint-every", type=int, help="updates between checkpoints (50000)")
+    p.add_argument("--episode-length", type=int, help="evaluation time limit (default 1000)")
+    p.add_argument("--backend", choices=["mujoco", "mjx"], help="physics (default by device)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override an algorithm config field (repeatable)")
+    p.add_argument("--root", help="data root (default $OFFBENCH_DATASETS or ~/.offbench/datasets)")
+    p.add_argument("--out", help="run folder (default runs/offline/ALGO-DATASET)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)  # crash tests
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report-online", help="learning curves + table of online runs")
     p.add_argument("runs", nargs="+", help="run folders (from train-online --out)")

@@ -51,7 +51,7 @@ class OfflineConfig:
     checkpoint_every: int = 50_000  # updates (rounded to whole evaluation periods)
     backend: str | None = None  # physics backend for evaluation; default by device
     episode_length: int | None = None  # evaluation episodes; default: the task's (1000)
-    # Fault injection for tests: seed index whose batch rewards turn NaN at this update.
+    # Fault injection for tests: seed index whose batch observations turn NaN at this update.
     inject_nan_seed: int | None = None
     inject_nan_at: int = 0
 
@@ -181,7 +181,7 @@ def make_chunk(problem: Problem, periods: int):
         batch = sample(arrays, k_sample, batch_size)
         if cfg.inject_nan_seed is not None:
             poison = (carry.seed_index == cfg.inject_nan_seed) & (step == cfg.inject_nan_at)
-            batch = batch.replace(reward=jnp.where(poison, jnp.nan, batch.reward))
+            batch = batch.replace(obs=jnp.where(poison, jnp.nan, batch.obs))
         new_state, metrics = algo.update(carry.algo, batch, k_update)
         ok = all_finite(new_state) & all_finite(metrics) & ~carry.diverged
         state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, carry.algo)

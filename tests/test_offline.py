@@ -1,0 +1,177 @@
+"""The offline loop: vmapped seeds equal seeds alone, two devices equal one, a killed run
+resumes bit for bit, an injected NaN freezes only its seed, and bad input is one clear error.
+The dataset is a tiny random-action Minari dataset written here (no behaviour policies)."""
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from baselines import bc
+from offbench import offline
+from offbench.data import builder
+
+OFFBENCH = str(Path(sys.executable).parent / "offbench")
+DATASET = "test/hopper/random-v0"
+TINY = offline.OfflineConfig(updates=300, eval_every=100, eval_episodes=2, checkpoint_every=100,
+                             episode_length=50, backend="mujoco")
+TINY_BC = bc.Config(hidden=(32, 32), batch_size=64)
+TINY_FLAGS = ["--updates", "300", "--eval-every", "100", "--eval-episodes", "2",
+              "--checkpoint-every", "100", "--episode-length", "50", "--backend", "mujoco",
+              "--set", "hidden=32,32", "--set", "batch_size=64"]
+
+
+@pytest.fixture(scope="module")
+def minari_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("minari")
+    episodes, _ = builder.generate("hopper", "random", 2000, seed=0, log=lambda *_: None)
+    builder.write_minari(root, DATASET, episodes, "hopper",
+                         {"ref_min_score": -20.0, "ref_max_score": 3000.0})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(root))
+        yield root
+
+
+def metrics(df):
+    return df.drop(columns="wall_s").sort_values(["seed", "period"]).reset_index(drop=True)
+
+
+def test_vmapped_seeds_equal_seeds_run_alone(minari_root, tmp_path):
+    together = offline.train("bc", DATASET, 2, TINY, TINY_BC, tmp_path / "both", progress=False)
+    assert set(together.updates) == {100, 200, 300}
+    assert np.isfinite(together.normalized_score).all()
+    for seed in (0, 1):
+        alone = offline.train("bc", DATASET, 1, TINY, TINY_BC, tmp_path / f"s{seed}",
+                              first_seed=seed, progress=False)
+        mine = metrics(together[together.seed == seed])
+        pd.testing.assert_frame_equal(metrics(alone), mine, rtol=1e-4, atol=1e-4)
+    info = json.loads((tmp_path / "both" / "run.json").read_text())
+    assert set(info["per_seed"]) == {"0", "1"} and info["mode"] == "offline"
+    assert info["per_seed"]["0"]["best_score"] >= info["per_seed"]["0"]["last_score"]
+
+
+def test_injected_nan_freezes_only_its_seed(minari_root, tmp_path):
+    clean = offline.train("bc", DATASET, 3, TINY, TINY_BC, tmp_path / "clean", progress=False)
+    faulty_config = dataclasses.replace(TINY, inject_nan_seed=1, inject_nan_at=150)
+    faulty = offline.train("bc", DATASET, 3, faulty_config, TINY_BC, tmp_path / "faulty",
+                           progress=False)
+    for seed in (0, 2):
+        pd.testing.assert_frame_equal(metrics(clean[clean.seed == seed]),
+                                      metrics(faulty[faulty.seed == seed]), rtol=1e-6, atol=1e-6)
+    bad = metrics(faulty[faulty.seed == 1])
+    assert list(bad.diverged) == [0.0, 1.0, 1.0]
+    assert (bad.diverged_at[1:] == 150).all() and bad.diverged_at[0] == -1
+    # the frozen seed is evaluated with its last finite parameters: a real score
+    assert np.isfinite(bad.eval_return).all()
+    assert np.isnan(bad.bc_loss[2])  # no loss is reported for updates that were thrown away
+    info = json.loads((tmp_path / "faulty" / "run.json").read_text())
+    assert info["per_seed"]["1"]["diverged"] and not info["per_seed"]["0"]["diverged"]
+
+
+def test_frozen_seed_keeps_its_last_finite_parameters(minari_root):
+    """A seed poisoned at update 150 ends 300 updates with the parameters it had after 150."""
+    import jax
+
+    from offbench.data import load
+
+    dataset = load(DATASET)
+    arrays, mean, std = offline.prepare_arrays(bc, TINY_BC, dataset)
+    config = dataclasses.replace(TINY, eval_every=50)
+    poisoned = dataclasses.replace(config, inject_nan_seed=0, inject_nan_at=150)
+    states = []
+    for cfg, periods in ((config, 3), (poisoned, 6)):
+        problem = offline.Problem(bc, TINY_BC, "hopper", cfg, mean, std)
+        carry = offline.init_carry(problem, jax.random.PRNGKey(0), 0, arrays)
+        carry, _ = jax.jit(offline.make_chunk(problem, periods))(carry, 0, arrays)
+        states.append(carry)
+    clean, frozen = states
+    assert bool(frozen.diverged) and int(frozen.diverged_at) == 150
+    for a, b in zip(jax.tree.leaves(clean.algo.actor), jax.tree.leaves(frozen.algo.actor),
+                    strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+        assert np.isfinite(np.asarray(b)).all()
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([OFFBENCH, *args], capture_output=True, text=True, timeout=600,
+                          env=env)
+
+
+def test_resume_after_kill_equals_uninterrupted_run(minari_root, tmp_path):
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(minari_root)}
+    base = ["run", "bc", DATASET, "--seeds", "2", *TINY_FLAGS]
+    full = run_cli(*base, "--out", str(tmp_path / "full"), env=env)
+    assert full.returncode == 0, full.stderr
+    assert "normalized score over 2 seeds" in full.stdout
+    killed = run_cli(*base, "--out", str(tmp_path / "killed"), "--stop-after-chunks", "1",
+                     env=env)
+    assert killed.returncode == 17, killed.stderr
+    assert len(pd.read_csv(tmp_path / "killed" / "metrics.csv")) == 2
+    resumed = run_cli(*base, "--out", str(tmp_path / "killed"), "--resume", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    a = metrics(pd.read_csv(tmp_path / "full" / "metrics.csv"))
+    b = metrics(pd.read_csv(tmp_path / "killed" / "metrics.csv"))
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+TWO_DEVICES = """
+import json, sys
+import jax
+assert jax.device_count() == 2, jax.devices()
+from pathlib import Path
+from baselines import bc
+from offbench import driver, offline
+assert driver.seed_sharding(2) is not None
+config = offline.OfflineConfig(**json.loads(sys.argv[1]))
+df = offline.train("bc", sys.argv[2], 2, config, bc.Config(hidden=(32, 32), batch_size=64),
+                   Path(sys.argv[3]), progress=False)
+"""
+
+
+def test_two_devices_give_the_same_results_as_one(minari_root, tmp_path):
+    one = offline.train("bc", DATASET, 2, TINY, TINY_BC, tmp_path / "one", progress=False)
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(minari_root),
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    proc = subprocess.run([sys.executable, "-c", TWO_DEVICES,
+                           json.dumps(dataclasses.asdict(TINY)), DATASET, str(tmp_path / "two")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = pd.read_csv(tmp_path / "two" / "metrics.csv")
+    pd.testing.assert_frame_equal(metrics(one), metrics(two), rtol=1e-4, atol=1e-4)
+
+
+def test_top_fraction_bc_keeps_the_best_episodes():
+    arrays = {"reward": np.array([1, 1, 5, 0, 0, 0, 3], np.float32),
+              "obs": np.arange(7, dtype=np.float32)[:, None]}
+    lengths = np.array([2, 1, 3, 1])  # returns 2, 5, 0, 3
+    kept, kept_lengths = bc.prepare_dataset(arrays, lengths, bc.Config(top_fraction=0.5))
+    np.testing.assert_array_equal(kept["obs"][:, 0], [2, 6])  # episodes with returns 5 and 3
+    np.testing.assert_array_equal(kept_lengths, [1, 1])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "bc", "hopper-mediocre"], "valid kinds are"),
+    (["run", "sac", "hopper-medium"], "has no offline mode"),
+    (["run", "bcc", "hopper-medium"], r"unknown algorithm 'bcc'"),
+    (["run", "bc", "hopper-medium"], "not built .*offbench datasets build hopper-medium"),
+])
+def test_bad_input_is_one_clear_error(args, message, tmp_path):
+    out = run_cli(*args, "--root", str(tmp_path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert re.search(message, out.stderr), out.stderr
+
+
+def test_bad_top_fraction_is_refused():
+    import jax
+
+    from offbench.algorithms import EnvSpec
+
+    with pytest.raises(ValueError, match="top_fraction must be in"):
+        bc.init(jax.random.PRNGKey(0), EnvSpec(3, 2), bc.Config(top_fraction=2.0))
