@@ -32,6 +32,7 @@ bench: setup perf
 perf: setup
 	$(BIN)/offbench perf envs --out results/perf
 	$(BIN)/offbench perf online --out results/perf
+	$(BIN)/offbench perf offline --out results/perf
 
 # SAC learning check -> results/online/sac.md. Hours of CPU; rerunning resumes from the
 # checkpoints, which live in the cache (outside the work tree, so a fresh checkout keeps them).

@@ -1,0 +1,188 @@
+"""Offline-loop throughput: gradient updates/s of every offline algorithm at batch 256 for 1 and 8
+vmapped seeds, compile times, achieved FLOP/s against this machine's fp32 matmul peak (measured
+in the same run), and a whole run's time split (compile, updates, evaluation).
+
+FLOPs per update come from XLA's own cost analysis of the compiled single-seed update; the peak
+is one large square `jnp.dot`. On CPU the update is compute-bound, so that roofline is the
+yardstick. The data are random arrays with the task's shapes (throughput does not depend on
+their values); evaluation runs the real env.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+import offbench.envs as envs
+from offbench import offline
+from offbench.algorithms import algorithm_names, load_algorithm
+from offbench.io import write_text_atomic
+from offbench.provenance import record
+
+BATCH = 256
+DATA_SIZE = 100_000
+PEAK_N = 4096
+
+
+def timed(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of `fn` (blocked until its results are ready), after one warm-up."""
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_peak(repeats: int) -> float:
+    """fp32 FLOP/s of one PEAK_N x PEAK_N matmul."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (PEAK_N, PEAK_N), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    return 2 * PEAK_N ** 3 / timed(lambda: dot(a, a), repeats)
+
+
+def synthetic_arrays(task: str, fields: tuple[str, ...]) -> dict[str, jax.Array]:
+    env = envs.make(task)
+    rng = np.random.default_rng(0)
+    obs, act = env.observation_size, env.action_size
+
+    def normal(*shape):
+        return jnp.asarray(rng.normal(size=shape), jnp.float32)
+    arrays = {"obs": normal(DATA_SIZE, obs), "action": jnp.tanh(normal(DATA_SIZE, act)),
+              "reward": normal(DATA_SIZE), "next_obs": normal(DATA_SIZE, obs),
+              "terminal": jnp.zeros(DATA_SIZE)}
+    extra = {"next_actions": lambda: jnp.tanh(normal(DATA_SIZE, act)),
+             "mc_returns": lambda: normal(DATA_SIZE)}
+    arrays.update({f: extra[f]() for f in fields})
+    return arrays
+
+
+def offline_algorithms() -> list[str]:
+    return [n for n in algorithm_names() if "offline" in load_algorithm(n).MODES]
+
+
+def bench_algorithm(name: str, task: str, updates: int, repeats: int) -> list[dict]:
+    algo = load_algorithm(name)
+    algo_config = dataclasses.replace(algo.Config(), batch_size=BATCH)
+    arrays = synthetic_arrays(task, tuple(getattr(algo, "DATASET_FIELDS", ())))
+    obs_size = arrays["obs"].shape[1]
+    ones, zeros = np.ones(obs_size, np.float32), np.zeros(obs_size, np.float32)
+    config = offline.OfflineConfig(updates=updates, eval_every=updates, eval_episodes=10,
+                                   checkpoint_every=updates, backend="mujoco")
+    problem = offline.Problem(algo, algo_config, task, config, zeros, ones)
+    rows = []
+    flops = None
+    for seeds in (1, 8):
+        keys = jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)])
+        init = jax.jit(jax.vmap(lambda k: offline.init_carry(problem, k, 0, arrays)))
+        carry = init(keys)
+
+        def update_scan(carry, arrays):
+            def body(c, _):
+                key, k_sample, k_update = jax.random.split(c.key, 3)
+                batch = offline.sample(arrays, k_sample, BATCH)
+                state, _ = algo.update(c.algo, batch, k_update)
+                return c.replace(algo=state, key=key), None
+            return jax.lax.scan(body, carry, None, length=updates)[0]
+
+        scan = jax.jit(jax.vmap(update_scan, in_axes=(0, None)))
+        start = time.perf_counter()
+        compiled = scan.lower(carry, arrays).compile()
+        compile_updates_s = time.perf_counter() - start
+        updates_s = timed(lambda fn=compiled, c=carry: fn(c, arrays), repeats)
+        if flops is None:  # XLA's count for one update of one seed
+            one = jax.tree.map(lambda x: x[0], carry)
+            batch = offline.sample(arrays, jax.random.PRNGKey(0), BATCH)
+            cost = jax.jit(algo.update).lower(one.algo, batch, one.key).compile().cost_analysis()
+            cost = cost[0] if isinstance(cost, list) else cost
+            flops = float(cost.get("flops", float("nan")))
+        rows.append({"algorithm": name, "seeds": seeds, "updates_per_s": seeds * updates
+                     / updates_s, "per_seed_updates_per_s": updates / updates_s,
+                     "compile_updates_s": compile_updates_s, "flops_per_update": flops,
+                     "achieved_flops": flops * seeds * updates / updates_s})
+    # a whole run (train + eval in one program), 1 seed: compile and time split
+    keys = jnp.stack([jax.random.PRNGKey(0)])
+    carry = jax.jit(jax.vmap(lambda k: offline.init_carry(problem, k, 0, arrays)))(keys)
+    first = jnp.asarray(0, jnp.int32)
+    chunk = jax.jit(jax.vmap(offline.make_chunk(problem, 1), in_axes=(0, None, None)))
+    start = time.perf_counter()
+    compiled_run = chunk.lower(carry, first, arrays).compile()
+    compile_run_s = time.perf_counter() - start
+    total_s = timed(lambda: compiled_run(carry, first, arrays), repeats)
+    evaluate = jax.jit(jax.vmap(lambda a, k: offline.evaluate(problem, a, k)))
+    eval_s = timed(lambda: evaluate(carry.algo, keys), repeats)
+    rows[0].update(compile_run_s=compile_run_s, run_s=total_s, run_eval_s=eval_s,
+                   run_updates_s=total_s - eval_s)
+    return rows
+
+
+def run(task: str, updates: int, repeats: int, algorithms: list[str] | None = None,
+        log=print) -> tuple[pd.DataFrame, float]:
+    peak = matmul_peak(repeats)
+    log(f"fp32 matmul peak ({PEAK_N}x{PEAK_N}): {peak / 1e9:.1f} GFLOP/s")
+    rows = []
+    for name in algorithms or offline_algorithms():
+        rows += bench_algorithm(name, task, updates, repeats)
+        log(rows[-2:])
+    df = pd.DataFrame(rows)
+    df["fraction_of_peak"] = df.achieved_flops / peak
+    return df, peak
+
+
+def write_report(df: pd.DataFrame, peak: float, out: Path, prov: dict, task: str,
+                 updates: int) -> None:
+    write_text_atomic(out / "offline.csv", df.to_csv(index=False, float_format="%.4g"))
+    one = df[df.seeds == 1].set_index("algorithm")
+    eight = df[df.seeds == 8].set_index("algorithm")
+    summary = pd.DataFrame({
+        "updates/s (1 seed)": one.updates_per_s,
+        "updates/s (8 seeds, total)": eight.updates_per_s,
+        "per-seed 8 vs 1": eight.per_seed_updates_per_s / one.per_seed_updates_per_s,
+        "MFLOP/update": one.flops_per_update / 1e6,
+        "% of peak (1 seed)": 100 * one.fraction_of_peak,
+        "% of peak (8 seeds)": 100 * eight.fraction_of_peak,
+        "compile updates (s)": one.compile_updates_s,
+        "compile run (s)": one.compile_run_s,
+        "eval share (eval_every 5000)": one.run_eval_s / (
+            one.run_eval_s + 5000 * one.run_updates_s / updates),
+    })
+    met = {
+        "8 seeds >= 50% of peak": summary["% of peak (8 seeds)"] >= 50,
+        "per-seed 8 vs 1 >= 1": summary["per-seed 8 vs 1"] >= 1,
+        "run compile <= 60 s": summary["compile run (s)"] <= 60,
+    }
+    lines = [
+        f"# Offline loop throughput ({task}, batch {BATCH}, default networks)", "",
+        f"Produced by `{prov['command']}` at commit `{prov['git_commit']}` on {prov['date']}; "
+        f"machine: {prov['machine']['cpu']}, {prov['machine']['cores']} cores.", "",
+        f"fp32 matmul peak measured in this run ({PEAK_N}x{PEAK_N} `jnp.dot`): "
+        f"{peak / 1e9:.1f} GFLOP/s. FLOPs per update: XLA's cost analysis of one compiled "
+        f"update. Updates/s: medians over repeats of {updates} updates in one `lax.scan`, "
+        "vmapped over seeds. Run: one program of those updates plus one evaluation of 10 "
+        "episodes x 1000 steps (C backend), compiled and timed as a whole; 'eval share' is the "
+        "evaluation's part of a run's time at the default of one evaluation per 5000 updates.",
+        "",
+        summary.to_markdown(floatfmt=".3g"), "",
+        "Targets (issue 5): >= 50% of peak with 8 vmapped seeds; per-seed throughput with 8 "
+        "seeds never below 1 seed's (ratio >= 1); whole-run compile <= 60 s per algorithm.",
+        "",
+        *[f"- {target}: met by {', '.join(summary.index[ok]) or 'none'}; missed by "
+          f"{', '.join(summary.index[~ok]) or 'none'}" for target, ok in met.items()],
+        ""]
+    write_text_atomic(out / "offline.md", "\n".join(lines))
+
+
+def main(task: str, updates: int, repeats: int, out: Path,
+         algorithms: list[str] | None = None) -> None:
+    started = record()
+    df, peak = run(task, updates, repeats, algorithms)
+    write_report(df, peak, out, started, task, updates)
