@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export OFFBENCH_CACHE ?= $(HOME)/.cache/offbench
 export JAX_COMPILATION_CACHE_DIR ?= $(OFFBENCH_CACHE)/jax
 
-.PHONY: setup test lint bench perf online-check policies datasets lock clean
+.PHONY: setup test lint bench perf online-check offline-check policies datasets lock clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,22 @@ online-check: setup
 	    --checkpoint-every 20000 --out $(ONLINE_RUNS)/sac-$$t --resume || exit 1; done
 	$(BIN)/offbench report-online $(addprefix $(ONLINE_RUNS)/sac-,$(ONLINE_TASKS)) \
 	  --out results/online/sac.md
+
+# Offline learning check -> results/offline/check.md: every offline algorithm on three datasets,
+# 3 vmapped seeds each, at a CPU budget (100k-transition datasets, OFFLINE_UPDATES updates).
+# Hours of CPU; rerunning resumes every run from its checkpoints in the cache.
+OFFLINE_ALGOS ?= bc td3_bc iql cql rebrac awac sac_n edac
+OFFLINE_DATASETS ?= halfcheetah-medium-100k hopper-medium-replay-100k walker2d-medium-expert-100k
+OFFLINE_UPDATES ?= 100000
+OFFLINE_RUNS := $(OFFBENCH_CACHE)/runs/offline
+offline-check: setup
+	$(BIN)/offbench datasets build $(OFFLINE_DATASETS)
+	for a in $(OFFLINE_ALGOS); do for d in $(OFFLINE_DATASETS); do \
+	  $(BIN)/offbench run $$a $$d --seeds 3 --updates $(OFFLINE_UPDATES) --eval-every 10000 \
+	    --out $(OFFLINE_RUNS)/$$a-$$d --resume || exit 1; done; done
+	$(BIN)/offbench report-offline $(foreach a,$(OFFLINE_ALGOS),$(foreach d,$(OFFLINE_DATASETS),$(OFFLINE_RUNS)/$(a)-$(d))) \
+	  --out results/offline/check.md \
+	  --budget "$(OFFLINE_UPDATES) updates per seed, 3 seeds, 100k-transition datasets, paper hyperparameters"
 
 # Behaviour policies for the datasets: SAC (published defaults), 1 seed, 1M env steps per task,
 # with the actor saved after every evaluation; then the expert/medium/replay snapshots are

@@ -238,6 +238,18 @@ def _policy_tasks() -> list[str]:
     return [t for t in envs.task_names() if (offbench_tasks_dir() / "policies" / t).exists()]
 
 
+def cmd_report_offline(args: argparse.Namespace) -> int:
+    from offbench.reports import offline as report
+
+    runs = [Path(r) for r in args.runs]
+    for r in runs:
+        if not (r / "run.json").exists():
+            raise ValueError(f"{r} has no run.json: not a run folder (from `offbench run`)")
+    report.write_report(runs, Path(args.out), args.budget)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="offbench",
@@ -291,6 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)  # crash tests
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report-offline", help="offline learning-check report from run folders")
+    p.add_argument("runs", nargs="+", help="run folders (from `offbench run --out`)")
+    p.add_argument("--out", default="results/offline/check.md")
+    p.add_argument("--budget", default="as in each run's settings",
+                   help="a sentence stating the compute budget, printed in the report")
+    p.set_defaults(func=cmd_report_offline)
 
     p = sub.add_parser("report-online", help="learning curves + table of online runs")
     p.add_argument("runs", nargs="+", help="run folders (from train-online --out)")

@@ -28,3 +28,39 @@ def test_online_report_table_matches_hand_computed_values(tmp_path):
     assert cells[6] == "> 2500" and cells[7] == "complete"
     assert "offbench train-online sac hopper" in text
     assert (tmp_path / "sac-hopper.png").stat().st_size > 1000
+
+
+def test_offline_check_table_and_orderings_by_hand(tmp_path, monkeypatch):
+    from offbench import policies
+    from offbench.reports import offline as offline_report
+
+    monkeypatch.setattr(policies, "manifest",
+                        lambda task: {"policies": {"medium": {"normalized": 40.0}}})
+    runs = []
+    scores = {("bc", "hopper-medium-replay"): [(30.0, 35.0), (20.0, 25.0)],
+              ("iql", "hopper-medium-replay"): [(60.0, 70.0), (50.0, 80.0)],
+              ("bc", "hopper-medium-expert"): [(45.0, 50.0), (55.0, 60.0)],
+              ("iql", "hopper-medium-expert"): [(35.0, 90.0), (39.0, 95.0)]}
+    for (algo, dataset), per_seed in scores.items():
+        run = tmp_path / f"{algo}-{dataset}"
+        run.mkdir()
+        rows = [{"seed": s, "period": 0, "updates": 100, "normalized_score": last}
+                for s, (last, _) in enumerate(per_seed)]
+        pd.DataFrame(rows).to_csv(run / "metrics.csv", index=False)
+        info = {"algorithm": algo, "dataset": dataset, "task": "hopper", "command": f"run {algo}",
+                "offline_config": {"updates": 100, "eval_episodes": 10},
+                "per_seed": {str(s): {"last_score": last, "best_score": best,
+                                      "diverged": False} for s, (last, best) in
+                             enumerate(per_seed)}}
+        (run / "run.json").write_text(json.dumps(info))
+        runs.append(run)
+    table = offline_report.write_report(runs, tmp_path / "check.md", "tiny").set_index(
+        ["dataset", "algorithm"])
+    # bc on medium-replay: last 30, 20 -> mean 25, population std 5; best 35, 25 -> 30
+    assert table.loc[("hopper-medium-replay", "bc"), "last"] == 25.0
+    assert table.loc[("hopper-medium-replay", "bc"), "last_std"] == 5.0
+    assert table.loc[("hopper-medium-replay", "bc"), "best"] == 30.0
+    text = (tmp_path / "check.md").read_text()
+    assert "- held: iql beats bc on hopper-medium-replay (55.0 vs 25.0)" in text
+    assert "- held: bc scores above medium level on hopper-medium-expert (50.0 vs" in text
+    assert "- NOT held: iql scores above medium level on hopper-medium-expert (37.0 vs" in text

@@ -1,0 +1,118 @@
+"""The offline learning check (results/offline/check.md): every algorithm on a few datasets,
+normalized scores (last and best evaluation, mean ± std over seeds), learning curves, and the
+orderings the literature leads us to expect, each marked held or not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from offbench import policies  # noqa: E402
+from offbench.io import write_text_atomic  # noqa: E402
+from offbench.provenance import record  # noqa: E402
+
+
+def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-seed final table, all metrics rows), each row tagged with algorithm and dataset."""
+    finals, curves = [], []
+    for run_dir in run_dirs:
+        info = json.loads((run_dir / "run.json").read_text())
+        if "per_seed" not in info:
+            raise ValueError(f"{run_dir} has not finished (run.json has no results); finish it "
+                             "with --resume first")
+        metrics = pd.read_csv(run_dir / "metrics.csv")
+        metrics["algorithm"], metrics["dataset"] = info["algorithm"], info["dataset"]
+        curves.append(metrics)
+        for seed, result in info["per_seed"].items():
+            finals.append({"algorithm": info["algorithm"], "dataset": info["dataset"],
+                           "task": info.get("task"), "seed": int(seed), **result,
+                           "updates": info["offline_config"]["updates"],
+                           "eval_episodes": info["offline_config"]["eval_episodes"],
+                           "command": info.get("command")})
+    return pd.DataFrame(finals), pd.concat(curves, ignore_index=True)
+
+
+def score_table(finals: pd.DataFrame) -> pd.DataFrame:
+    grouped = finals.groupby(["dataset", "algorithm"])
+    table = pd.DataFrame({
+        "last": grouped.last_score.mean(), "last_std": grouped.last_score.std(ddof=0),
+        "best": grouped.best_score.mean(), "best_std": grouped.best_score.std(ddof=0),
+        "seeds": grouped.seed.count(), "diverged": grouped.diverged.sum(),
+        "updates": grouped.updates.first(), "eval_episodes": grouped.eval_episodes.first()})
+    return table.reset_index()
+
+
+def expectations(table: pd.DataFrame) -> list[tuple[str, bool, str]]:
+    """(statement, held, detail) for the orderings issue 5 asks about."""
+    checks = []
+    for dataset in table.dataset.unique():
+        rows = table[table.dataset == dataset].set_index("algorithm")
+        if "medium-replay" in dataset and "bc" in rows.index:
+            for algo in rows.index.drop("bc"):
+                held = rows.loc[algo, "last"] > rows.loc["bc", "last"]
+                checks.append((f"{algo} beats bc on {dataset}", bool(held),
+                               f"{rows.loc[algo, 'last']:.1f} vs {rows.loc['bc', 'last']:.1f}"))
+        if "medium-expert" in dataset:
+            task = dataset.split("-")[0]
+            medium = policies.manifest(task)["policies"]["medium"]["normalized"]
+            for algo in rows.index:
+                held = rows.loc[algo, "last"] > medium
+                checks.append((f"{algo} scores above medium level on {dataset}", bool(held),
+                               f"{rows.loc[algo, 'last']:.1f} vs medium policy {medium:.1f}"))
+    return checks
+
+
+def plot_curves(curves: pd.DataFrame, out_dir: Path) -> list[str]:
+    names = []
+    for dataset, rows in curves.groupby("dataset"):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for algo, algo_rows in rows.groupby("algorithm"):
+            by_step = algo_rows.groupby("updates").normalized_score
+            mean, std = by_step.mean(), by_step.std(ddof=0).fillna(0)
+            ax.plot(mean.index, mean.values, label=algo)
+            ax.fill_between(mean.index, mean - std, mean + std, alpha=0.2)
+        ax.set(title=dataset, xlabel="updates", ylabel="normalized score")
+        ax.legend(fontsize=7)
+        name = f"check_{dataset.replace('/', '_')}.png"
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=100)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+def write_report(run_dirs: list[Path], out: Path, budget: str) -> pd.DataFrame:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    finals, curves = load_runs(run_dirs)
+    table = score_table(finals)
+    write_text_atomic(out.with_suffix(".csv"), finals.to_csv(index=False))
+    checks = expectations(table)
+    plots = plot_curves(curves, out.parent)
+    prov = record()
+    shown = table.assign(
+        last=[f"{m:.1f} ± {s:.1f}" for m, s in zip(table["last"], table.last_std, strict=True)],
+        best=[f"{m:.1f} ± {s:.1f}" for m, s in zip(table.best, table.best_std, strict=True)],
+    ).drop(columns=["last_std", "best_std"])
+    text = [
+        "# Offline learning check", "",
+        f"Report by `{prov['command']}` at commit `{prov['git_commit']}` on {prov['date']}; "
+        f"machine: {prov['machine']['cpu']}, {prov['machine']['cores']} cores. Each run's own "
+        "command, commit and versions are in its run.json (commands listed below).", "",
+        f"Budget: {budget}", "",
+        "Normalized score = 100 * (return - ref_min) / (ref_max - ref_min) with the task's "
+        "reference scores (tasks/policies); last = final evaluation, best = best evaluation "
+        "(CORL reports both), mean ± std over seeds; each evaluation averages `eval_episodes` "
+        "episodes of the deterministic policy.",
+        "", shown.to_markdown(index=False), "", "## Expected orderings", "",
+        *[f"- {'held' if held else 'NOT held'}: {text} ({detail})"
+          for text, held, detail in checks], "",
+        "## Learning curves", "", *[f"![{p}]({p})" for p in plots], "",
+        "## Commands", "", *sorted({f"- `{c}`" for c in finals.command.dropna()}), ""]
+    write_text_atomic(out, "\n".join(text))
+    return table
