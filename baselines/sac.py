@@ -93,8 +93,9 @@ def target_entropy(config: Config, spec: EnvSpec) -> float:
     return config.target_entropy
 
 
-def critic_loss(critic_params, state: SACState, batch: Transition, key: jax.Array):
-    """0.5 * sum over critics of the mean squared TD error against the soft target."""
+def td_target(state: SACState, batch: Transition, key: jax.Array) -> jax.Array:
+    """The soft TD target r + gamma * (1 - terminal) * (min over a random subset of M target
+    critics of Q'(s', a') [- alpha * log pi(a'|s') with backup_entropy]), a' ~ pi(.|s')."""
     cfg = state.config
     actor_net, critic_net = networks(cfg, state.spec)
     k_action, k_subset = jax.random.split(key)
@@ -106,7 +107,13 @@ def critic_loss(critic_params, state: SACState, batch: Transition, key: jax.Arra
     next_v = next_q[subset].min(axis=0)
     if cfg.backup_entropy:
         next_v = next_v - jnp.exp(state.log_alpha) * next_log_prob
-    target = batch.reward + cfg.discount * (1.0 - batch.terminal) * next_v
+    return batch.reward + cfg.discount * (1.0 - batch.terminal) * next_v
+
+
+def critic_loss(critic_params, state: SACState, batch: Transition, key: jax.Array):
+    """0.5 * sum over critics of the mean squared TD error against the soft target."""
+    _, critic_net = networks(state.config, state.spec)
+    target = td_target(state, batch, key)
     q = critic_net.apply(critic_params, batch.obs, batch.action)
     loss = 0.5 * jnp.mean((q - jax.lax.stop_gradient(target)) ** 2, axis=-1).sum()
     return loss, {"critic_loss": loss, "q_mean": q.mean(), "q_max": q.max(),

@@ -98,6 +98,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError(f"algorithm '{args.algorithm}' has no offline mode (its modes: "
                          f"{list(algo.MODES)})")
     algo_config = apply_overrides(algo.Config(), args.set or [])
+    given = {item.partition("=")[0] for item in args.set or []}
+    if hasattr(algo_config, "max_steps") and "max_steps" not in given:
+        # learning-rate schedules (IQL's cosine actor decay) span the run unless told otherwise
+        algo_config = dataclasses.replace(algo_config, max_steps=args.updates)
     defaults = offline.OfflineConfig()
     config = dataclasses.replace(
         defaults, updates=args.updates,

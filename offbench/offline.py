@@ -39,6 +39,7 @@ from offbench import driver, rollout
 from offbench.algorithms import EnvSpec, Transition
 from offbench.data import Dataset
 from offbench.data import stats as data_stats
+from offbench.data.loader import mc_returns
 
 OBS_STD_EPS = 1e-3
 
@@ -107,6 +108,9 @@ def prepare_arrays(algo: types.ModuleType, config: Any, dataset: Dataset
         arrays["reward"] = arrays["reward"] * (1000.0 / (returns.max() - returns.min()))
     arrays["reward"] = (arrays["reward"] * _field(config, "reward_scale", 1.0)
                         + _field(config, "reward_bias", 0.0)).astype(np.float32)
+    if "mc_returns" in arrays:  # Cal-QL's bound must be in the units of the rewards it learns
+        arrays["mc_returns"] = mc_returns(arrays["reward"], lengths,
+                                          _field(config, "discount", 0.99))
     return ({k: jnp.asarray(v) for k, v in arrays.items()}, mean.astype(np.float32),
             std.astype(np.float32))
 

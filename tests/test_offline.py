@@ -175,3 +175,26 @@ def test_bad_top_fraction_is_refused():
 
     with pytest.raises(ValueError, match="top_fraction must be in"):
         bc.init(jax.random.PRNGKey(0), EnvSpec(3, 2), bc.Config(top_fraction=2.0))
+
+
+def test_reward_transforms_and_mc_returns_agree(minari_root):
+    """The harness rescales rewards as the config asks and recomputes the Monte-Carlo returns
+    from the rescaled rewards (an affine map of old returns would be wrong: bias x horizon)."""
+    import types
+
+    from offbench.data import load
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        reward_scale: float = 2.0
+        reward_bias: float = -1.0
+        discount: float = 0.5
+
+    dataset = load(DATASET, derived=("mc_returns",), discount=0.5)
+    arrays, _, _ = offline.prepare_arrays(types.SimpleNamespace(), Config(), dataset)
+    raw = np.asarray(dataset.rewards, np.float64)
+    np.testing.assert_allclose(np.asarray(arrays["reward"]), 2.0 * raw - 1.0, rtol=1e-6)
+    first = int(dataset.metadata["episode_lengths"][0])
+    rewards = 2.0 * raw[:first] - 1.0
+    expected = [sum(0.5 ** k * r for k, r in enumerate(rewards[t:])) for t in range(first)]
+    np.testing.assert_allclose(np.asarray(arrays["mc_returns"])[:first], expected, rtol=1e-5)
