@@ -137,10 +137,7 @@ def _policy_snapshot(algo):
 def cmd_report_online(args: argparse.Namespace) -> int:
     from offbench.reports import online as report
 
-    runs = [Path(r) for r in args.runs]
-    for r in runs:
-        if not (r / "metrics.csv").exists():
-            raise ValueError(f"{r} has no metrics.csv: not an online run folder")
+    runs = _run_dirs(args.runs, "metrics.csv", "an online run folder")
     report.write_report(runs, Path(args.out), args.title)
     print(f"wrote {args.out}")
     return 0
@@ -242,13 +239,18 @@ def _policy_tasks() -> list[str]:
     return [t for t in envs.task_names() if (offbench_tasks_dir() / "policies" / t).exists()]
 
 
+def _run_dirs(paths: list[str], required: str, what: str) -> list[Path]:
+    runs = [Path(r) for r in paths]
+    for r in runs:
+        if not (r / required).exists():
+            raise ValueError(f"{r} has no {required}: not {what}")
+    return runs
+
+
 def cmd_report_offline(args: argparse.Namespace) -> int:
     from offbench.reports import offline as report
 
-    runs = [Path(r) for r in args.runs]
-    for r in runs:
-        if not (r / "run.json").exists():
-            raise ValueError(f"{r} has no run.json: not a run folder (from `offbench run`)")
+    runs = _run_dirs(args.runs, "run.json", "a run folder (from `offbench run`)")
     report.write_report(runs, Path(args.out), args.budget)
     print(f"wrote {args.out}")
     return 0

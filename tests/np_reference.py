@@ -51,3 +51,16 @@ def fixed_batch(n=64, seed=0, obs_size=5, action_size=3):
 
 def as_np(batch):
     return jax.tree.map(lambda x: np.asarray(x, np.float64), batch)
+
+
+def get(tree, path):
+    for k in path:
+        tree = tree[k]
+    return tree
+
+
+def perturbed(params, path, index, delta):
+    """A float64 copy of `params` with one entry moved by `delta` (finite differences)."""
+    params = jax.tree.map(lambda x: np.array(x, np.float64), params)
+    get(params, path)[index] += delta
+    return params

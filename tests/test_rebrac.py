@@ -12,7 +12,7 @@ import pytest
 from baselines import rebrac, td3_bc
 from offbench.algorithms import EnvSpec
 
-from np_reference import as_np, fixed_batch
+from np_reference import as_np, fixed_batch, get, perturbed
 
 SPEC = EnvSpec(observation_size=5, action_size=3)
 N = 64  # fixed_batch's size
@@ -116,16 +116,6 @@ def np_actor_loss(actor_params, state, b, lmbda=None):
     return np.mean(cfg.actor_bc_coef * penalty - lmbda * q), lmbda, penalty
 
 
-def get(tree, path):
-    for k in path:
-        tree = tree[k]
-    return tree
-
-
-def perturbed(params, path, index, delta):
-    params = jax.tree.map(lambda x: np.array(x, np.float64), params)
-    get(params, path)[index] += delta
-    return params
 
 
 @pytest.mark.parametrize("critic_bc_coef", [0.01, 0.5])

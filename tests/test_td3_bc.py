@@ -11,7 +11,7 @@ import pytest
 from baselines import td3_bc
 from offbench.algorithms import EnvSpec
 
-from np_reference import as_np, fixed_batch, np_critics, np_mlp
+from np_reference import as_np, fixed_batch, get, np_critics, np_mlp, perturbed
 
 SPEC = EnvSpec(observation_size=5, action_size=3)
 N = 64  # fixed_batch's size
@@ -77,16 +77,6 @@ def np_actor_loss(actor_params, state, b, lmbda=None):
     return -lmbda * q1.mean() + np.mean((a - b.action) ** 2), lmbda, q1
 
 
-def get(tree, path):
-    for k in path:
-        tree = tree[k]
-    return tree
-
-
-def perturbed(params, path, index, delta):
-    params = jax.tree.map(lambda x: np.array(x, np.float64), params)
-    get(params, path)[index] += delta
-    return params
 
 
 @pytest.mark.parametrize("policy_noise,noise_clip", [(0.2, 0.5), (0.6, 0.3)])

@@ -11,9 +11,7 @@ their values); evaluation runs the real env.
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -25,22 +23,12 @@ import offbench.envs as envs
 from offbench import offline
 from offbench.algorithms import algorithm_names, load_algorithm
 from offbench.io import write_text_atomic
+from offbench.perf import timed
 from offbench.provenance import record
 
 BATCH = 256
 DATA_SIZE = 100_000
 PEAK_N = 4096
-
-
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of `fn` (blocked until its results are ready), after one warm-up."""
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def matmul_peak(repeats: int) -> float:

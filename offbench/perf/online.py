@@ -5,9 +5,7 @@ budget."""
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -15,16 +13,8 @@ import pandas as pd
 
 from offbench import online
 from offbench.io import write_text_atomic
+from offbench.perf import timed
 from offbench.provenance import record
-
-
-def _timed(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_offbench(task: str, seeds: int, env_steps: int, repeats: int) -> list[dict]:
@@ -40,18 +30,15 @@ def bench_offbench(task: str, seeds: int, env_steps: int, repeats: int) -> list[
     chunk = jax.jit(jax.vmap(online.make_chunk(problem, 1), in_axes=(0, None)))
     compiled = chunk.lower(carry, first).compile()
     compile_s = time.perf_counter() - start
-    compiled(carry, first)  # warm-up
-    total_s = _timed(lambda: compiled(carry, first), repeats)
+    total_s = timed(lambda: compiled(carry, first), repeats)
 
     # where the time goes: the same pieces compiled alone
     no_learning = dataclasses.replace(cfg, warmup_steps=env_steps)
     env_problem = online.Problem(sac, sac.Config(), task, no_learning)
     env_chunk = jax.jit(jax.vmap(online.make_chunk(env_problem, 1), in_axes=(0, None)))
-    env_chunk(carry, first)
-    env_s = _timed(lambda: env_chunk(carry, first), repeats)
+    env_s = timed(lambda: env_chunk(carry, first), repeats)
     evaluate = jax.jit(jax.vmap(lambda a, k: online.evaluate(problem, a, k)))
-    evaluate(carry.algo, keys)
-    eval_s = _timed(lambda: evaluate(carry.algo, keys), repeats)
+    eval_s = timed(lambda: evaluate(carry.algo, keys), repeats)
     steps = seeds * env_steps
     return [{"engine": "offbench", "task": task, "seeds": seeds, "env_steps_per_s": steps / total_s,
              "per_seed_env_steps_per_s": env_steps / total_s, "compile_s": compile_s,
