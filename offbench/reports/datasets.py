@@ -52,17 +52,24 @@ def write_report(df: pd.DataFrame, out: Path, command: str, size: int) -> None:
     policy_rows = policies.reference_table()
     policy_rows = policy_rows[policy_rows.task.isin(df.task.unique())]
     prov = record()
-    trained = []
+    trained, unfinished = [], []
     for task in df.task.unique():
         info = policies.manifest(task)["training_run"]
         trained.append(f"- {task}: SAC trained for {info['trained_env_steps']:,} of "
                        f"{info['target_env_steps']:,} planned env steps")
+        if info["trained_env_steps"] < info["target_env_steps"]:
+            unfinished.append(task)
+    warning = ([f"**PROVISIONAL**: the behaviour policies of {', '.join(unfinished)} come from "
+                "SAC runs that have not reached their planned length (see below); the expert "
+                "and medium levels, reference scores and every number here will change when "
+                "they are re-selected from the finished runs.", ""] if unfinished else [])
     text = "\n".join([
         "# Datasets",
         "",
         f"Produced by `{command}` at commit `{prov.get('git_commit')}` on {prov.get('date')}; "
         f"machine: {prov['machine']['cpu']}, {prov['machine']['cores']} cores.",
         "",
+        *warning,
         f"{size:,} transitions per dataset (medium-expert: medium + expert, twice that). "
         "Returns are over whole episodes (ended by termination or the 1000-step limit); "
         "normalized = 100 * (return - ref_min) / (ref_max - ref_min); TQ and SACo as in "
