@@ -256,6 +256,15 @@ def cmd_report_offline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
+    """Options every training command shares (train-online, run)."""
+    p.add_argument("--backend", choices=["mujoco", "mjx"], help="physics (default by device)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override an algorithm config field (repeatable)")
+    p.add_argument("--out", help=f"run folder (default {default_out})")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="offbench",
@@ -279,11 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--checkpoint-every", type=int, help="env steps between checkpoints (50000)")
     p.add_argument("--episode-length", type=int, help="time limit (default: the task's, 1000)")
-    p.add_argument("--backend", choices=["mujoco", "mjx"], help="physics (default by device)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override an algorithm config field (repeatable)")
-    p.add_argument("--out", help="run folder (default runs/online/ALGO-TASK)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    _add_run_options(p, "runs/online/ALGO-TASK")
     p.add_argument("--snapshots", action="store_true",
                    help="save the policy's parameters after every evaluation (behaviour policies)")
     p.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)  # crash tests
@@ -301,12 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--checkpoint-every", type=int, help="updates between checkpoints (50000)")
     p.add_argument("--episode-length", type=int, help="evaluation time limit (default 1000)")
-    p.add_argument("--backend", choices=["mujoco", "mjx"], help="physics (default by device)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override an algorithm config field (repeatable)")
     p.add_argument("--root", help="data root (default $OFFBENCH_DATASETS or ~/.offbench/datasets)")
-    p.add_argument("--out", help="run folder (default runs/offline/ALGO-DATASET)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    _add_run_options(p, "runs/offline/ALGO-DATASET")
     p.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)  # crash tests
     p.set_defaults(func=cmd_run)
 

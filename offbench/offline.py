@@ -168,12 +168,6 @@ def evaluate(problem: Problem, algo_state: Any, key: jax.Array) -> jax.Array:
     return rollout.episode_returns(problem.eval_env, act, key, problem.config.eval_episodes)
 
 
-def _update_metrics_shape(problem: Problem, carry: Carry, arrays: dict) -> dict:
-    batch = sample(arrays, carry.key, problem.algo_config.batch_size)
-    _, metrics = jax.eval_shape(problem.algo.update, carry.algo, batch, carry.key)
-    return metrics
-
-
 def make_chunk(problem: Problem, periods: int):
     """chunk(carry, first_period, arrays) -> (carry, (per-period metrics, ())), for one seed."""
     cfg = problem.config
