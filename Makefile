@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip==25.3
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	$(BIN)/pip check
+	$(BIN)/python -c 'from offbench.envs import mujoco_ffi; print("built", mujoco_ffi.build())' \
+	  || echo "note: C++ MuJoCo step not built; the C backend will use its Python fallback"
 	touch $(STAMP)
 
 lint: setup

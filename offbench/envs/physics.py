@@ -5,14 +5,16 @@ task functions read (observation, reward, termination are written once, in JAX, 
 `locomotion.py`):
 
 * `mjx`: MuJoCo XLA, pure JAX; the default on GPU/TPU.
-* `mujoco`: the MuJoCo C engine, stepped on host threads and reached from inside `jit` through
-  `jax.pure_callback` (vmap_method="expand_dims"), so it composes with `vmap` and `lax.scan` and a
-  whole batch of environments costs one callback. The default on CPU, where MJX is 10-40x slower.
+* `mujoco`: the MuJoCo C engine, reached from inside `jit` through an XLA FFI custom call
+  written in C++ (`mujoco_ffi.cc`; vmap_method="expand_dims"), so it composes with `vmap` and
+  `lax.scan` and a whole batch of environments costs one call, split over a small thread pool.
+  The default on CPU, where MJX is 10-40x slower. Where the handler cannot be compiled (no C++
+  compiler), the same step runs through `jax.pure_callback` on Python threads.
 
-We step the C engine with our own small thread pool instead of `mujoco.rollout`: rollout does
-not return the contact forces (`cfrc_ext`) that Ant's observation needs, and a per-environment
-`mj_step(nstep=frame_skip)` loop (MuJoCo releases the GIL) measured as fast as rollout at batch
-16-256 on our 2-core machines (see results/perf/envs.md).
+We step the C engine ourselves instead of calling `mujoco.rollout`: rollout does not return the
+contact forces (`cfrc_ext`) that Ant's observation needs, nor carry the solver's warm start from
+one env step to the next as Gymnasium does; the per-environment `mj_step` loop in C++ keeps
+both and measures as fast as rollout (results/perf/envs.md).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import jax.numpy as jnp
 import mujoco
 import numpy as np
 from flax import struct
+
+from offbench.envs import mujoco_ffi
 
 BACKENDS = ("mujoco", "mjx")
 DYNAMICS_OVERRIDES = ("gravity", "friction", "mass", "gear")
@@ -206,6 +210,9 @@ def _num_threads() -> int:
 
 
 _MIN_THREADED_SECONDS = 2e-3
+# C++ path: a batch is split over threads only in chunks of at least this many envs (waking a
+# thread costs about one env step of the smallest task).
+FFI_MIN_ENVS_PER_THREAD = 4
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
@@ -221,17 +228,17 @@ def _thread_pool() -> ThreadPoolExecutor:
 class MujocoPhysics:
     """The MuJoCo C engine on host threads, called from JAX with one callback per batch.
 
-    The callback is pure: every call sets qpos, qvel, qacc_warmstart and ctrl of a scratch
+    The step is pure: every call sets qpos, qvel, qacc_warmstart and ctrl of a scratch
     `MjData` (one `mj_setState`) before stepping, so results depend only on the inputs
     (checkpoint/resume and vmap give the same numbers as an uninterrupted, unbatched run).
     Inputs and outputs cross the JAX/host boundary packed in one array each.
 
-    Tasks that read nothing but qpos/qvel (HalfCheetah, Hopper, Walker2d) are stepped by
-    `mujoco.rollout`, whose C loop has no per-environment Python cost; its one difference is
-    that the solver's warm start is not carried from one env step to the next (it is within
-    the frame_skip substeps), which changes results only at the solver's tolerance (1e-8).
-    Tasks that read contact forces or the main body's position after the step (Ant) use a
-    per-environment loop over `mj_step` + `mj_rnePostConstraint`, as Gymnasium does.
+    The C++ handler (`mujoco_ffi.cc`) runs, per environment, `mj_setState`, `frame_skip` x
+    `mj_step`, `mj_getState` and, for tasks that read contact forces (Ant),
+    `mj_rnePostConstraint`, as Gymnasium does. The Python fallback does the same, except that
+    tasks reading nothing but qpos/qvel (HalfCheetah, Hopper, Walker2d) are stepped by
+    `mujoco.rollout` (no per-environment Python cost), which does not carry the solver's warm
+    start from one env step to the next: a difference at the solver's tolerance (1e-8).
     """
 
     name = "mujoco"
@@ -266,6 +273,8 @@ class MujocoPhysics:
                              and mujoco.mj_stateSize(model, full) == 1 + model.nq + model.nv)
         self._rollouts: dict[int, object] = {}
         self._rollout_lock = threading.Lock()
+        self._ffi_model_id = (mujoco_ffi.register_model(model) if mujoco_ffi.load() is not None
+                              else None)
 
     def _checkout(self) -> mujoco.MjData:
         try:
@@ -348,8 +357,14 @@ class MujocoPhysics:
         f32 = jnp.float32
         packed = jnp.concatenate([state.qpos.astype(f32), state.qvel.astype(f32),
                                   state.qacc_warmstart.astype(f32), ctrl.astype(f32)], axis=-1)
-        out = jax.pure_callback(self.host_step, jax.ShapeDtypeStruct((self._n_out,), f32),
-                                packed, vmap_method="expand_dims")
+        if self._ffi_model_id is not None:
+            out = mujoco_ffi.step(packed, self._n_out, model_id=self._ffi_model_id,
+                                  frame_skip=self.frame_skip, main_body=self.main_body,
+                                  contact_forces=self.contact_forces, nthread=self._nthread,
+                                  min_chunk=FFI_MIN_ENVS_PER_THREAD)
+        else:
+            out = jax.pure_callback(self.host_step, jax.ShapeDtypeStruct((self._n_out,), f32),
+                                    packed, vmap_method="expand_dims")
         splits = np.cumsum(self._sizes_out)[:-1]
         return PhysicsState(*jnp.split(out, splits, axis=-1))
 

@@ -4,8 +4,8 @@ Engines measured on the same machine in one run:
   offbench/mujoco    our C-engine backend: jit(scan(vmap(step))) with auto-reset, random actions
   offbench/mjx       the same program on the MJX backend
   rollout/replay     `mujoco.rollout` stepping exactly the states and actions our C backend
-                     stepped (recorded from its callback), once per env step: the raw engine
-                     on identical work, the yardstick for the callback's overhead
+                     stepped (recorded from the same program), once per env step: the raw
+                     engine on identical work, the yardstick for our step's overhead
   rollout/per-step   `mujoco.rollout` called once per env step (nstep=frame_skip) from its own
                      random rollout
   rollout/open-loop  `mujoco.rollout` running all steps of a measurement in one call: the
@@ -48,26 +48,19 @@ def _median_rate(fn: Callable[[], None], steps: int, repeats: int) -> float:
 
 def bench_offbench(task: str, backend: str, batch: int, repeats: int) -> list[dict]:
     env = envs.make(task, backend)
-    recorded: list[np.ndarray] = []
-    recording = False
-    if backend == "mujoco":  # record the callback's inputs for the rollout/replay yardstick
-        physics = env.unwrapped.physics
-        host_step = physics.host_step
-
-        def recording_host_step(packed):
-            if recording:
-                recorded.append(np.array(packed, np.float64).reshape(-1, packed.shape[-1]))
-            return host_step(packed)
-        physics.host_step = recording_host_step
     horizon = max(4, STEPS_PER_CALL[backend] // batch)
     lo, hi = env.unwrapped.action_bounds
 
-    def run(key):
+    def run(key, record_inputs=False):
         state = jax.vmap(env.reset)(jax.random.split(key, batch))
 
         def body(state, k):
             action = jax.random.uniform(k, (batch, env.action_size), minval=lo, maxval=hi)
+            before = state.pipeline_state
             state = jax.vmap(env.step)(state, action)
+            if record_inputs:  # what the physics stepped: [qpos, qvel, warm start, ctrl]
+                return state, jax.numpy.concatenate(
+                    [before.qpos, before.qvel, before.qacc_warmstart, action], axis=-1)
             return state, state.reward
         return jax.lax.scan(body, state, jax.random.split(key, horizon))[1]
 
@@ -79,10 +72,8 @@ def bench_offbench(task: str, backend: str, batch: int, repeats: int) -> list[di
     rate = _median_rate(lambda: compiled(key).block_until_ready(), horizon * batch, repeats)
     rows = [{"engine": f"offbench/{backend}", "compile_s": compile_s, "env_steps_per_s": rate}]
     if backend == "mujoco":
-        recording = True
-        compiled(key).block_until_ready()
-        recording = False
-        rate = _replay_rate(env.unwrapped.physics, recorded, repeats)
+        recorded = np.asarray(jax.jit(run, static_argnums=1)(key, True), np.float64)
+        rate = _replay_rate(env.unwrapped.physics, list(recorded), repeats)
         rows.append({"engine": "rollout/replay", "compile_s": float("nan"),
                      "env_steps_per_s": rate})
     return rows
