@@ -52,8 +52,10 @@ def _mujoco_lib() -> Path:
 
 
 def library_path() -> Path:
+    # The libmujoco path is part of the key: it is baked into the library's rpath.
     key = hashlib.sha256(SOURCE.read_bytes() + mujoco.__version__.encode()
-                         + jaxlib.__version__.encode()).hexdigest()[:16]
+                         + jaxlib.__version__.encode() + str(_mujoco_lib()).encode()
+                         ).hexdigest()[:16]
     return cache_dir() / f"offbench_mujoco_ffi-{key}.so"
 
 
