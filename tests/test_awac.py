@@ -111,7 +111,11 @@ def test_actor_gradient_matches_plain_reference():
     expected = jax.jit(jax.grad(jnp_actor_loss))(state.actor, jnp.asarray(weights, jnp.float32),
                                                  batch.obs, batch.action)
     for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected), strict=True):
-        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-4, atol=1e-6)
+        # float32 sums over the batch in a different order: the error scales with the layer's
+        # largest gradient, not with each (possibly tiny) element
+        want = np.asarray(want)
+        np.testing.assert_allclose(np.asarray(got), want, rtol=2e-4,
+                                   atol=1e-5 * np.abs(want).max())
     assert float(grads["params"]["log_std"][2]) == 0.0  # clipped: no gradient
     assert abs(float(grads["params"]["log_std"][0])) > 1e-3
 
