@@ -353,10 +353,16 @@ class MujocoPhysics:
             self._seconds_per_env = 0.9 * self._seconds_per_env + 0.1 * serial
         return out.astype(np.float32).reshape(batch_shape + (self._n_out,))
 
+    @staticmethod
+    def pack_inputs(state: PhysicsState, ctrl: jax.Array) -> jax.Array:
+        """The step's input rows: [qpos, qvel, qacc_warmstart, ctrl] (float32)."""
+        f32 = jnp.float32
+        return jnp.concatenate([state.qpos.astype(f32), state.qvel.astype(f32),
+                                state.qacc_warmstart.astype(f32), ctrl.astype(f32)], axis=-1)
+
     def step(self, state: PhysicsState, ctrl: jax.Array) -> PhysicsState:
         f32 = jnp.float32
-        packed = jnp.concatenate([state.qpos.astype(f32), state.qvel.astype(f32),
-                                  state.qacc_warmstart.astype(f32), ctrl.astype(f32)], axis=-1)
+        packed = self.pack_inputs(state, ctrl)
         if self._ffi_model_id is not None:
             out = mujoco_ffi.step(packed, self._n_out, model_id=self._ffi_model_id,
                                   frame_skip=self.frame_skip, main_body=self.main_body,

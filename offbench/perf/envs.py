@@ -58,9 +58,8 @@ def bench_offbench(task: str, backend: str, batch: int, repeats: int) -> list[di
             action = jax.random.uniform(k, (batch, env.action_size), minval=lo, maxval=hi)
             before = state.pipeline_state
             state = jax.vmap(env.step)(state, action)
-            if record_inputs:  # what the physics stepped: [qpos, qvel, warm start, ctrl]
-                return state, jax.numpy.concatenate(
-                    [before.qpos, before.qvel, before.qacc_warmstart, action], axis=-1)
+            if record_inputs:  # exactly the rows the physics stepped
+                return state, env.unwrapped.physics.pack_inputs(before, action)
             return state, state.reward
         return jax.lax.scan(body, state, jax.random.split(key, horizon))[1]
 
