@@ -3,8 +3,11 @@
 // Why C++ and not jax.pure_callback: a Python callback costs ~0.2-0.3 ms per call (GIL,
 // host-array wrapping, numpy packing), which at batch 16 is as long as the physics itself. This
 // handler is called by XLA directly on the buffers it owns, with no Python on the path, and
-// splits the batch over a small persistent thread pool (threads sleep on a condition variable,
-// so they never spin against XLA's own threads).
+// splits the batch into chunks run on XLA's own intra-op thread pool (FFI ThreadPool context).
+// Why not a pool of our own: XLA's idle pool threads spin looking for work for a while before
+// sleeping, so extra threads of ours competed with them for the cores (on 2 cores, parallel
+// stepping was no faster than serial); tasks handed to XLA's pool are picked up by exactly
+// those spinning threads.
 //
 // Contract (offbench/envs/physics.py, MujocoPhysics): input rows are
 // [qpos, qvel, qacc_warmstart, ctrl] (float32), output rows are
@@ -12,9 +15,10 @@
 // Every call sets the whole state it reads, so the result depends only on the inputs.
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
+#include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -27,76 +31,40 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-// A fixed pool of worker threads; `Run(n, fn)` calls fn(i) for i in [0, n) on the pool and the
-// calling thread, and returns when all are done. One job at a time (callers serialize).
-class Pool {
- public:
-  explicit Pool(int workers) {
-    for (int w = 0; w < workers; ++w) threads_.emplace_back([this] { Work(); });
-  }
-  ~Pool() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stop_ = true;
-    }
-    wake_.notify_all();
-    for (auto& t : threads_) t.join();
-  }
-  int size() const { return static_cast<int>(threads_.size()) + 1; }
-
-  void Run(int n, const std::function<void(int)>& fn) {
-    std::lock_guard<std::mutex> job_lock(job_mu_);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      fn_ = &fn;
-      n_ = n;
-      next_.store(0);
-      pending_ = static_cast<int>(threads_.size());
-      ++generation_;
-    }
-    wake_.notify_all();
-    Drain();
-    std::unique_lock<std::mutex> lock(mu_);
-    done_.wait(lock, [this] { return pending_ == 0; });
-  }
-
- private:
-  void Drain() {
-    for (int i = next_.fetch_add(1); i < n_; i = next_.fetch_add(1)) (*fn_)(i);
-  }
-  void Work() {
-    uint64_t seen = 0;
-    for (;;) {
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-        if (stop_) return;
-        seen = generation_;
-      }
-      Drain();
-      std::lock_guard<std::mutex> lock(mu_);
-      if (--pending_ == 0) done_.notify_one();
+// Spins for at most `budget` waiting for `ready()`, then sleeps in short steps until it is.
+// Used only to wait for a chunk another thread is stepping right now (at most one chunk long).
+template <typename Ready>
+void WaitUntil(Ready ready) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(200);
+  for (int i = 1; !ready(); ++i) {
+    if (i % 64 == 0 && std::chrono::steady_clock::now() >= deadline) {
+      std::this_thread::sleep_for(std::chrono::microseconds(20));
+    } else {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#else
+      std::this_thread::yield();
+#endif
     }
   }
-
-  std::vector<std::thread> threads_;
-  std::mutex job_mu_, mu_;
-  std::condition_variable wake_, done_;
-  const std::function<void(int)>* fn_ = nullptr;
-  int n_ = 0, pending_ = 0;
-  std::atomic<int> next_{0};
-  uint64_t generation_ = 0;
-  bool stop_ = false;
-};
-
-Pool& GetPool(int nthread) {
-  static std::mutex mu;
-  static std::unordered_map<int, Pool*> pools;  // never freed: lives as long as the process
-  std::lock_guard<std::mutex> lock(mu);
-  auto& pool = pools[nthread];
-  if (!pool) pool = new Pool(nthread - 1);
-  return *pool;
 }
+
+// Work shared by the calling thread and the tasks it schedules: chunks are claimed from an
+// atomic counter, so a task that starts late (pool busy) finds nothing left and returns, and the
+// caller never waits for a task to *start*, only for claimed chunks to finish. Held by
+// shared_ptr because a late task may still look at the counter after the call returned.
+struct Chunks {
+  std::function<void(int64_t)> run;
+  int64_t count = 0;
+  std::atomic<int64_t> next{0}, done{0};
+
+  void Drain() {
+    for (int64_t c = next.fetch_add(1); c < count; c = next.fetch_add(1)) {
+      run(c);
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+};
 
 // Models by a content hash chosen in Python (a stable id keeps the compiled HLO, and so JAX's
 // persistent compilation cache, identical across processes; a raw pointer would not).
@@ -164,9 +132,10 @@ void StepRange(const mjModel* m, int64_t lo, int64_t hi, const float* in, float*
   Checkin(m, d);
 }
 
-ffi::Error MjStepImpl(ffi::Buffer<ffi::F32> in, ffi::ResultBuffer<ffi::F32> out,
-                      int64_t model_id, int64_t frame_skip, int64_t main_body,
-                      bool contact_forces, int64_t nthread, int64_t min_chunk) {
+ffi::Error MjStepImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in,
+                      ffi::ResultBuffer<ffi::F32> out, int64_t model_id, int64_t frame_skip,
+                      int64_t main_body, bool contact_forces, int64_t nthread,
+                      int64_t min_chunk) {
   const mjModel* m = FindModel(model_id);
   if (m == nullptr)
     return ffi::Error::InvalidArgument("offbench_mujoco_step: model not registered");
@@ -180,18 +149,23 @@ ffi::Error MjStepImpl(ffi::Buffer<ffi::F32> in, ffi::ResultBuffer<ffi::F32> out,
   const int64_t batch = in.element_count() / n_in;
   const float* src = in.typed_data();
   float* dst = out->typed_data();
-  // Envs per task handed to a thread; small batches stay on the calling thread, where waking
-  // a worker would cost more than it saves.
-  const int64_t chunks = std::min<int64_t>(nthread, std::max<int64_t>(1, batch / min_chunk));
+  // One chunk per thread (the calling thread is one of XLA's), capped by `nthread`, and at
+  // least `min_chunk` envs each: for tiny batches handing work over costs more than it saves.
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(nthread, pool.num_threads()));
+  const int64_t chunks = std::min<int64_t>(threads, std::max<int64_t>(1, batch / min_chunk));
   if (chunks <= 1) {
     StepRange(m, 0, batch, src, dst, n_in, n_out, frame_skip, main_body, contact_forces);
     return ffi::Error::Success();
   }
-  std::function<void(int)> task = [&](int c) {
-    const int64_t lo = batch * c / chunks, hi = batch * (c + 1) / chunks;
-    StepRange(m, lo, hi, src, dst, n_in, n_out, frame_skip, main_body, contact_forces);
+  auto work = std::make_shared<Chunks>();
+  work->count = chunks;
+  work->run = [=](int64_t c) {
+    StepRange(m, batch * c / chunks, batch * (c + 1) / chunks, src, dst, n_in, n_out,
+              frame_skip, main_body, contact_forces);
   };
-  GetPool(static_cast<int>(nthread)).Run(static_cast<int>(chunks), task);
+  for (int64_t t = 1; t < chunks; ++t) pool.Schedule([work] { work->Drain(); });
+  work->Drain();
+  WaitUntil([&] { return work->done.load(std::memory_order_acquire) == chunks; });
   return ffi::Error::Success();
 }
 
@@ -199,6 +173,7 @@ ffi::Error MjStepImpl(ffi::Buffer<ffi::F32> in, ffi::ResultBuffer<ffi::F32> out,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OffbenchMujocoStep, MjStepImpl,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("model_id")

@@ -16,6 +16,7 @@ Engines measured on the same machine in one run:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
@@ -68,14 +69,43 @@ def bench_offbench(task: str, backend: str, batch: int, repeats: int) -> list[di
     compiled = jax.jit(run).lower(key).compile()
     compile_s = time.perf_counter() - start
     compiled(key).block_until_ready()  # warm-up (thread pools, allocations)
-    rate = _median_rate(lambda: compiled(key).block_until_ready(), horizon * batch, repeats)
-    rows = [{"engine": f"offbench/{backend}", "compile_s": compile_s, "env_steps_per_s": rate}]
-    if backend == "mujoco":
-        recorded = np.asarray(jax.jit(run, static_argnums=1)(key, True), np.float64)
-        rate = _replay_rate(env.unwrapped.physics, list(recorded), repeats)
-        rows.append({"engine": "rollout/replay", "compile_s": float("nan"),
-                     "env_steps_per_s": rate})
-    return rows
+    ours = {"offbench": lambda: compiled(key).block_until_ready()}
+    if backend != "mujoco":
+        rate = _median_rate(ours["offbench"], horizon * batch, repeats)
+        return [{"engine": f"offbench/{backend}", "compile_s": compile_s, "env_steps_per_s": rate}]
+    # The yardstick replays exactly the rows our program stepped, and is timed interleaved with
+    # it (ABAB...): this machine's speed drifts by up to 2x within seconds, and a ratio of two
+    # runs minutes apart measured the drift more than the backends.
+    recorded = np.asarray(jax.jit(run, static_argnums=1)(key, True), np.float64)
+    rates = _interleaved_rates(ours, _replay_calls(env.unwrapped.physics, list(recorded)),
+                               horizon * batch, repeats)
+    return [{"engine": f"offbench/{backend}", "compile_s": compile_s,
+             "env_steps_per_s": rates["offbench"]},
+            {"engine": "rollout/replay", "compile_s": float("nan"),
+             "env_steps_per_s": max(v for k, v in rates.items() if k.startswith("replay"))}]
+
+
+def _interleaved_rates(calls: dict[str, Callable[[], None]],
+                       rollout_calls: tuple[mujoco.MjModel, Callable], steps: int, repeats: int
+                       ) -> dict[str, float]:
+    """Median steps/s of every call, each repeat timing them one after another; the rollout
+    call runs once per thread setting (see `_best_rollout_rate`), named replay/<nthread>."""
+    model, call = rollout_calls
+    runners = {}
+    with contextlib.ExitStack() as stack:
+        for nthread in sorted({0, os.cpu_count() or 1}):
+            runner = stack.enter_context(rollout.Rollout(nthread=nthread))
+            datas = [mujoco.MjData(model) for _ in range(max(nthread, 1))]
+            runners[f"replay/{nthread}"] = lambda r=runner, d=datas: call(r, d)
+            runners[f"replay/{nthread}"]()  # warm-up
+        calls = {**calls, **runners}
+        times: dict[str, list[float]] = {name: [] for name in calls}
+        for _ in range(repeats):
+            for name, fn in calls.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return {name: steps / statistics.median(t) for name, t in times.items()}
 
 
 def _best_rollout_rate(model: mujoco.MjModel, call: Callable, steps: int, repeats: int
@@ -91,7 +121,7 @@ def _best_rollout_rate(model: mujoco.MjModel, call: Callable, steps: int, repeat
     return best
 
 
-def _replay_rate(physics, packed: list[np.ndarray], repeats: int) -> float:
+def _replay_calls(physics, packed: list[np.ndarray]) -> tuple[mujoco.MjModel, Callable]:
     """mujoco.rollout on the recorded (state, action) batches of our C backend."""
     calls = [physics.rollout_inputs(batch) for batch in packed]
 
@@ -99,7 +129,7 @@ def _replay_rate(physics, packed: list[np.ndarray], repeats: int) -> float:
         for initial, ctrl, warm in calls:
             runner.rollout(physics.model, datas, initial, ctrl, nstep=physics.frame_skip,
                            initial_warmstart=warm)
-    return _best_rollout_rate(physics.model, replay, sum(len(c[0]) for c in calls), repeats)
+    return physics.model, replay
 
 
 def _random_initial_states(task: str, batch: int) -> tuple[mujoco.MjModel, np.ndarray]:
