@@ -7,7 +7,8 @@ task functions read (observation, reward, termination are written once, in JAX, 
 * `mjx`: MuJoCo XLA, pure JAX; the default on GPU/TPU.
 * `mujoco`: the MuJoCo C engine, reached from inside `jit` through an XLA FFI custom call
   written in C++ (`mujoco_ffi.cc`; vmap_method="expand_dims"), so it composes with `vmap` and
-  `lax.scan` and a whole batch of environments costs one call, split over a small thread pool.
+  `lax.scan` and a whole batch of environments costs one call, split in chunks over XLA's
+  CPU thread pool.
   The default on CPU, where MJX is 10-40x slower. Where the handler cannot be compiled (no C++
   compiler), the same step runs through `jax.pure_callback` on Python threads.
 

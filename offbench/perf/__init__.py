@@ -18,3 +18,9 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def measure_cold_compiles() -> None:
+    """Turn JAX's persistent compilation cache off for this process, so compile times are real
+    compilations, not cache loads (the cache is on for everything else)."""
+    jax.config.update("jax_enable_compilation_cache", False)

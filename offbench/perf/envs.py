@@ -31,6 +31,7 @@ from mujoco import rollout
 
 import offbench.envs as envs
 from offbench.io import write_text_atomic
+from offbench.perf import measure_cold_compiles
 from offbench.provenance import record
 
 BATCHES = (1, 16, 256)
@@ -189,7 +190,7 @@ def bench_gymnasium(task: str, seconds: float = 2.0) -> dict:
 
 def run(tasks: list[str], backends: list[str], batches: list[int], repeats: int,
         log: Callable[[str], None] = print) -> pd.DataFrame:
-    jax.config.update("jax_enable_compilation_cache", False)  # measure real compile times
+    measure_cold_compiles()
     rows = []
     for task in tasks:
         for batch in batches:

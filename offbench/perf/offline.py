@@ -23,7 +23,7 @@ import offbench.envs as envs
 from offbench import offline
 from offbench.algorithms import algorithm_names, load_algorithm
 from offbench.io import write_text_atomic
-from offbench.perf import timed
+from offbench.perf import measure_cold_compiles, timed
 from offbench.provenance import record
 
 BATCH = 256
@@ -115,6 +115,7 @@ def bench_algorithm(name: str, task: str, updates: int, repeats: int) -> list[di
 
 def run(task: str, updates: int, repeats: int, algorithms: list[str] | None = None,
         log=print) -> tuple[pd.DataFrame, float]:
+    measure_cold_compiles()
     peak = matmul_peak(repeats)
     log(f"fp32 matmul peak ({PEAK_N}x{PEAK_N}): {peak / 1e9:.1f} GFLOP/s")
     rows = []

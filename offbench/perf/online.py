@@ -13,7 +13,7 @@ import pandas as pd
 
 from offbench import online
 from offbench.io import write_text_atomic
-from offbench.perf import timed
+from offbench.perf import measure_cold_compiles, timed
 from offbench.provenance import record
 
 
@@ -76,6 +76,7 @@ def bench_brax_sac(task: str, env_steps: int) -> dict:
 
 
 def run(task: str, env_steps: int, repeats: int, log=print) -> pd.DataFrame:
+    measure_cold_compiles()
     rows = []
     for seeds in (1, 4):
         rows += bench_offbench(task, seeds, env_steps, repeats)
