@@ -273,7 +273,6 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: MixedConfig, algo
     settings = {"algorithm": algo_name, "dataset": dataset_id, "seeds": seeds,
                 "first_seed": first_seed, "mixed_config": dataclasses.asdict(config),
                 "algo_config": dataclasses.asdict(algo_config)}
-    driver.check_settings(out, settings, resume)  # before loading anything
     if dataset is None:
         dataset = load(dataset_id, data_root, derived=tuple(getattr(algo, "DATASET_FIELDS", ())),
                        discount=getattr(algo_config, "discount", 0.99))

@@ -129,8 +129,8 @@ ONLINE_EXTRAS = ("mc_returns", "next_actions")
 MC_PENDING = -jnp.inf
 
 
-def init_carry(problem: Problem, key: jax.Array, carry_type: type = None, dataset: Any = None,
-               **fields) -> Carry:
+def init_carry(problem: Problem, key: jax.Array, carry_type: type | None = None,
+               dataset: Any = None, **fields: Any) -> Carry:
     """The initial carry of one seed; `carry_type` (a subclass of Carry) and `fields` let other
     loops (O2O) extend it, `dataset` is passed on to the algorithm's init."""
     cfg = problem.config

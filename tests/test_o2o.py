@@ -247,7 +247,8 @@ def test_o2o_vmapped_seeds_equal_seeds_run_alone(minari_root, tmp_path):
     together = o2o.train("rebrac", DATASET, 2, TINY, cfg, tmp_path / "both", progress=False)
     assert list(together[together.seed == 0].phase) == ["offline"] * 2 + ["online"] * 3
     first = together[together.seed == 0]
-    assert list(first.updates) == [50, 100, 150, 200, 250]  # 25 iterations x utd 1 per period
+    # online: 50 env steps per period = 25 iterations of 2 envs, x utd 1
+    assert list(first.updates) == [50, 100, 125, 150, 175]
     assert list(first.env_steps) == [0, 0, 50, 100, 150]
     assert np.isfinite(together.normalized_score).all()
     for seed in (0, 1):
