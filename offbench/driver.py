@@ -89,7 +89,9 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
         abstract = jax.eval_shape(init_fn, keys)
         carry = manager.restore(done, args=ocp.args.StandardRestore(abstract))
         if metrics_path.exists():
-            rows = pd.read_csv(metrics_path).query("period < @done").to_dict("records")
+            # round_trip: the default parser can be 1 ulp off, and resumed rows must be exact
+            rows = (pd.read_csv(metrics_path, float_precision="round_trip")
+                    .query("period < @done").to_dict("records"))
     else:
         if (metrics_path.exists() or manager.latest_step() is not None) and not resume:
             raise ValueError(f"{out} already holds a run; pass --resume to continue it or "

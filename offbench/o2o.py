@@ -19,8 +19,9 @@ so one compiled chunk serves both phases, a chunk may straddle the switch, and t
 checkpoints and resume work anywhere, also in the middle of the online phase. Rows of
 metrics.csv carry `phase`, `updates` (all updates so far) and `env_steps` (online env steps).
 
-Not done here: divergence freezing in the online phase (the offline phase freezes a seed as
-offline.py does; online updates are applied as they come, as in online.py).
+Divergence: as in offline.py, a seed whose parameters or losses turn NaN/Inf keeps its last
+finite state from then on and is flagged `diverged`, in both phases (online: checked after each
+iteration's `utd` updates); the flag and `diverged_at` (in updates) carry over the switch.
 """
 
 from __future__ import annotations
@@ -193,9 +194,19 @@ def make_chunk(problem: Problem, periods: int):
     def sample(carry: Carry, key: jax.Array, arrays: dict) -> Transition:
         return mixed_sample(arrays, carry.buffer, key, batch_size, problem.n_offline)
 
-    online_period = online.make_period(problem.online, sample)
     iters = problem.online.config.iterations_per_period
     warmup_iters = math.ceil(cfg.warmup_steps / cfg.num_envs)
+
+    def guard(carry: Carry, new_state: Any, out: dict, it: jax.Array):
+        # diverged_at counts updates through both phases (this iteration's first update)
+        step = cfg.offline_updates + jnp.maximum(0, it - warmup_iters) * cfg.utd
+        # a NaN metric here means "not computed" (warm-up; RLPD's actor between its steps);
+        # a real NaN loss makes the parameters NaN in the same update, and those are checked
+        computed = jax.tree.map(lambda m: jnp.where(jnp.isnan(m), 0.0, m), out)
+        carry, _ = offline.keep_if_finite(carry, new_state, computed, step)
+        return carry, jax.tree.map(lambda m: jnp.where(carry.diverged, jnp.nan, m), out)
+
+    online_period = online.make_period(problem.online, sample, guard)
 
     def offline_branch(carry: Carry, p: jax.Array, arrays: dict):
         carry, out = offline_period(carry, p, arrays)

@@ -193,6 +193,18 @@ def evaluate(problem: Problem, algo_state: Any, key: jax.Array) -> jax.Array:
     return rollout.episode_returns(problem.eval_env, act, key, problem.config.eval_episodes)
 
 
+def keep_if_finite(carry: Any, new_state: Any, metrics: dict, step: jax.Array
+                   ) -> tuple[Any, dict]:
+    """The carry with `new_state` if it and the metrics are finite and the seed has not diverged
+    before; else the last finite state, the seed flagged diverged (at `step`), NaN metrics."""
+    ok = all_finite(new_state) & all_finite(metrics) & ~carry.diverged
+    state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, carry.algo)
+    diverged = carry.diverged | ~ok
+    diverged_at = jnp.where(diverged & (carry.diverged_at < 0), step, carry.diverged_at)
+    metrics = jax.tree.map(lambda m: jnp.where(ok, m, jnp.nan).astype(jnp.float32), metrics)
+    return carry.replace(algo=state, diverged=diverged, diverged_at=diverged_at), metrics
+
+
 def make_period(problem: Problem):
     """period(carry, p, arrays) -> (carry, metrics): the p-th evaluation period of one seed
     (`eval_every` guarded updates, then an evaluation). Works on any carry with the fields of
@@ -208,14 +220,8 @@ def make_period(problem: Problem):
             poison = (carry.seed_index == cfg.inject_nan_seed) & (step == cfg.inject_nan_at)
             batch = batch.replace(obs=jnp.where(poison, jnp.nan, batch.obs))
         new_state, metrics = algo.update(carry.algo, batch, k_update)
-        ok = all_finite(new_state) & all_finite(metrics) & ~carry.diverged
-        state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, carry.algo)
-        diverged = carry.diverged | ~ok
-        diverged_at = jnp.where(diverged & (carry.diverged_at < 0), step, carry.diverged_at)
-        metrics = jax.tree.map(lambda m: jnp.where(ok, m, jnp.nan).astype(jnp.float32),
-                               metrics)
-        return carry.replace(algo=state, key=key, diverged=diverged,
-                             diverged_at=diverged_at), metrics
+        carry, metrics = keep_if_finite(carry, new_state, metrics, step)
+        return carry.replace(key=key), metrics
 
     def period(carry: Carry, p: jax.Array, arrays: dict):
         steps = p * cfg.eval_every + jnp.arange(cfg.eval_every)

@@ -203,11 +203,13 @@ def fill_mc_returns(buffer: replay.ReplayBuffer, done: jax.Array, episode_steps:
                                                           "mc_returns": new}))
 
 
-def make_period(problem: Problem, sample: Callable | None = None):
+def make_period(problem: Problem, sample: Callable | None = None,
+                guard: Callable | None = None):
     """period(carry, p, *static_args) -> (carry, (metrics, snapshot)): the p-th evaluation
     period of one seed (p counts online periods from 0). `sample(carry, key, *static_args)`
     draws each update's minibatch (default: the replay buffer; O2O/hybrid mix in offline
-    data)."""
+    data). `guard(carry, new_algo_state, metrics, iteration) -> (carry, metrics)` decides what
+    to keep after each iteration's updates (O2O: freeze a diverged seed); default: keep all."""
     cfg = problem.config
     algo = problem.algo
     iters = cfg.iterations_per_period
@@ -265,6 +267,8 @@ def make_period(problem: Problem, sample: Callable | None = None):
                                             shapes)
 
         algo_state, metrics = jax.lax.cond(learning, learn, skip, carry.algo)
+        if guard is not None:
+            return guard(carry, algo_state, metrics, it)
         return carry.replace(algo=algo_state), metrics
 
     def period(carry: Carry, p: jax.Array, *static):

@@ -312,3 +312,36 @@ def test_bad_input_is_one_clear_error(args, message, tmp_path):
 def test_bad_ratio_in_the_api_is_refused():
     with pytest.raises(ValueError, match=r"offline ratio must be in \[0, 1\]"):
         o2o.resolve(dataclasses.replace(TINY, offline_ratio=float("nan")), rebrac.Config())
+
+
+def test_a_seed_diverging_online_is_frozen_and_flagged():
+    """ReBRAC whose actor turns NaN at its 60th update, the 10th of the online phase: the seed
+    keeps its last finite state, is flagged at that update, and still gets a real score."""
+    def poisoned_update(state, batch, key):
+        state, info = rebrac.update(state, batch, key)
+        actor = jax.tree.map(lambda x: jnp.where(state.steps == 60, jnp.nan, x), state.actor)
+        return state.replace(actor=actor), info
+
+    algo_config = rebrac.Config(hidden=(16,), batch_size=8)
+    prepared = synthetic_prepared()
+    prepared.arrays["next_actions"] = prepared.arrays["action"]
+    config = o2o.resolve(o2o.MixedConfig(mode="o2o", offline_updates=50, online_steps=40,
+                                         eval_every=10, eval_episodes=1, episode_length=5,
+                                         backend="mujoco"), algo_config)
+    outs = {}
+    for name, update in (("clean", rebrac.update), ("poisoned", poisoned_update)):
+        algo = types.SimpleNamespace(MODES=("o2o",), Config=rebrac.Config, init=rebrac.init,
+                                     act=rebrac.act, update=update)
+        problem = o2o.Problem(algo, algo_config, "hopper", config, prepared)
+        arrays = problem.prepared.arrays
+        carry = o2o.init_carry(problem, jax.random.PRNGKey(0), 0, arrays)
+        carry, (out, _) = jax.jit(o2o.make_chunk(problem, 9))(carry, 0, arrays)
+        outs[name] = (carry, jax.tree.map(np.asarray, out))
+    carry, out = outs["poisoned"]
+    assert list(out["diverged"]) == [0.0] * 5 + [1.0] * 4  # 5 offline, 4 online periods
+    assert (out["diverged_at"][5:] == 59).all()  # updates before the poisoned one
+    assert np.isfinite(out["eval_return"]).all()
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(carry.algo))
+    clean = outs["clean"][1]
+    np.testing.assert_allclose(clean["eval_return"][:5], out["eval_return"][:5], rtol=1e-6)
+    assert (clean["diverged"] == 0).all()
