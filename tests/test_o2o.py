@@ -345,3 +345,20 @@ def test_a_seed_diverging_online_is_frozen_and_flagged():
     clean = outs["clean"][1]
     np.testing.assert_allclose(clean["eval_return"][:5], out["eval_return"][:5], rtol=1e-6)
     assert (clean["diverged"] == 0).all()
+
+
+def test_hybrid_run_from_the_command_line(minari_root, tmp_path):
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(minari_root)}
+    out = run_cli("run", "rlpd", DATASET, "--mode", "hybrid", "--online-steps", "40",
+                  "--eval-every", "20", "--eval-episodes", "1", "--episode-length", "10",
+                  "--backend", "mujoco", "--utd", "2", "--offline-ratio", "0.25",
+                  "--threshold", "-1000", "--set", "hidden=16", "--set", "num_critics=2",
+                  "--set", "batch_size=8", "--out", str(tmp_path / "run"), env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    df = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert list(df.phase) == ["online", "online"] and list(df.env_steps) == [20, 40]
+    assert list(df.updates) == [40, 80]  # utd 2
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["mode"] == "hybrid" and info["algo_config"]["utd"] == 2
+    assert info["mixed_config"]["offline_ratio"] == 0.25
+    assert info["per_seed"]["0"]["steps_to_threshold"] == 20  # any score beats -1000
