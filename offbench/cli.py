@@ -102,6 +102,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                          f"{list(algo.MODES)})")
     if args.mode != "offline":
         o2o.check_mode(algo, args.algorithm, args.mode)
+    else:
+        mixed_only = [flag for flag, value in (("--offline-updates", args.offline_updates),
+                                               ("--offline-ratio", args.offline_ratio),
+                                               ("--threshold", args.threshold))
+                      if value is not None]
+        if mixed_only:
+            raise ValueError(f"{', '.join(mixed_only)} only apply with --mode o2o or hybrid")
     algo_config = apply_overrides(algo.Config(), args.set or [])
     given = {item.partition("=")[0] for item in args.set or []}
     if args.mode != "offline":

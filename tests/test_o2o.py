@@ -301,6 +301,8 @@ def test_resume_in_the_online_phase_equals_uninterrupted_run(minari_root, tmp_pa
     (["run", "iql", "hopper-medium", "--mode", "hybrid"], "does not support mode 'hybrid'"),
     (["run", "rlpd", "hopper-medium", "--mode", "hybrid", "--offline-updates", "100"],
      "hybrid mode trains from scratch"),
+    (["run", "iql", "hopper-medium", "--offline-ratio", "0.5"],
+     "--offline-ratio only apply with --mode o2o or hybrid"),
 ])
 def test_bad_input_is_one_clear_error(args, message, tmp_path):
     out = run_cli(*args, "--root", str(tmp_path), "--out", str(tmp_path / "run"))
