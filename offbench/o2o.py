@@ -152,6 +152,10 @@ class Carry(online.Carry):
 
 @dataclasses.dataclass
 class Problem:
+    """What the compiled O2O/hybrid chunk closes over: the offline loop's problem (dataset
+    normalization, evaluation, normalized score) and the online loop's (envs, the dataset's
+    maps applied to env data, the derived fields to fill), built from one MixedConfig."""
+
     algo: types.ModuleType
     algo_config: Any
     task: str
