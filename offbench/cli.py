@@ -364,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, help="updates between evaluations (5000)")
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--checkpoint-every", type=int, help="updates between checkpoints (50000)")
-    p.add_argument("--episode-length", type=int, help="evaluation time limit (default 1000)")
+    p.add_argument("--episode-length", type=int,
+                   help="time limit of evaluation (and o2o/hybrid training) episodes (1000)")
     p.add_argument("--root", help="data root (default $OFFBENCH_DATASETS or ~/.offbench/datasets)")
     g = p.add_argument_group("o2o and hybrid modes (--eval-every and --checkpoint-every count "
                              "updates offline and env steps online)")

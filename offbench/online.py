@@ -3,8 +3,11 @@
 For one seed, `make_chunk` builds a pure function that runs a number of evaluation periods; each
 period is a `lax.scan` over iterations (one step of `num_envs` vectorized envs, then `utd`
 algorithm updates on replay minibatches) followed by a deterministic evaluation on separate env
-instances. `jit(vmap(chunk))` trains all seeds in one XLA program. The iteration index is passed
-unbatched, so the warm-up switch stays a real `lax.cond` under vmap (no wasted updates).
+instances. `jit(vmap(chunk))` trains all seeds in one XLA program. The iteration index is
+passed unbatched, so the warm-up switch stays a real `lax.cond` under vmap (no wasted updates).
+`make_period` is also the online phase of the O2O/hybrid loop (offbench/o2o.py), which passes
+its own minibatch sampler (dataset + replay), a divergence guard, the dataset's
+observation/reward maps and the derived fields to fill.
 
 The host driver (`offbench/driver.py`, shared with the offline loop) runs chunks between Orbax
 checkpoints, shows progress, and writes
