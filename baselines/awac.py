@@ -47,6 +47,9 @@ from baselines.iql import (
 from offbench.algorithms import EnvSpec, Transition
 
 MODES = ("offline", "o2o")
+# O2O: AWAC was designed for fine-tuning; CORL's algorithms/finetune/awac.py keeps the offline
+# settings and appends env transitions to the buffer holding the dataset (the dataset's share
+# shrinks as the buffer grows); our loop keeps a fixed --offline-ratio instead.
 __all__ = ["Config", "MODES", "init", "update", "act", "policy_params", "GaussianActor",
            "critic_loss", "actor_loss"]
 

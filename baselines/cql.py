@@ -46,6 +46,9 @@ from offbench.algorithms import EnvSpec, Transition
 from offbench.networks import tanh_gaussian_log_prob, tanh_gaussian_sample
 
 MODES = ("offline", "o2o")
+# O2O: CORL's algorithms/finetune/cql.py keeps these settings (cql_alpha 10 online too) and
+# appends env transitions to the buffer holding the dataset; our loop keeps a fixed
+# --offline-ratio instead. Cal-QL's O2O settings are baselines/cal_ql.py.
 DATASET_FIELDS = ("mc_returns",)  # used by Cal-QL (calql=True)
 LOG_ALPHA_PRIME_INIT = 1.0  # as the authors' code and CORL: Scalar(1.0)
 ALPHA_PRIME_MAX = 1e6

@@ -49,6 +49,11 @@ from offbench.algorithms import EnvSpec, Transition
 from offbench.networks import MLP, CriticEnsemble
 
 MODES = ("offline", "o2o")
+# Settings `offbench run --mode o2o` applies unless --set: the authors' fine-tuning config keeps
+# the actor's learning rate constant (a cosine decay over pre-training would stop the actor).
+# Their fine-tuning appends env transitions to a buffer holding the dataset, so the dataset's
+# share of a minibatch shrinks as the buffer grows; our loop keeps a fixed --offline-ratio.
+O2O_SETTINGS = {"actor_lr_schedule": "constant"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -136,19 +136,22 @@ def temperature_loss(log_alpha, entropy: jax.Array, target: float):
     return jnp.exp(log_alpha) * (entropy - target)
 
 
-def update(state: SACState, batch: Transition, key: jax.Array) -> tuple[SACState, dict]:
-    cfg = state.config
-    actor_tx, critic_tx, alpha_tx = optimizers(cfg)
-    k_critic, k_actor = jax.random.split(key)
-
-    grads, critic_info = jax.grad(critic_loss, has_aux=True)(state.critic, state, batch,
-                                                             k_critic)
+def critic_step(state: SACState, batch: Transition, key: jax.Array) -> tuple[SACState, dict]:
+    """One Adam step of the critics on the soft TD loss, then the Polyak target update."""
+    _, critic_tx, _ = optimizers(state.config)
+    grads, info = jax.grad(critic_loss, has_aux=True)(state.critic, state, batch, key)
     updates, critic_opt = critic_tx.update(grads, state.critic_opt, state.critic)
     critic = optax.apply_updates(state.critic, updates)
-    target_critic = optax.incremental_update(critic, state.target_critic, cfg.tau)
-    state = state.replace(critic=critic, critic_opt=critic_opt, target_critic=target_critic)
+    target_critic = optax.incremental_update(critic, state.target_critic, state.config.tau)
+    return state.replace(critic=critic, critic_opt=critic_opt, target_critic=target_critic), info
 
-    grads, actor_info = jax.grad(actor_loss, has_aux=True)(state.actor, state, batch, k_actor)
+
+def actor_temperature_step(state: SACState, batch: Transition, key: jax.Array
+                           ) -> tuple[SACState, dict]:
+    """One Adam step of the actor (against the current critics), then of the temperature."""
+    cfg = state.config
+    actor_tx, _, alpha_tx = optimizers(cfg)
+    grads, actor_info = jax.grad(actor_loss, has_aux=True)(state.actor, state, batch, key)
     updates, actor_opt = actor_tx.update(grads, state.actor_opt, state.actor)
     actor = optax.apply_updates(state.actor, updates)
 
@@ -157,12 +160,17 @@ def update(state: SACState, batch: Transition, key: jax.Array) -> tuple[SACState
     alpha_grad = jax.grad(temperature_loss)(state.log_alpha, entropy, goal)
     updates, alpha_opt = alpha_tx.update(alpha_grad, state.alpha_opt, state.log_alpha)
     log_alpha = optax.apply_updates(state.log_alpha, updates)
-
     state = state.replace(actor=actor, actor_opt=actor_opt, log_alpha=log_alpha,
-                          alpha_opt=alpha_opt, steps=state.steps + 1)
-    metrics = {**critic_info, **actor_info, "alpha": jnp.exp(log_alpha),
-               "temperature_loss": temperature_loss(log_alpha, entropy, goal)}
-    return state, metrics
+                          alpha_opt=alpha_opt)
+    return state, {**actor_info, "alpha": jnp.exp(log_alpha),
+                   "temperature_loss": temperature_loss(log_alpha, entropy, goal)}
+
+
+def update(state: SACState, batch: Transition, key: jax.Array) -> tuple[SACState, dict]:
+    k_critic, k_actor = jax.random.split(key)
+    state, critic_info = critic_step(state, batch, k_critic)
+    state, actor_info = actor_temperature_step(state, batch, k_actor)
+    return state.replace(steps=state.steps + 1), {**critic_info, **actor_info}
 
 
 def act(state: SACState, obs: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:

@@ -46,6 +46,8 @@ from offbench.algorithms import EnvSpec, Transition
 from offbench.networks import MLP, CriticEnsemble
 
 MODES = ("offline", "o2o")
+# O2O: no published fine-tuning settings for TD3+BC on locomotion; fine-tuning continues with
+# the offline ones (BC term included) and explores with expl_noise. ReBRAC's are in rebrac.py.
 
 
 @dataclasses.dataclass(frozen=True)

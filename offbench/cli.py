@@ -65,10 +65,13 @@ def cmd_train_online(args: argparse.Namespace) -> int:
     algo = load_algorithm(args.algorithm)
     envs.get_spec(args.task)
     algo_config = apply_overrides(algo.Config(), args.set or [])
+    if args.utd is not None and hasattr(algo_config, "utd"):
+        algo_config = dataclasses.replace(algo_config, utd=args.utd)  # RLPD's actor schedule
+    utd = args.utd or getattr(algo_config, "utd", 1)
     defaults = online.OnlineConfig()
     config = dataclasses.replace(
         defaults, env_steps=args.env_steps, num_envs=args.num_envs,
-        warmup_steps=args.warmup_steps, utd=args.utd,
+        warmup_steps=args.warmup_steps, utd=utd,
         eval_every=args.eval_every or min(defaults.eval_every, args.env_steps),
         eval_episodes=args.eval_episodes,
         checkpoint_every=args.checkpoint_every or defaults.checkpoint_every,
@@ -89,16 +92,27 @@ def cmd_train_online(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from offbench import offline
+    from offbench import o2o, offline
     from offbench.algorithms import apply_overrides, load_algorithm
     from offbench.data import load
 
     algo = load_algorithm(args.algorithm)
-    if "offline" not in algo.MODES:
+    if args.mode == "offline" and "offline" not in algo.MODES:
         raise ValueError(f"algorithm '{args.algorithm}' has no offline mode (its modes: "
                          f"{list(algo.MODES)})")
+    if args.mode != "offline":
+        o2o.check_mode(algo, args.algorithm, args.mode)
+    else:
+        mixed_only = [flag for flag, value in (("--offline-updates", args.offline_updates),
+                                               ("--offline-ratio", args.offline_ratio),
+                                               ("--threshold", args.threshold))
+                      if value is not None]
+        if mixed_only:
+            raise ValueError(f"{', '.join(mixed_only)} only apply with --mode o2o or hybrid")
     algo_config = apply_overrides(algo.Config(), args.set or [])
     given = {item.partition("=")[0] for item in args.set or []}
+    if args.mode != "offline":
+        return _run_mixed(args, algo, algo_config, given)
     if hasattr(algo_config, "max_steps") and "max_steps" not in given:
         # learning-rate schedules (IQL's cosine actor decay) span the run unless told otherwise
         algo_config = dataclasses.replace(algo_config, max_steps=args.updates)
@@ -124,6 +138,48 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"± {final.normalized_score.std(ddof=0):.1f}, best {best.mean():.1f}"
           + (f"; {diverged} seed(s) diverged" if diverged else "")
           + f"; metrics in {out / 'metrics.csv'}")
+    return 0
+
+
+def _run_mixed(args: argparse.Namespace, algo, algo_config, given: set) -> int:
+    """`offbench run --mode o2o|hybrid`."""
+    import dataclasses
+    import json
+
+    from offbench import o2o
+    from offbench.data import load
+
+    changes = {k: v for k, v in getattr(algo, "O2O_SETTINGS", {}).items() if k not in given}
+    if args.utd is not None and hasattr(algo_config, "utd"):
+        changes["utd"] = args.utd  # the algorithm's UTD is the loop's (RLPD)
+    algo_config = dataclasses.replace(algo_config, **changes)
+    offline_updates = args.offline_updates if args.offline_updates is not None else (
+        0 if args.mode == "hybrid" else 1_000_000)
+    defaults = o2o.MixedConfig()
+    eval_every = args.eval_every or min(defaults.eval_every, args.online_steps)
+    config = o2o.MixedConfig(
+        mode=args.mode, offline_updates=offline_updates, online_steps=args.online_steps,
+        offline_ratio=args.offline_ratio, eval_every=eval_every,
+        eval_episodes=args.eval_episodes,
+        checkpoint_every=args.checkpoint_every or defaults.checkpoint_every,
+        num_envs=args.num_envs, utd=args.utd, warmup_steps=args.warmup_steps,
+        backend=args.backend, episode_length=args.episode_length, threshold=args.threshold)
+    config = o2o.resolve(config, algo_config)  # bad input fails before the data is loaded
+    dataset = load(args.dataset, args.root, derived=tuple(getattr(algo, "DATASET_FIELDS", ())),
+                   discount=getattr(algo_config, "discount", 0.99))
+    out = Path(args.out or f"runs/{args.mode}/{args.algorithm}-"
+               f"{args.dataset.replace('/', '_')}")
+    o2o.train(args.algorithm, args.dataset, args.seeds, config, algo_config, out,
+              resume=args.resume, first_seed=args.first_seed,
+              stop_after_chunks=args.stop_after_chunks, dataset=dataset)
+    per_seed = json.loads((out / "run.json").read_text())["per_seed"]
+    keys = (("pretrain_score", "dip", "final_score", "regret") if args.mode == "o2o"
+            else ("final_score", "steps_to_threshold") if args.threshold is not None
+            else ("last_score",))
+    for seed, entry in per_seed.items():
+        print(f"seed {seed}: " + ", ".join(f"{k} {entry.get(k, entry['last_score'])}"
+                                           for k in keys))
+    print(f"metrics in {out / 'metrics.csv'}")
     return 0
 
 
@@ -283,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env-steps", type=int, default=1_000_000, help="env steps per seed")
     p.add_argument("--num-envs", type=int, default=1, help="training envs per seed")
     p.add_argument("--warmup-steps", type=int, default=5000, help="random-action steps first")
-    p.add_argument("--utd", type=int, default=1, help="updates per iteration (update-to-data)")
+    p.add_argument("--utd", type=int, help="updates per iteration (update-to-data; default: "
+                                          "the algorithm's `utd`, else 1)")
     p.add_argument("--eval-every", type=int, help="env steps between evaluations (5000)")
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--checkpoint-every", type=int, help="env steps between checkpoints (50000)")
@@ -298,16 +355,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("algorithm", help="algorithm name in baselines/ (e.g. iql) or module path")
     p.add_argument("dataset", help="dataset id, e.g. hopper-medium-replay (see `offbench "
                                    "datasets list`) or a Minari id")
-    p.add_argument("--mode", default="offline", choices=["offline"], help="training mode")
+    p.add_argument("--mode", default="offline", choices=["offline", "o2o", "hybrid"],
+                   help="offline; o2o: pre-train offline, then fine-tune online; hybrid: "
+                        "online from scratch with the dataset in every minibatch")
     p.add_argument("--seeds", type=int, default=1, help="seeds trained together (vmapped)")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--updates", type=int, default=1_000_000, help="gradient updates per seed")
     p.add_argument("--eval-every", type=int, help="updates between evaluations (5000)")
     p.add_argument("--eval-episodes", type=int, default=10)
     p.add_argument("--checkpoint-every", type=int, help="updates between checkpoints (50000)")
-    p.add_argument("--episode-length", type=int, help="evaluation time limit (default 1000)")
+    p.add_argument("--episode-length", type=int,
+                   help="time limit of evaluation (and o2o/hybrid training) episodes (1000)")
     p.add_argument("--root", help="data root (default $OFFBENCH_DATASETS or ~/.offbench/datasets)")
-    _add_run_options(p, "runs/offline/ALGO-DATASET")
+    g = p.add_argument_group("o2o and hybrid modes (--eval-every and --checkpoint-every count "
+                             "updates offline and env steps online)")
+    g.add_argument("--offline-updates", type=int,
+                   help="o2o: pre-training updates per seed (1000000); hybrid: 0")
+    g.add_argument("--online-steps", type=int, default=1_000_000, help="env steps per seed")
+    g.add_argument("--offline-ratio", type=float,
+                   help="fraction of each online minibatch from the dataset, in [0, 1] "
+                        "(default: the algorithm's, else 0.5; 0 drops the data)")
+    g.add_argument("--utd", type=int, help="updates per env step (default: the algorithm's, "
+                                          "else 1)")
+    g.add_argument("--num-envs", type=int, default=1, help="training envs per seed")
+    g.add_argument("--warmup-steps", type=int, default=0,
+                   help="online steps with random actions and no updates first")
+    g.add_argument("--threshold", type=float,
+                   help="run.json reports the env steps to reach this normalized score")
+    _add_run_options(p, "runs/MODE/ALGO-DATASET")
     p.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)  # crash tests
     p.set_defaults(func=cmd_run)
 

@@ -66,11 +66,13 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
         periods_per_chunk: int, units_per_period: int, unit: str, resume: bool,
         progress: bool = True, static_args: Sequence[Any] = (),
         snapshot_writer: Callable | None = None, stop_after_chunks: int | None = None,
-        summarize: Callable[[pd.DataFrame], dict] | None = None) -> pd.DataFrame:
+        summarize: Callable[[pd.DataFrame], dict] | None = None,
+        annotate: Callable[[int], dict] | None = None) -> pd.DataFrame:
     """Train all seeds to `periods` evaluation periods; returns the per-seed metrics table.
 
     stop_after_chunks: end the process abruptly (os._exit) after that many chunks and their
     checkpoint, to test resume-after-kill. summarize: extra fields for run.json at the end.
+    annotate: period -> extra columns of its rows (e.g. the O2O phase).
     """
     import orbax.checkpoint as ocp
 
@@ -87,7 +89,9 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
         abstract = jax.eval_shape(init_fn, keys)
         carry = manager.restore(done, args=ocp.args.StandardRestore(abstract))
         if metrics_path.exists():
-            rows = pd.read_csv(metrics_path).query("period < @done").to_dict("records")
+            # round_trip: the default parser can be 1 ulp off, and resumed rows must be exact
+            rows = (pd.read_csv(metrics_path, float_precision="round_trip")
+                    .query("period < @done").to_dict("records"))
     else:
         if (metrics_path.exists() or manager.latest_step() is not None) and not resume:
             raise ValueError(f"{out} already holds a run; pass --resume to continue it or "
@@ -123,6 +127,8 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
         for s in range(seeds):
             for j in range(n):
                 row = {"seed": first_seed + s, "period": done + j}
+                if annotate is not None:
+                    row.update(annotate(done + j))
                 row.update({k: float(np.asarray(v)[s, j]) for k, v in metrics.items()})
                 row["wall_s"] = wall
                 rows.append(row)

@@ -84,9 +84,20 @@ def _field(config: Any, name: str, default: Any) -> Any:
     return getattr(config, name, default)
 
 
-def prepare_arrays(algo: types.ModuleType, config: Any, dataset: Dataset
-                   ) -> tuple[dict[str, jax.Array], np.ndarray, np.ndarray]:
-    """The arrays minibatches are drawn from (device), and the observation mean/std used."""
+@dataclasses.dataclass
+class Prepared:
+    """The dataset as the algorithm learns from it, and the maps that took it there (applied to
+    env data too in O2O/hybrid runs): obs' = (obs - obs_mean) / obs_std, r' = scale * r + bias."""
+
+    arrays: dict[str, jax.Array]
+    obs_mean: np.ndarray
+    obs_std: np.ndarray
+    reward_scale: float
+    reward_bias: float
+
+
+def prepare(algo: types.ModuleType, config: Any, dataset: Dataset) -> Prepared:
+    """The arrays minibatches are drawn from (device), with the observation and reward maps."""
     lengths = np.asarray(dataset.metadata["episode_lengths"])
     arrays = {"obs": np.asarray(dataset.observations), "action": np.asarray(dataset.actions),
               "reward": np.asarray(dataset.rewards, np.float32),
@@ -103,16 +114,24 @@ def prepare_arrays(algo: types.ModuleType, config: Any, dataset: Dataset
         std = arrays["obs"].std(0) + OBS_STD_EPS
         arrays["obs"] = (arrays["obs"] - mean) / std
         arrays["next_obs"] = (arrays["next_obs"] - mean) / std
+    scale = _field(config, "reward_scale", 1.0)
     if _field(config, "normalize_reward_by_returns", False):
         returns = data_stats.episode_returns(arrays["reward"], lengths)
-        arrays["reward"] = arrays["reward"] * (1000.0 / (returns.max() - returns.min()))
-    arrays["reward"] = (arrays["reward"] * _field(config, "reward_scale", 1.0)
-                        + _field(config, "reward_bias", 0.0)).astype(np.float32)
+        scale = scale * 1000.0 / (returns.max() - returns.min())
+    bias = _field(config, "reward_bias", 0.0)
+    arrays["reward"] = (arrays["reward"] * scale + bias).astype(np.float32)
     if "mc_returns" in arrays:  # Cal-QL's bound must be in the units of the rewards it learns
         arrays["mc_returns"] = mc_returns(arrays["reward"], lengths,
                                           _field(config, "discount", 0.99))
-    return ({k: jnp.asarray(v) for k, v in arrays.items()}, mean.astype(np.float32),
-            std.astype(np.float32))
+    return Prepared({k: jnp.asarray(v) for k, v in arrays.items()}, mean.astype(np.float32),
+                    std.astype(np.float32), float(scale), float(bias))
+
+
+def prepare_arrays(algo: types.ModuleType, config: Any, dataset: Dataset
+                   ) -> tuple[dict[str, jax.Array], np.ndarray, np.ndarray]:
+    """The arrays minibatches are drawn from (device), and the observation mean/std used."""
+    prepared = prepare(algo, config, dataset)
+    return prepared.arrays, prepared.obs_mean, prepared.obs_std
 
 
 BASE_FIELDS = ("obs", "action", "reward", "next_obs", "terminal")
@@ -151,6 +170,12 @@ class Problem:
                                   episode_length=self.config.episode_length, auto_reset=False)
         self.spec = EnvSpec(self.eval_env.observation_size, self.eval_env.action_size)
 
+    def normalized(self, mean_return: jax.Array) -> jax.Array:
+        """D4RL's normalized score with the dataset's reference returns (NaN without them)."""
+        if self.ref_min is None or self.ref_max is None:
+            return jnp.asarray(jnp.nan)
+        return 100.0 * (mean_return - self.ref_min) / (self.ref_max - self.ref_min)
+
 
 def init_carry(problem: Problem, key: jax.Array, seed_index: jax.Array,
                dataset: Any = None) -> Carry:
@@ -168,8 +193,22 @@ def evaluate(problem: Problem, algo_state: Any, key: jax.Array) -> jax.Array:
     return rollout.episode_returns(problem.eval_env, act, key, problem.config.eval_episodes)
 
 
-def make_chunk(problem: Problem, periods: int):
-    """chunk(carry, first_period, arrays) -> (carry, (per-period metrics, ())), for one seed."""
+def keep_if_finite(carry: Any, new_state: Any, metrics: dict, step: jax.Array
+                   ) -> tuple[Any, dict]:
+    """The carry with `new_state` if it and the metrics are finite and the seed has not diverged
+    before; else the last finite state, the seed flagged diverged (at `step`), NaN metrics."""
+    ok = all_finite(new_state) & all_finite(metrics) & ~carry.diverged
+    state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, carry.algo)
+    diverged = carry.diverged | ~ok
+    diverged_at = jnp.where(diverged & (carry.diverged_at < 0), step, carry.diverged_at)
+    metrics = jax.tree.map(lambda m: jnp.where(ok, m, jnp.nan).astype(jnp.float32), metrics)
+    return carry.replace(algo=state, diverged=diverged, diverged_at=diverged_at), metrics
+
+
+def make_period(problem: Problem):
+    """period(carry, p, arrays) -> (carry, metrics): the p-th evaluation period of one seed
+    (`eval_every` guarded updates, then an evaluation). Works on any carry with the fields of
+    `Carry` (the O2O loop's carry extends the online one with them)."""
     cfg = problem.config
     algo = problem.algo
     batch_size = problem.algo_config.batch_size
@@ -181,14 +220,8 @@ def make_chunk(problem: Problem, periods: int):
             poison = (carry.seed_index == cfg.inject_nan_seed) & (step == cfg.inject_nan_at)
             batch = batch.replace(obs=jnp.where(poison, jnp.nan, batch.obs))
         new_state, metrics = algo.update(carry.algo, batch, k_update)
-        ok = all_finite(new_state) & all_finite(metrics) & ~carry.diverged
-        state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, carry.algo)
-        diverged = carry.diverged | ~ok
-        diverged_at = jnp.where(diverged & (carry.diverged_at < 0), step, carry.diverged_at)
-        metrics = jax.tree.map(lambda m: jnp.where(ok, m, jnp.nan).astype(jnp.float32),
-                               metrics)
-        return carry.replace(algo=state, key=key, diverged=diverged,
-                             diverged_at=diverged_at), metrics
+        carry, metrics = keep_if_finite(carry, new_state, metrics, step)
+        return carry.replace(key=key), metrics
 
     def period(carry: Carry, p: jax.Array, arrays: dict):
         steps = p * cfg.eval_every + jnp.arange(cfg.eval_every)
@@ -197,15 +230,18 @@ def make_chunk(problem: Problem, periods: int):
         returns = evaluate(problem, carry.algo, k_eval)
         out = {k: jnp.nanmean(v) for k, v in metrics.items()}
         mean = returns.mean()
-        if problem.ref_min is not None and problem.ref_max is not None:
-            score = 100.0 * (mean - problem.ref_min) / (problem.ref_max - problem.ref_min)
-        else:
-            score = jnp.asarray(jnp.nan)
         out.update(updates=(p + 1) * cfg.eval_every, eval_return=mean,
-                   eval_return_std=returns.std(), normalized_score=score,
+                   eval_return_std=returns.std(), normalized_score=problem.normalized(mean),
                    diverged=carry.diverged.astype(jnp.float32),
                    diverged_at=carry.diverged_at.astype(jnp.float32))
         return carry.replace(key=key), out
+
+    return period
+
+
+def make_chunk(problem: Problem, periods: int):
+    """chunk(carry, first_period, arrays) -> (carry, (per-period metrics, ())), for one seed."""
+    period = make_period(problem)
 
     def chunk(carry: Carry, first_period: jax.Array, arrays: dict):
         carry, metrics = jax.lax.scan(lambda c, p: period(c, p, arrays), carry,
@@ -262,12 +298,13 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: OfflineConfig, al
         static_args=(arrays,), stop_after_chunks=stop_after_chunks, summarize=summarize)
 
 
-def _seed_index_init(problem: Problem, arrays: dict, first_seed: int, seeds: int):
-    """init(key) for the driver's vmap: the seed's index is recovered from its key, so a carry
-    knows its position in the batch (used only by fault injection)."""
+def seed_position(first_seed: int, seeds: int):
+    """key -> the seed's index in the vmapped batch, recovered from its key (the driver vmaps
+    init over keys only), so a carry knows its position (used only by fault injection)."""
     keys = jnp.stack([jax.random.PRNGKey(first_seed + s) for s in range(seeds)])
+    return lambda key: jnp.argmax(jnp.all(keys == key, axis=-1))
 
-    def init(key):
-        index = jnp.argmax(jnp.all(keys == key, axis=-1))
-        return init_carry(problem, key, index, arrays)
-    return init
+
+def _seed_index_init(problem: Problem, arrays: dict, first_seed: int, seeds: int):
+    position = seed_position(first_seed, seeds)
+    return lambda key: init_carry(problem, key, position(key), arrays)
