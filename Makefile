@@ -63,16 +63,21 @@ offline-check: setup
 	  --out results/offline/check.md \
 	  --budget "$(OFFLINE_UPDATES) updates per seed, 3 seeds, 100k-transition datasets, paper hyperparameters"
 
-# Behaviour policies for the datasets: SAC (published defaults), 1 seed, 1M env steps per task,
-# with the actor saved after every evaluation; then the expert/medium/replay snapshots are
-# chosen, evaluated and committed under tasks/policies/. Hours of CPU; rerunning resumes.
+# Behaviour policies for the datasets: SAC (published defaults but 2x128 networks: they only
+# generate data, and a 128-wide hidden layer costs a quarter of a 256-wide one), 1 seed, 1M env
+# steps per task, with the actor saved after every evaluation; then the expert/medium/replay
+# snapshots are chosen, evaluated and committed under tasks/policies/ (each task's policies.json
+# records the exact command it came from). Hours of CPU; rerunning resumes from the cache's
+# checkpoints.
 POLICY_TASKS ?= halfcheetah hopper walker2d ant
 POLICY_STEPS ?= 1000000
+POLICY_HIDDEN ?= 128,128
 POLICY_RUNS := $(OFFBENCH_CACHE)/runs/policies
 policies: setup
 	for t in $(POLICY_TASKS); do \
 	  $(BIN)/offbench train-online sac $$t --env-steps $(POLICY_STEPS) --eval-every 10000 \
-	    --checkpoint-every 50000 --snapshots --out $(POLICY_RUNS)/$$t --resume || exit 1; done
+	    --checkpoint-every 50000 --snapshots --set hidden=$(POLICY_HIDDEN) \
+	    --out $(POLICY_RUNS)/$$t --resume || exit 1; done
 	$(BIN)/offbench policies select $(POLICY_TASKS) --runs $(POLICY_RUNS)
 
 # Every dataset kind of every task with committed policies, then results/datasets.md. The data
