@@ -1,0 +1,348 @@
+"""Sweeps: a TOML spec expands to cells (algorithm x dataset x mode x budget x hyperparameter
+variant); each cell trains all its seeds vmapped in one program and lands in the results store.
+
+A spec (see tasks/sweeps/*.toml)::
+
+    name = "tiny"                 # recorded in every cell it asks for
+    profile = "cpu"               # reports never mix profiles in one table
+    algorithms = ["bc", "td3_bc"]
+    datasets = ["hopper-medium-replay-100k"]
+    modes = ["offline"]           # default ["offline"]
+    seeds = 3                     # vmapped in one program; first_seed = 0 by default
+    set = ["hidden=64,64"]        # overrides for every algorithm whose Config has the key
+    sinks = ["tensorboard"]       # optional logging sinks besides metrics.csv
+
+    [budget]                      # or [[budgets]] for several budgets (one cell each)
+    updates = 20000
+    eval_every = 5000
+    eval_episodes = 5
+
+    [algorithms_set.iql]          # per-algorithm overrides (strict: unknown keys are errors)
+    set = ["expectile=0.7"]
+    grid = { beta = ["3.0", "10.0"] }   # one cell per combination
+
+A cell's identity is its resolved config: algorithm (and the module it loads), dataset, mode,
+the mode's resolved budget, the algorithm's full resolved Config, seeds, first seed, profile.
+Sinks and the spec's name are not part of it (they do not change the numbers).
+
+Modes dispatch through MODES: one `Mode` (resolve the budget, run a cell) per mode name, so the
+O2O and hybrid loops plug in with `register_mode` without touching the sweep machinery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import time
+import tomllib
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from offbench.store import CellDir, Store, canonical_json
+
+SPEC_KEYS = {"name", "profile", "description", "algorithms", "datasets", "modes", "seeds",
+             "first_seed", "set", "budget", "budgets", "algorithms_set", "sinks", "backend"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """How a mode resolves a budget table into its loop config and runs one cell."""
+
+    name: str
+    resolve_budget: Callable[[dict, Any], dict]  # (budget table, algo config) -> budget dict
+    run: Callable[..., Any]  # run(cell: Cell, out: Path, resume: bool, sinks: list) -> table
+    # Adjust the algorithm config to the budget (e.g. IQL's schedule spans the run's updates).
+    adjust_algo_config: Callable[[Any, dict, set], Any] = lambda config, budget, given: config
+
+
+MODES: dict[str, Mode] = {}
+
+
+def register_mode(mode: Mode) -> None:
+    MODES[mode.name] = mode
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One unit of work: the resolved config (hashed into the store) and what runs it."""
+
+    config: dict
+    sinks: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        c = self.config
+        variant = f" [{c['variant']}]" if c.get("variant") else ""
+        return f"{c['algorithm']}{variant} on {c['dataset']} ({c['mode']}, {c['seeds']} seeds)"
+
+
+# ---- offline mode -------------------------------------------------------------------------
+
+def _offline_budget(budget: dict, algo_config: Any) -> dict:
+    from offbench import offline
+
+    fields = {f.name for f in dataclasses.fields(offline.OfflineConfig)} - {
+        "inject_nan_seed", "inject_nan_at"}
+    unknown = set(budget) - fields
+    if unknown:
+        raise ValueError(f"unknown offline budget keys {sorted(unknown)}; valid: {sorted(fields)}")
+    defaults = offline.OfflineConfig()
+    updates = budget.get("updates", defaults.updates)
+    config = dataclasses.replace(
+        defaults, **{**budget, "eval_every": budget.get("eval_every",
+                                                         min(defaults.eval_every, updates))})
+    if config.backend is None:  # the physics backend changes the numbers: resolve it now
+        import offbench.envs as envs
+
+        config = dataclasses.replace(config, backend=envs.default_backend())
+    config.validate()
+    return {k: v for k, v in dataclasses.asdict(config).items()
+            if k not in ("inject_nan_seed", "inject_nan_at")}
+
+
+def _offline_algo_config(config: Any, budget: dict, given: set) -> Any:
+    if hasattr(config, "max_steps") and "max_steps" not in given:
+        # learning-rate schedules (IQL's cosine actor decay) span the run, as `offbench run` does
+        config = dataclasses.replace(config, max_steps=budget["updates"])
+    return config
+
+
+def _offline_run(cell: Cell, out: Path, resume: bool, sinks: list) -> Any:
+    from offbench import offline
+
+    c = cell.config
+    algo_config = algo_config_from(c)
+    config = offline.OfflineConfig(**c["budget"])
+    return offline.train(c["algorithm"], c["dataset"], c["seeds"], config, algo_config, out,
+                         resume=resume, first_seed=c["first_seed"], progress=False,
+                         on_rows=_fanout(sinks))
+
+
+register_mode(Mode("offline", _offline_budget, _offline_run, _offline_algo_config))
+
+
+def _fanout(sinks: list) -> Callable[[list[dict]], None] | None:
+    if not sinks:
+        return None
+
+    def write(rows: list[dict]) -> None:
+        for sink in sinks:
+            sink.write(rows)
+    return write
+
+
+# ---- spec -> cells ------------------------------------------------------------------------
+
+def load_spec(path: Path | str) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"sweep spec {path} does not exist")
+    try:
+        spec = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"sweep spec {path} is not valid TOML: {err}") from None
+    spec.setdefault("name", path.stem)
+    return spec
+
+
+def _as_list(value: Any, key: str) -> list:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"sweep spec: '{key}' must be a non-empty list")
+    return value
+
+
+def algo_config_from(config: dict) -> Any:
+    """The algorithm's Config object from a cell's resolved config."""
+    from offbench.algorithms import load_algorithm
+
+    algo = load_algorithm(config["algorithm"])
+    return _config_from_dict(algo.Config, config["algo_config"])
+
+
+def _config_from_dict(cls: type, values: dict) -> Any:
+    # JSON turned tuples into lists; the frozen dataclass wants its own types back
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    fixed = {}
+    for key, value in values.items():
+        if isinstance(value, list) and typing.get_origin(hints.get(key)) is tuple:
+            value = tuple(value)
+        fixed[key] = value
+    return cls(**fixed)
+
+
+def _has_key(config: Any, item: str) -> bool:
+    return item.partition("=")[0] in {f.name for f in dataclasses.fields(config)}
+
+
+def expand(spec: dict, log: Callable[[str], None] = print) -> list[Cell]:
+    """Every cell of a spec, resolved (algorithm configs with overrides, budgets validated).
+    Raises ValueError on a malformed spec before anything runs."""
+    from offbench.algorithms import apply_overrides, load_algorithm
+
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise ValueError(f"sweep spec: unknown keys {sorted(unknown)}; valid: {sorted(SPEC_KEYS)}")
+    for key in ("algorithms", "datasets", "profile"):
+        if key not in spec:
+            raise ValueError(f"sweep spec '{spec.get('name')}' needs '{key}'")
+    algorithms = _as_list(spec["algorithms"], "algorithms")
+    datasets = _as_list(spec["datasets"], "datasets")
+    modes = _as_list(spec.get("modes", ["offline"]), "modes")
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"sweep spec: mode '{mode}' has no runner here; registered modes: "
+                             f"{sorted(MODES)}")
+    if "budget" in spec and "budgets" in spec:
+        raise ValueError("sweep spec: give either [budget] or [[budgets]], not both")
+    budgets = spec.get("budgets") or [spec.get("budget", {})]
+    seeds = int(spec.get("seeds", 1))
+    if seeds < 1:
+        raise ValueError("sweep spec: seeds must be at least 1")
+    shared_set = list(spec.get("set", []))
+    per_algo = spec.get("algorithms_set", {})
+    for name in per_algo:
+        if name not in algorithms:
+            raise ValueError(f"sweep spec: [algorithms_set.{name}] names an algorithm not in "
+                             f"'algorithms' ({algorithms})")
+    cells: list[Cell] = []
+    for algo_name in algorithms:
+        algo = load_algorithm(algo_name)
+        base = algo.Config()
+        shared = [item for item in shared_set if _has_key(base, item)]
+        own = per_algo.get(algo_name, {})
+        strict = list(own.get("set", []))
+        grid = {k: [str(v) for v in _as_list(vals, f"grid.{k}")]
+                for k, vals in own.get("grid", {}).items()}
+        variants = [dict(zip(grid, combo, strict=True))
+                    for combo in itertools.product(*grid.values())] or [{}]
+        for mode_name, variant, budget_table, dataset in itertools.product(
+                modes, variants, budgets, datasets):
+            if mode_name not in algo.MODES:
+                log(f"skipped: {algo_name} does not declare mode '{mode_name}' "
+                    f"(its modes: {list(algo.MODES)})")
+                continue
+            mode = MODES[mode_name]
+            items = shared + strict + [f"{k}={v}" for k, v in variant.items()]
+            algo_config = apply_overrides(base, items)
+            given = {item.partition("=")[0] for item in items}
+            table = dict(budget_table)
+            if "backend" in spec:
+                table.setdefault("backend", spec["backend"])
+            budget = mode.resolve_budget(table, algo_config)
+            algo_config = mode.adjust_algo_config(algo_config, budget, given)
+            config = {
+                "algorithm": algo_name, "module": algo.__name__, "dataset": dataset,
+                "mode": mode_name, "budget": budget,
+                "algo_config": dataclasses.asdict(algo_config),
+                "overrides": sorted(items), "variant": ",".join(
+                    f"{k}={v}" for k, v in variant.items()),
+                "seeds": seeds, "first_seed": int(spec.get("first_seed", 0)),
+                "profile": str(spec["profile"])}
+            config = json.loads(canonical_json(config))  # exactly what cell.json holds
+            cells.append(Cell(config, tuple(spec.get("sinks", ()))))
+    if not cells:
+        raise ValueError(f"sweep spec '{spec.get('name')}' has no cell to run")
+    return cells
+
+
+# ---- executor -----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class SweepResult:
+    ran: list[str]
+    skipped: list[str]
+    failed: dict[str, str]  # cell folder name -> error
+
+
+def _ensure_datasets(cells: list[Cell], log: Callable[[str], None]) -> None:
+    """Build offbench datasets the cells need (a no-op for built ones); other ids (Minari's)
+    must already exist and fail in their cell if they do not."""
+    from offbench import data
+
+    for dataset in sorted({c.config["dataset"] for c in cells}):
+        try:
+            name = data.parse(dataset)
+        except ValueError:
+            continue
+        if not name.path().exists():
+            log(f"building dataset {name.short}")
+            data.build(name, log=log)
+
+
+def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str], None] = print,
+              build_datasets: bool = True, executor: str = "local",
+              stop_after_cells: int | None = None) -> SweepResult:
+    """Run every cell of `spec` into `store`. Complete cells are skipped on resume; a cell that
+    raises is recorded as failed (error and traceback in its status.json) and the sweep goes on.
+    """
+    cells = expand(spec, log)
+    if not resume:
+        existing = [store.cell(c.config).name for c in cells if store.cell(c.config).path.exists()]
+        if existing:
+            raise ValueError(f"{len(existing)} cell(s) of this sweep already exist in "
+                             f"{store.root} (e.g. {existing[0]}); pass --resume to skip the "
+                             "complete ones and continue the others")
+    if executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError("the ray executor needs the ray package, which offbench does not "
+                             "pin (pip install 'ray[default]'); or use --executor local")
+        raise ValueError("the ray executor is not implemented yet; use --executor local")
+    if executor != "local":
+        raise ValueError(f"unknown executor '{executor}'; use 'local'")
+    if build_datasets:
+        _ensure_datasets(cells, log)
+    result = SweepResult([], [], {})
+    for index, cell in enumerate(cells):
+        folder = store.register(cell.config, spec["name"])
+        if folder.complete:
+            log(f"[{index + 1}/{len(cells)}] complete, skipped: {cell.label}")
+            result.skipped.append(folder.name)
+            continue
+        log(f"[{index + 1}/{len(cells)}] running: {cell.label} -> {folder.path}")
+        error = run_cell(cell, folder, resume=resume)
+        if error is None:
+            result.ran.append(folder.name)
+        else:
+            log(f"    FAILED: {error}")
+            result.failed[folder.name] = error
+        if stop_after_cells is not None and index + 1 >= stop_after_cells:
+            import os
+
+            os._exit(17)  # simulate a kill between cells (tests)
+    return result
+
+
+def run_cell(cell: Cell, folder: CellDir, resume: bool) -> str | None:
+    """Train one cell; returns None or the error (also written to the cell's status.json)."""
+    from offbench import sinks as sink_module
+
+    mode = MODES[cell.config["mode"]]
+    previous = folder.status().get("state")
+    # a failed or killed cell restarts from its last checkpoint, if it got that far
+    resume_cell = resume or previous in ("running", "failed")
+    folder.set_status("running", started=time.time())
+    opened: list = []
+    start = time.perf_counter()
+    try:
+        opened = sink_module.open_sinks(cell.sinks, folder.path, cell.config)
+        table = mode.run(cell, folder.path, resume_cell, opened)
+    except Exception as err:  # noqa: BLE001 - a crashing cell must not end the sweep
+        message = f"{type(err).__name__}: {err}"
+        folder.set_status("failed", error=message, traceback=traceback.format_exc(),
+                          wall_s=time.perf_counter() - start)
+        return message
+    finally:
+        for sink in opened:
+            sink.close()
+    folder.set_status("complete", wall_s=time.perf_counter() - start,
+                      rows=int(len(table)) if table is not None else 0)
+    return None
