@@ -21,6 +21,9 @@ A spec (see tasks/sweeps/*.toml)::
     set = ["expectile=0.7"]
     grid = { beta = ["3.0", "10.0"] }   # one cell per combination
 
+    [algorithms_set.rebrac.datasets]    # per-dataset overrides, by TASK-KIND (any size)
+    "hopper-medium-replay" = ["actor_bc_coef=0.05", "critic_bc_coef=0.5"]
+
 A cell's identity is its resolved config: algorithm (and the module it loads), dataset, mode,
 the mode's resolved budget, the algorithm's full resolved Config, seeds, first seed, profile.
 Sinks and the spec's name are not part of it (they do not change the numbers).
@@ -177,6 +180,17 @@ def _config_from_dict(cls: type, values: dict) -> Any:
     return cls(**fixed)
 
 
+def dataset_key(dataset: str) -> str:
+    """`TASK-KIND` of an offbench dataset id (any size or Minari form), else the id itself."""
+    from offbench import data
+
+    try:
+        name = data.parse(dataset)
+    except ValueError:
+        return dataset
+    return f"{name.task}-{name.kind}"
+
+
 def _has_key(config: Any, item: str) -> bool:
     return item.partition("=")[0] in {f.name for f in dataclasses.fields(config)}
 
@@ -218,6 +232,11 @@ def expand(spec: dict, log: Callable[[str], None] = print) -> list[Cell]:
         shared = [item for item in shared_set if _has_key(base, item)]
         own = per_algo.get(algo_name, {})
         strict = list(own.get("set", []))
+        per_dataset = {k: list(v) for k, v in own.get("datasets", {}).items()}
+        unknown = set(own) - {"set", "grid", "datasets"}
+        if unknown:
+            raise ValueError(f"sweep spec: [algorithms_set.{algo_name}] has unknown keys "
+                             f"{sorted(unknown)}; valid: set, grid, datasets")
         grid = {k: [str(v) for v in _as_list(vals, f"grid.{k}")]
                 for k, vals in own.get("grid", {}).items()}
         variants = [dict(zip(grid, combo, strict=True))
@@ -229,7 +248,8 @@ def expand(spec: dict, log: Callable[[str], None] = print) -> list[Cell]:
                     f"(its modes: {list(algo.MODES)})")
                 continue
             mode = MODES[mode_name]
-            items = shared + strict + [f"{k}={v}" for k, v in variant.items()]
+            items = (shared + strict + per_dataset.get(dataset_key(dataset), [])
+                     + [f"{k}={v}" for k, v in variant.items()])
             algo_config = apply_overrides(base, items)
             given = {item.partition("=")[0] for item in items}
             table = dict(budget_table)

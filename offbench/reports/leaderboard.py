@@ -264,8 +264,9 @@ def write_profile(finals: pd.DataFrame, curves: pd.DataFrame, out: Path, reps: i
             "", "Normalized score = 100 * (return - ref_min) / (ref_max - ref_min) (random = 0, "
             "expert = 100). last = final evaluation, best = best evaluation during training "
             "(an optimistic number: it selects on the test itself); mean ± std over seeds "
-            "(population std). Aggregates pool runs x tasks: IQM (mean of the middle 50%), "
-            "median and mean with 95% stratified-bootstrap confidence intervals (rliable, "
+            "(population std). Aggregates over runs x tasks: IQM (mean of the middle 50% of all "
+            "runs), median (over tasks, of each task's mean) and mean, with 95% "
+            "stratified-bootstrap confidence intervals (rliable, "
             f"{reps} resamples); P(X > Y) is the probability that a run of X beats a run of Y "
             "on a task, averaged over tasks.", ""]
     overrides = finals.groupby("entry").overrides.first()
