@@ -91,6 +91,10 @@ class Checker:
         except Exception as err:  # noqa: BLE001 - any error is a finding, in plain words
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
             message = f"raised {type(err).__name__}: {first}"
+            if isinstance(err, _tracer_errors()):
+                message = ("not jittable: a traced value is used in Python control flow or "
+                           "converted to a Python/numpy value (if, while, bool(), float(), "
+                           f"np.asarray); use jnp.where or jax.lax.cond ({message})")
             self.failures.append(f"{what}: {message}")
             self.log(f"FAIL  {what}: {message}")
             return None
@@ -243,6 +247,14 @@ class Checker:
         if trained is not None:
             self.step("determinism: same keys -> bit-identical results", determinism)
         return not self.failures
+
+
+def _tracer_errors() -> tuple[type, ...]:
+    import jax
+
+    names = ("ConcretizationTypeError", "TracerBoolConversionError",
+             "TracerIntegerConversionError", "TracerArrayConversionError")
+    return tuple(getattr(jax.errors, n) for n in names if hasattr(jax.errors, n))
 
 
 def _same_structure(old: Any, new: Any) -> None:

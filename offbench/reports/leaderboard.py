@@ -127,19 +127,26 @@ def _aggregate_func(scores: np.ndarray) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _quiet():
-    """arch (under rliable) warns that RandomState seeding is deprecated; we want it: a fixed
-    seed makes the CIs reproducible."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        yield
+def _seeded(seed: int):
+    """Reproducible bootstrap CIs. rliable 1.2's stratified resampling draws its indices from
+    numpy's global generator (np.random.choice), not from the random_state it is given, so the
+    global generator is seeded here and restored afterwards. arch's warning that RandomState
+    seeding is deprecated is silenced: that seed is what we want."""
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        np.random.set_state(saved)
 
 
 def aggregate(matrices: dict[str, np.ndarray], reps: int, seed: int = 0) -> pd.DataFrame:
     """IQM, median, mean and their 95% stratified-bootstrap CIs (rliable)."""
     from rliable import library as rly
 
-    with _quiet():
+    with _seeded(seed):
         points, intervals = rly.get_interval_estimates(
             matrices, _aggregate_func, reps=reps, random_state=np.random.RandomState(seed))
     rows = []
@@ -162,7 +169,7 @@ def improvement(matrices: dict[str, np.ndarray], reps: int, seed: int = 0) -> pd
     pairs = {f"{x}|{y}": (matrices[x], matrices[y]) for x in names for y in names if x != y}
     if not pairs:
         return pd.DataFrame(columns=["x", "y", "p_x_better", "ci_low", "ci_high"])
-    with _quiet():
+    with _seeded(seed):
         points, intervals = rly.get_interval_estimates(
             pairs, metrics.probability_of_improvement, reps=reps,
             random_state=np.random.RandomState(seed))
@@ -219,7 +226,8 @@ def plot_aggregates(agg: pd.DataFrame, matrices: dict[str, np.ndarray], out: Pat
     top = max(float(m.max()) for m in matrices.values())
     taus = np.linspace(min(0.0, min(float(m.min()) for m in matrices.values())),
                        max(100.0, top), 101)
-    profiles, cis = rly.create_performance_profile(matrices, taus, reps=200)
+    with _seeded(0):
+        profiles, cis = rly.create_performance_profile(matrices, taus, reps=200)
     fig, ax = plt.subplots(figsize=(6, 4))
     plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=cis, ax=ax,
                                          xlabel=r"normalized score ($\tau$)")
