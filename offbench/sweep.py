@@ -24,12 +24,17 @@ A spec (see tasks/sweeps/*.toml)::
     [algorithms_set.rebrac.datasets]    # per-dataset overrides, by TASK-KIND (any size)
     "hopper-medium-replay" = ["actor_bc_coef=0.05", "critic_bc_coef=0.5"]
 
-A cell's identity is its resolved config: algorithm (and the module it loads), dataset, mode,
+A cell's identity is its resolved config: algorithm (and the module it loads), dataset (and a
+hash of its content record when offbench built it), mode,
 the mode's resolved budget, the algorithm's full resolved Config, seeds, first seed, profile.
 Sinks and the spec's name are not part of it (they do not change the numbers).
 
 Modes dispatch through MODES: one `Mode` (resolve the budget, run a cell) per mode name, so the
-O2O and hybrid loops plug in with `register_mode` without touching the sweep machinery.
+O2O and hybrid loops plug in with `register_mode` (called when `offbench.o2o` /
+`offbench.hybrid` is imported, see MODE_MODULES) without touching the sweep machinery. A mode's
+`run` returns the per-seed metrics table and leaves in the cell folder what `offbench run`
+leaves (metrics.csv, run.json with `per_seed` results, checkpoints); O2O/hybrid metrics the
+leaderboard shows (reports/leaderboard.py MODE_METRICS) go into `per_seed`.
 """
 
 from __future__ import annotations
@@ -62,10 +67,28 @@ class Mode:
 
 
 MODES: dict[str, Mode] = {}
+# Modules that register a mode when imported (looked up the first time a spec names the mode),
+# so the O2O and hybrid loops plug in by calling register_mode at the end of their module.
+MODE_MODULES = {"o2o": "offbench.o2o", "hybrid": "offbench.hybrid"}
 
 
 def register_mode(mode: Mode) -> None:
     MODES[mode.name] = mode
+
+
+def get_mode(name: str) -> Mode:
+    if name not in MODES and name in MODE_MODULES:
+        import importlib
+
+        try:
+            importlib.import_module(MODE_MODULES[name])
+        except ModuleNotFoundError as err:
+            if err.name != MODE_MODULES[name]:
+                raise
+    if name not in MODES:
+        raise ValueError(f"sweep spec: mode '{name}' has no runner here; registered modes: "
+                         f"{sorted(MODES)}")
+    return MODES[name]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,6 +214,27 @@ def dataset_key(dataset: str) -> str:
     return f"{name.task}-{name.kind}"
 
 
+def dataset_fingerprint(dataset: str) -> str | None:
+    """A hash of a built offbench dataset's content record (the sha256 of its data files and its
+    reference scores, from its offbench.json), so a rebuilt dataset (new behaviour policies,
+    new reference scores) gives new cells. None for datasets not built by offbench (Minari's
+    own: their id is their identity) and for offbench datasets not built yet."""
+    from offbench import data
+    from offbench.data.builder import SIDECAR
+    from offbench.store import config_hash
+
+    try:
+        name = data.parse(dataset)
+    except ValueError:
+        return None
+    sidecar = name.path() / SIDECAR
+    if not sidecar.exists():
+        return None
+    record = json.loads(sidecar.read_text())
+    return config_hash({"sha256": record.get("sha256"),
+                        "reference_scores": record.get("reference_scores")})
+
+
 def _has_key(config: Any, item: str) -> bool:
     return item.partition("=")[0] in {f.name for f in dataclasses.fields(config)}
 
@@ -210,9 +254,7 @@ def expand(spec: dict, log: Callable[[str], None] = print) -> list[Cell]:
     datasets = _as_list(spec["datasets"], "datasets")
     modes = _as_list(spec.get("modes", ["offline"]), "modes")
     for mode in modes:
-        if mode not in MODES:
-            raise ValueError(f"sweep spec: mode '{mode}' has no runner here; registered modes: "
-                             f"{sorted(MODES)}")
+        get_mode(mode)
     if "budget" in spec and "budgets" in spec:
         raise ValueError("sweep spec: give either [budget] or [[budgets]], not both")
     budgets = spec.get("budgets") or [spec.get("budget", {})]
@@ -225,7 +267,11 @@ def expand(spec: dict, log: Callable[[str], None] = print) -> list[Cell]:
         if name not in algorithms:
             raise ValueError(f"sweep spec: [algorithms_set.{name}] names an algorithm not in "
                              f"'algorithms' ({algorithms})")
+    for item in shared_set:
+        if not any(_has_key(load_algorithm(a).Config(), item) for a in algorithms):
+            raise ValueError(f"sweep spec: set '{item}' matches no algorithm's Config field")
     cells: list[Cell] = []
+    fingerprints: dict[str, str | None] = {}
     for algo_name in algorithms:
         algo = load_algorithm(algo_name)
         base = algo.Config()
@@ -247,7 +293,7 @@ def expand(spec: dict, log: Callable[[str], None] = print) -> list[Cell]:
                 log(f"skipped: {algo_name} does not declare mode '{mode_name}' "
                     f"(its modes: {list(algo.MODES)})")
                 continue
-            mode = MODES[mode_name]
+            mode = get_mode(mode_name)
             items = (shared + strict + per_dataset.get(dataset_key(dataset), [])
                      + [f"{k}={v}" for k, v in variant.items()])
             algo_config = apply_overrides(base, items)
@@ -259,6 +305,7 @@ def expand(spec: dict, log: Callable[[str], None] = print) -> list[Cell]:
             algo_config = mode.adjust_algo_config(algo_config, budget, given)
             config = {
                 "algorithm": algo_name, "module": algo.__name__, "dataset": dataset,
+                "dataset_sha256": fingerprints.setdefault(dataset, dataset_fingerprint(dataset)),
                 "mode": mode_name, "budget": budget,
                 "algo_config": dataclasses.asdict(algo_config),
                 "overrides": sorted(items), "variant": ",".join(
@@ -281,12 +328,12 @@ class SweepResult:
     failed: dict[str, str]  # cell folder name -> error
 
 
-def _ensure_datasets(cells: list[Cell], log: Callable[[str], None]) -> None:
+def _ensure_datasets(datasets: list[str], log: Callable[[str], None]) -> None:
     """Build offbench datasets the cells need (a no-op for built ones); other ids (Minari's)
     must already exist and fail in their cell if they do not."""
     from offbench import data
 
-    for dataset in sorted({c.config["dataset"] for c in cells}):
+    for dataset in sorted(set(datasets)):
         try:
             name = data.parse(dataset)
         except ValueError:
@@ -299,16 +346,21 @@ def _ensure_datasets(cells: list[Cell], log: Callable[[str], None]) -> None:
 def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str], None] = print,
               build_datasets: bool = True, executor: str = "local",
               stop_after_cells: int | None = None) -> SweepResult:
-    """Run every cell of `spec` into `store`. Complete cells are skipped on resume; a cell that
-    raises is recorded as failed (error and traceback in its status.json) and the sweep goes on.
-    """
+    """Run every cell of `spec` into `store`. Complete cells (of this sweep or of any other
+    sharing the store) are skipped; unfinished ones (killed or failed) are continued only with
+    `resume`. A cell that raises is recorded as failed (error and traceback in its status.json)
+    and the sweep goes on."""
+    if build_datasets:  # first, so that every cell's config holds its dataset's fingerprint
+        _ensure_datasets(_as_list(spec.get("datasets", []), "datasets"), log)
     cells = expand(spec, log)
-    if not resume:
-        existing = [store.cell(c.config).name for c in cells if store.cell(c.config).path.exists()]
-        if existing:
-            raise ValueError(f"{len(existing)} cell(s) of this sweep already exist in "
-                             f"{store.root} (e.g. {existing[0]}); pass --resume to skip the "
-                             "complete ones and continue the others")
+    if not resume:  # complete cells are reused either way; unfinished ones need a decision
+        unfinished = [store.cell(c.config) for c in cells]
+        unfinished = [f"{c.name} ({c.status().get('state')})" for c in unfinished
+                      if c.path.exists() and not c.complete]
+        if unfinished:
+            raise ValueError(f"{len(unfinished)} cell(s) of this sweep were started before and "
+                             f"did not complete in {store.root} (e.g. {unfinished[0]}); pass "
+                             "--resume to continue them from their checkpoints")
     if executor == "ray":
         import importlib.util
 
@@ -318,8 +370,6 @@ def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str
         raise ValueError("the ray executor is not implemented yet; use --executor local")
     if executor != "local":
         raise ValueError(f"unknown executor '{executor}'; use 'local'")
-    if build_datasets:
-        _ensure_datasets(cells, log)
     result = SweepResult([], [], {})
     for index, cell in enumerate(cells):
         folder = store.register(cell.config, spec["name"])
@@ -345,7 +395,7 @@ def run_cell(cell: Cell, folder: CellDir, resume: bool) -> str | None:
     """Train one cell; returns None or the error (also written to the cell's status.json)."""
     from offbench import sinks as sink_module
 
-    mode = MODES[cell.config["mode"]]
+    mode = get_mode(cell.config["mode"])
     previous = folder.status().get("state")
     # a failed or killed cell restarts from its last checkpoint, if it got that far
     resume_cell = resume or previous in ("running", "failed")

@@ -163,6 +163,28 @@ def test_same_config_same_folder_and_any_change_another(env_root):
     assert len(set(grid)) == 2 and not set(grid) & seen
 
 
+def test_a_rebuilt_dataset_gives_new_cells(env_root, tmp_path, monkeypatch):
+    """The cell config holds a hash of an offbench dataset's content record (offbench.json)."""
+    monkeypatch.setenv("OFFBENCH_DATASETS", str(tmp_path))
+    spec = tiny_spec(algorithms=["bc"], datasets=["hopper-medium-100k"])
+    unbuilt = names(spec)
+    sidecar = tmp_path / "offbench" / "hopper" / "medium-100k-v0" / "offbench.json"
+    sidecar.parent.mkdir(parents=True)
+    record = {"sha256": {"data/main_data.hdf5": "aa"}, "reference_scores": {"ref_min": 0.0,
+                                                                             "ref_max": 1.0},
+              "command": "x"}
+    sidecar.write_text(json.dumps(record))
+    built = names(spec)
+    sidecar.write_text(json.dumps({**record, "command": "y"}))  # provenance only: same cell
+    assert names(spec) == built != unbuilt
+    sidecar.write_text(json.dumps({**record, "sha256": {"data/main_data.hdf5": "bb"}}))
+    rebuilt = names(spec)
+    sidecar.write_text(json.dumps({**record, "reference_scores": {"ref_min": 0.0,
+                                                                  "ref_max": 2.0}}))
+    new_refs = names(spec)
+    assert len({*built, *rebuilt, *new_refs}) == 3
+
+
 def test_hash_is_of_content_not_key_order():
     a = {"algorithm": "bc", "budget": {"updates": 10, "eval_every": 5}, "seeds": 2}
     b = {"seeds": 2, "budget": {"eval_every": 5, "updates": 10}, "algorithm": "bc"}
@@ -183,6 +205,8 @@ def test_bad_specs_fail_before_anything_runs(env_root, tmp_path):
                      quiet)
     with pytest.raises(ValueError, match="unknown keys"):
         sweep.expand(tiny_spec(colour="red"), quiet)
+    with pytest.raises(ValueError, match="matches no algorithm's Config field"):
+        sweep.expand(tiny_spec(set=["hiden=32,32"]), quiet)
     with pytest.raises(ValueError, match="unknown offline budget keys"):
         sweep.expand(tiny_spec(budget={**BUDGET, "upd": 3}), quiet)
     logged = []
@@ -190,6 +214,37 @@ def test_bad_specs_fail_before_anything_runs(env_root, tmp_path):
     assert [c.config["algorithm"] for c in cells] == ["bc"]  # sac has no offline mode
     assert any("sac does not declare mode 'offline'" in m for m in logged)
     assert not (tmp_path / "cells").exists()
+
+
+def test_bench_profiles(monkeypatch):
+    import jax
+
+    from offbench import cli
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert cli.resolve_profile("auto") == "cpu"
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert cli.resolve_profile("auto") == "full" and cli.resolve_profile("cpu") == "cpu"
+    cells = {}
+    for profile in ("cpu", "full"):
+        spec = sweep.load_spec(cli.SWEEPS_DIR / f"{profile}.toml")
+        assert spec["profile"] == profile
+        cells[profile] = sweep.expand(spec, quiet)
+        assert {c.config["profile"] for c in cells[profile]} == {profile}
+    cpu = cells["cpu"]
+    assert len(cpu) == 12 and all(c.config["algo_config"]["hidden"] == [64, 64] for c in cpu)
+    assert {c.config["budget"]["updates"] for c in cpu} == {20000}
+    full = cells["full"]
+    assert len(full) == 8 * 24 and {c.config["seeds"] for c in full} == {10}
+    assert {c.config["budget"]["updates"] for c in full} == {1_000_000}
+    by = {(c.config["algorithm"], c.config["dataset"]): c.config["algo_config"] for c in full}
+    assert by[("rebrac", "hopper-medium-replay")]["actor_bc_coef"] == 0.05
+    assert by[("rebrac", "hopper-medium-replay")]["critic_bc_coef"] == 0.5
+    assert by[("sac_n", "hopper-medium")]["num_critics"] == 500
+    assert by[("sac_n", "hopper-medium-expert")]["num_critics"] == 200
+    assert by[("edac", "walker2d-medium-expert")]["eta"] == 5.0
+    assert by[("iql", "hopper-medium")]["max_steps"] == 1_000_000  # schedule spans the run
+    assert by[("td3_bc", "hopper-medium")]["hidden"] == [256, 256]  # published sizes
 
 
 # ---- atomic writes ------------------------------------------------------------------------
@@ -413,15 +468,20 @@ def test_crashing_cell_is_recorded_and_the_sweep_goes_on(swept):
     assert sorted(zip(metrics.seed, metrics.updates, strict=True)) == [
         (0, 100), (0, 200), (1, 100), (1, 200)]
     assert bc.config()["algo_config"]["hidden"] == [32, 32]
-    assert json.loads((bc.path / "cell.json").read_text())["sweeps"] == ["tiny"]
+    assert json.loads((bc.path / "cell.json").read_text())["sweeps"][0] == "tiny"
 
 
 def test_resume_skips_complete_cells_and_retries_failed_ones(swept):
     root, _ = swept
     bc = cell_of(root, "bc")
     before = {p.name: p.stat().st_mtime_ns for p in bc.path.iterdir() if p.is_file()}
-    with pytest.raises(ValueError, match="pass --resume"):
-        sweep.run_sweep(tiny_spec(), store.Store(root), log=quiet)
+    with pytest.raises(ValueError, match="did not complete.*pass --resume"):
+        sweep.run_sweep(tiny_spec(), store.Store(root), log=quiet)  # the failed cell
+    # another sweep sharing the store reuses the complete cell without --resume
+    other = sweep.run_sweep(tiny_spec(name="other", algorithms=["bc"], sinks=[]),
+                            store.Store(root), log=quiet)
+    assert other.skipped == [bc.name] and other.ran == [] and not other.failed
+    assert json.loads((bc.path / "cell.json").read_text())["sweeps"] == ["tiny", "other"]
     again = sweep.run_sweep(tiny_spec(), store.Store(root), resume=True, log=quiet)
     assert again.skipped == [bc.name] and again.ran == []
     assert list(again.failed) == [cell_of(root, "harnesspkg.crash").name]
