@@ -15,7 +15,11 @@ declared sizes; no env, no files) it checks:
 - `act`: shape (batch, action_size), finite, in [-1, 1], for deterministic and stochastic
   calls; deterministic actions do not depend on the key;
 - determinism: the same keys give bit-identical states, metrics and actions in two separately
-  traced runs (catches trace-time randomness such as numpy or time-based seeds).
+  traced runs (catches trace-time randomness such as numpy or time-based seeds);
+- the offline mode, when declared: two evaluation periods of the real offline loop (its
+  `prepare_dataset` hook, sampling, divergence guard, evaluation on hopper with 5-step
+  episodes). The O2O and hybrid loops are not on this branch: those modes are only checked
+  for being known names.
 """
 
 from __future__ import annotations
@@ -246,7 +250,38 @@ class Checker:
 
         if trained is not None:
             self.step("determinism: same keys -> bit-identical results", determinism)
+        if "offline" in tuple(m.MODES) and not self.failures:
+            self.step("offline mode: 2 periods of the offline loop on hopper (episodes of 5 "
+                      "steps), finite returns, no divergence",
+                      lambda: self.offline_loop(config, fields))
         return not self.failures
+
+    def offline_loop(self, config: Any, fields: tuple[str, ...]) -> None:
+        """The declared offline mode end to end: offline.py's prepare_dataset hook, sampling,
+        the scanned updates with the divergence guard, and evaluation on a real (short) env."""
+        import jax
+
+        from offbench import offline
+
+        m = self.module
+        arrays = tiny_dataset(fields)
+        lengths = np.full(N // 64, 64)
+        if hasattr(m, "prepare_dataset"):
+            arrays, lengths = m.prepare_dataset(arrays, lengths, config)
+        arrays = {k: jax.numpy.asarray(v) for k, v in arrays.items()}
+        loop = offline.OfflineConfig(updates=4, eval_every=2, eval_episodes=2, episode_length=5,
+                                     backend="mujoco")
+        problem = offline.Problem(m, config, "hopper", loop, np.zeros(OBS, np.float32),
+                                  np.ones(OBS, np.float32), 0.0, 1.0)
+        carry = offline.init_carry(problem, jax.random.PRNGKey(7), 0, arrays)
+        chunk = jax.jit(offline.make_chunk(problem, loop.periods))
+        carry, (metrics, _) = chunk(carry, 0, arrays)
+        if bool(carry.diverged):
+            raise CheckFailed(f"the offline loop froze the seed: parameters or losses turned "
+                              f"NaN/Inf at update {int(carry.diverged_at)}")
+        returns = np.asarray(metrics["eval_return"])
+        if returns.shape != (loop.periods,) or not np.isfinite(returns).all():
+            raise CheckFailed(f"evaluation returns are {returns}; expected finite numbers")
 
 
 def _tracer_errors() -> tuple[type, ...]:

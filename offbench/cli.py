@@ -339,7 +339,7 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="skip complete cells, continue interrupted ones from their checkpoints")
     p.add_argument("--executor", default="local", choices=["local", "ray"])
-    p.add_argument("--reps", type=int, default=50_000, help="bootstrap resamples (report)")
+    p.add_argument("--reps", type=int, default=5_000, help="bootstrap resamples (report)")
     p.add_argument("--stop-after-cells", type=int, help=argparse.SUPPRESS)  # crash tests
 
 
@@ -408,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", help="results store folder")
     p.add_argument("--out", default="results", help="output folder")
     p.add_argument("--profile", help="only this profile (default: each profile on its own)")
-    p.add_argument("--reps", type=int, default=50_000, help="bootstrap resamples")
+    p.add_argument("--reps", type=int, default=5_000, help="bootstrap resamples")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("check", help="validate an algorithm module against the contract")

@@ -393,6 +393,12 @@ def test_score_matrix_is_runs_by_tasks_and_matches_rliable(hand_store):
     _, cis = rly.get_interval_estimates(
         {"xalg": matrices["xalg"]}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=500,
         random_state=np.random.RandomState(3))
+    # our vectorized P(X > Y) is rliable's statistic, ties included
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, y = rng.integers(0, 4, (5, 3)).astype(float), rng.integers(0, 4, (4, 3)).astype(float)
+        assert leaderboard.probability_of_improvement(x, y) == pytest.approx(
+            metrics.probability_of_improvement(x, y))
     np.testing.assert_allclose([ours.loc[("xalg", "IQM"), "ci_low"],
                                 ours.loc[("xalg", "IQM"), "ci_high"]], cis["xalg"][:, 0])
 
