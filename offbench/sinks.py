@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ class WandbSink:
 
 
 def open_sinks(names: tuple[str, ...] | list[str], folder: Path, config: dict,
-               log=print) -> list[Any]:
+               log: Callable[[str], None] = print) -> list[Any]:
     """The sinks named (unknown names are an error; W&B without its package is skipped)."""
     unknown = set(names) - set(SINKS)
     if unknown:
