@@ -602,6 +602,45 @@ def test_sinks_wandb_skipped_without_its_package_and_unknown_names_refused(tmp_p
         sinks.open_sinks(["mlflow"], tmp_path, {})
 
 
+KILLED_IN_A_CELL = """
+import dataclasses, sys
+from offbench import offline, store, sweep
+
+def run(cell, out, resume, sinks):  # the offline runner, killed after its first checkpoint
+    c = cell.config
+    offline.train(c["algorithm"], c["dataset"], c["seeds"],
+                  offline.OfflineConfig(**c["budget"]), sweep.algo_config_from(c), out,
+                  resume=resume, first_seed=c["first_seed"], progress=False,
+                  stop_after_chunks=1)
+
+sweep.register_mode(dataclasses.replace(sweep.MODES["offline"], run=run))
+sweep.run_sweep(sweep.load_spec(sys.argv[1]), store.Store(sys.argv[2]))
+"""
+
+
+def test_sweep_killed_inside_a_cell_resumes_it_bit_for_bit(swept, env_root, tmp_path):
+    root, _ = swept
+    spec_path = tmp_path / "bc.toml"
+    spec_path.write_text(to_toml(tiny_spec(algorithms=["bc"])))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(env_root / "code")]),
+           "MINARI_DATASETS_PATH": str(env_root / "minari")}
+    killed = subprocess.run([sys.executable, "-c", KILLED_IN_A_CELL, str(spec_path),
+                             str(tmp_path / "store")], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert killed.returncode == 17, killed.stderr
+    cell = cell_of(tmp_path / "store", "bc")
+    assert cell.status()["state"] == "running"  # a report would skip it
+    assert len(pd.read_csv(cell.path / "metrics.csv")) == 2  # one of two chunks
+    resumed = subprocess.run([sys.executable, "-m", "offbench.cli", "sweep", str(spec_path),
+                              "--store", str(tmp_path / "store"), "--resume"], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert cell.complete
+    mine = pd.read_csv(cell.path / "metrics.csv").drop(columns="wall_s")
+    reference = pd.read_csv(cell_of(root, "bc").path / "metrics.csv").drop(columns="wall_s")
+    pd.testing.assert_frame_equal(mine, reference, check_exact=True)
+
+
 # ---- offbench check ------------------------------------------------------------------------
 
 def run_check(target: str, overrides=()) -> tuple[bool, str]:
