@@ -308,13 +308,16 @@ def test_a_cell_whose_completion_was_killed_is_never_reported(tmp_path):
     make_cell(tmp_path, "bc", "hopper-medium", {0: (10.0, 20.0), 1: (30.0, 40.0)})
     late = make_cell(tmp_path, "iql", "hopper-medium", {0: (50.0, 60.0), 1: (70.0, 80.0)},
                      complete=False)
+    odd = make_cell(tmp_path, "awac", "hopper-medium", {0: (1.0, 1.0)})
+    (odd.path / "run.json").write_text(json.dumps({"task": "hopper"}))  # complete, no results
     late.set_status("running")
     killed_write(late.path / "status.json", json.dumps({"state": "complete"}))
     # a half-written metrics.csv next to it (its temp file) must not be read either
     (late.path / ".metrics.csv.x1.tmp").write_text("seed,period,normalized_score\n0,0,99")
     finals, _, incomplete = leaderboard.load_store(store.Store(tmp_path))
     assert set(finals.algorithm) == {"bc"}
-    assert incomplete == [("cpu", f"{late.name} (running)")]
+    assert sorted(incomplete) == sorted([("cpu", f"{late.name} (running)"),
+                                         ("cpu", f"{odd.name} (no per_seed in run.json)")])
     result = leaderboard.write_report(tmp_path, tmp_path / "out", reps=200, log=quiet)
     assert "iql" not in set(result["cpu"]["table"].entry)
     assert f"{late.name} (running)" in (tmp_path / "out" / "leaderboard.md").read_text()

@@ -63,6 +63,9 @@ def load_store(store: Store) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[str
             continue
         config = cell.config()
         info = json.loads((cell.path / "run.json").read_text())
+        if "per_seed" not in info:  # a mode whose runner records no per-seed results
+            incomplete.append((config.get("profile"), f"{cell.name} (no per_seed in run.json)"))
+            continue
         label = config["algorithm"] + (f"[{config['variant']}]" if config.get("variant") else "")
         base = {"profile": config["profile"], "mode": config["mode"], "algorithm": label,
                 "dataset": config["dataset"], "task": info.get("task"),
