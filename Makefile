@@ -28,8 +28,16 @@ lint: setup
 test: setup lint
 	$(BIN)/python -m pytest -q
 
-# The default benchmark. Until the offline harness lands it runs the environment benchmark.
-bench: setup perf
+# The benchmark: the bench profile's sweep into the results store, then the leaderboard in
+# results/. PROFILE=auto picks `cpu` when JAX finds no accelerator and `full` otherwise;
+# `make bench PROFILE=full` forces one. ALGOS=mine (names in baselines/ or module paths) runs
+# submitted algorithms beside the profile's. Rerunning resumes: complete cells are skipped.
+PROFILE ?= auto
+ALGOS ?=
+STORE ?= $(OFFBENCH_CACHE)/store
+bench: setup
+	$(BIN)/offbench bench --profile $(PROFILE) --store $(STORE) --out results --resume \
+	  $(if $(ALGOS),--algos $(ALGOS))
 
 perf: setup
 	$(BIN)/offbench perf envs --out results/perf

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import offbench
 
+SWEEPS_DIR = Path(__file__).resolve().parents[1] / "tasks" / "sweeps"
+DEFAULT_STORE = str(Path.home() / ".cache" / "offbench" / "store")
+
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     import offbench.envs as envs
@@ -312,6 +315,71 @@ def cmd_report_offline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep_and_report(spec: dict, args: argparse.Namespace) -> int:
+    from offbench import sweep
+    from offbench.store import Store
+
+    store = Store(args.store)
+    result = sweep.run_sweep(spec, store, resume=args.resume, executor=args.executor,
+                             stop_after_cells=args.stop_after_cells)
+    print(f"sweep '{spec['name']}': {len(result.ran)} cell(s) ran, {len(result.skipped)} "
+          f"complete before, {len(result.failed)} failed; store {store.root}")
+    for name, error in result.failed.items():
+        print(f"  failed: {name}: {error} (traceback in {store.cells_dir / name / 'status.json'})")
+    if getattr(args, "out", None):
+        from offbench.reports import leaderboard
+
+        leaderboard.write_report(store.root, Path(args.out), profile=spec["profile"],
+                                 reps=args.reps)
+    return 1 if result.failed else 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from offbench import sweep
+
+    return _sweep_and_report(sweep.load_spec(args.spec), args)
+
+
+def resolve_profile(profile: str) -> str:
+    """`auto`: cpu when JAX finds no accelerator, full otherwise."""
+    if profile != "auto":
+        return profile
+    import jax
+
+    return "cpu" if jax.default_backend() == "cpu" else "full"
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from offbench import sweep
+
+    profile = resolve_profile(args.profile)
+    path = SWEEPS_DIR / f"{profile}.toml"
+    if not path.exists():
+        raise ValueError(f"unknown profile '{profile}'; profiles: "
+                         f"{sorted(p.stem for p in SWEEPS_DIR.glob('*.toml'))}")
+    spec = sweep.load_spec(path)
+    if spec.get("profile") != profile:
+        raise ValueError(f"{path} declares profile '{spec.get('profile')}', not '{profile}'")
+    if args.algos:  # a submitted algorithm runs beside the profile's baselines
+        spec["algorithms"] = list(dict.fromkeys([*spec["algorithms"], *args.algos]))
+    print(f"bench profile '{profile}' ({path}); store {args.store}")
+    return _sweep_and_report(spec, args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from offbench.reports import leaderboard
+
+    leaderboard.write_report(Path(args.store), Path(args.out), profile=args.profile,
+                             reps=args.reps)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from offbench.check import check
+
+    return 0 if check(args.module, args.set or [], updates=args.updates) else 1
+
+
 def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
     """Options every training command shares (train-online, run)."""
     p.add_argument("--backend", choices=["mujoco", "mjx"], help="physics (default by device)")
@@ -319,6 +387,16 @@ def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
                    help="override an algorithm config field (repeatable)")
     p.add_argument("--out", help=f"run folder (default {default_out})")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+
+
+def _add_sweep_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default=DEFAULT_STORE,
+                   help=f"results store (default {DEFAULT_STORE})")
+    p.add_argument("--resume", action="store_true",
+                   help="skip complete cells, continue interrupted ones from their checkpoints")
+    p.add_argument("--executor", default="local", choices=["local", "ray"])
+    p.add_argument("--reps", type=int, default=5_000, help="bootstrap resamples (report)")
+    p.add_argument("--stop-after-cells", type=int, help=argparse.SUPPRESS)  # crash tests
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -385,6 +463,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p, "runs/MODE/ALGO-DATASET")
     p.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)  # crash tests
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sweep", help="run every cell of a sweep spec into a results store")
+    p.add_argument("spec", help="sweep spec (TOML; see tasks/sweeps/)")
+    p.add_argument("--out", help="also write the leaderboard of the spec's profile here")
+    _add_sweep_options(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("bench", help="the benchmark: a profile's sweep, then its leaderboard")
+    p.add_argument("--profile", default="auto",
+                   help="cpu, full or auto (cpu without an accelerator, else full)")
+    p.add_argument("--algos", nargs="*", default=[],
+                   help="algorithms (names or module paths) run beside the profile's ones")
+    p.add_argument("--out", default="results", help="leaderboard folder (default results)")
+    _add_sweep_options(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="leaderboard, statistics and plots of a results store")
+    p.add_argument("store", help="results store folder")
+    p.add_argument("--out", default="results", help="output folder")
+    p.add_argument("--profile", help="only this profile (default: each profile on its own)")
+    p.add_argument("--reps", type=int, default=5_000, help="bootstrap resamples")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("check", help="validate an algorithm module against the contract")
+    p.add_argument("module", help="a .py file, a dotted module path or a name in baselines/")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="config overrides for the check (e.g. hidden=32,32 to make it quick)")
+    p.add_argument("--updates", type=int, default=3, help="updates per training check")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("report-offline", help="offline learning-check report from run folders")
     p.add_argument("runs", nargs="+", help="run folders (from `offbench run --out`)")

@@ -67,7 +67,8 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
         progress: bool = True, static_args: Sequence[Any] = (),
         snapshot_writer: Callable | None = None, stop_after_chunks: int | None = None,
         summarize: Callable[[pd.DataFrame], dict] | None = None,
-        annotate: Callable[[int], dict] | None = None) -> pd.DataFrame:
+        annotate: Callable[[int], dict] | None = None,
+        on_rows: Callable[[list[dict]], None] | None = None) -> pd.DataFrame:
     """Train all seeds to `periods` evaluation periods; returns the per-seed metrics table.
 
     stop_after_chunks: end the process abruptly (os._exit) after that many chunks and their
@@ -137,6 +138,8 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
         write_text_atomic(metrics_path, table.to_csv(index=False))
         manager.save(done, args=ocp.args.StandardSave(carry))
         manager.wait_until_finished()
+        if on_rows is not None:
+            on_rows(rows[-seeds * n:])
         if bar is not None:
             last = table[table.period == done - 1]
             bar.update(n * units_per_period)

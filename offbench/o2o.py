@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -257,8 +258,11 @@ def summarize(table: pd.DataFrame, config: MixedConfig) -> dict:
     for seed, rows in table.groupby("seed"):
         rows = rows.sort_values("period")
         on = rows[rows.phase == "online"]
+        # best_score: the best online evaluation (what fine-tuning reached; the leaderboard's
+        # "best" column), final_score: the last one
         entry = {"last_score": float(rows.normalized_score.iloc[-1]),
-                 "best_online_score": float(on.normalized_score.max()),
+                 "best_score": float(on.normalized_score.max()),
+                 "final_score": float(on.normalized_score.iloc[-1]),
                  "diverged": bool(rows.diverged.iloc[-1] > 0)}
         if config.mode == "o2o":
             pre = rows[rows.phase == "offline"].normalized_score
@@ -274,8 +278,11 @@ def summarize(table: pd.DataFrame, config: MixedConfig) -> dict:
 def train(algo_name: str, dataset_id: str, seeds: int, config: MixedConfig, algo_config: Any,
           out: Path, resume: bool = False, first_seed: int = 0, progress: bool = True,
           stop_after_chunks: int | None = None, data_root: str | Path | None = None,
-          dataset: Dataset | None = None) -> pd.DataFrame:
-    """Train `seeds` seeds in O2O or hybrid mode on a dataset's task; per-seed metrics."""
+          dataset: Dataset | None = None,
+          on_rows: Callable[[list[dict]], None] | None = None) -> pd.DataFrame:
+    """Train `seeds` seeds in O2O or hybrid mode on a dataset's task; per-seed metrics.
+
+    on_rows: called with each chunk's new metric rows (logging sinks)."""
     from offbench.algorithms import load_algorithm
     from offbench.data import load
 
@@ -305,4 +312,5 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: MixedConfig, algo
         periods=periods, periods_per_chunk=max(1, config.checkpoint_every // config.eval_every),
         units_per_period=config.eval_every, unit="step", resume=resume, progress=progress,
         static_args=(arrays,), stop_after_chunks=stop_after_chunks,
-        summarize=lambda table: summarize(table, config), annotate=problem.phase)
+        summarize=lambda table: summarize(table, config), annotate=problem.phase,
+        on_rows=on_rows)

@@ -267,7 +267,7 @@ def summarize(table: pd.DataFrame) -> dict:
 def train(algo_name: str, dataset_id: str, seeds: int, config: OfflineConfig, algo_config: Any,
           out: Path, resume: bool = False, first_seed: int = 0, progress: bool = True,
           stop_after_chunks: int | None = None, data_root: str | Path | None = None,
-          dataset: Dataset | None = None) -> pd.DataFrame:
+          dataset: Dataset | None = None, on_rows: Any = None) -> pd.DataFrame:
     """Train `seeds` seeds of an offline algorithm on a dataset; returns per-seed metrics."""
     from offbench.algorithms import load_algorithm
     from offbench.data import load
@@ -295,7 +295,8 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: OfflineConfig, al
         make_chunk=lambda n: make_chunk(problem, n), seeds=seeds, first_seed=first_seed,
         periods=config.periods, periods_per_chunk=config.periods_per_chunk,
         units_per_period=config.eval_every, unit="update", resume=resume, progress=progress,
-        static_args=(arrays,), stop_after_chunks=stop_after_chunks, summarize=summarize)
+        static_args=(arrays,), stop_after_chunks=stop_after_chunks, summarize=summarize,
+        on_rows=on_rows)
 
 
 def seed_position(first_seed: int, seeds: int):

@@ -1,0 +1,386 @@
+"""The leaderboard of a results store (`offbench report STORE --out results/`).
+
+Written per profile (profiles are never mixed in one table; with several profiles in the store
+and none chosen, each gets its own folder OUT/<profile>/):
+
+- `leaderboard.md`: per task (dataset) and mode, mean ± std over seeds of the normalized score
+  at the last and the best evaluation, with the number of seeds and diverged seeds; aggregate
+  rows (IQM, median, mean over all runs x tasks, 95% stratified-bootstrap CIs) and the
+  probability of improvement between algorithms (rliable); O2O and hybrid tables with the
+  metrics those runs record (pre-train score, dip, final, regret; steps to threshold).
+- `leaderboard.csv`: the per-task table; `scores.csv`: tidy, one row per seed per task per
+  algorithm; `aggregate.csv`, `improvement.csv`.
+- PNG: learning curves per task with seed bands, aggregate interval estimates, performance
+  profiles.
+
+Only cells whose status is `complete` are read (see offbench/store.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from offbench.io import write_bytes_atomic, write_text_atomic  # noqa: E402
+from offbench.provenance import record  # noqa: E402
+from offbench.store import Store  # noqa: E402
+
+# Per-seed numbers O2O and hybrid runs record in run.json (issue 6); shown when present.
+MODE_METRICS = {"o2o": ("pretrain_score", "dip", "final_score", "regret"),
+                "hybrid": ("steps_to_threshold", "final_score")}
+SCORES = ("last_score", "best_score")
+STEP_COLUMNS = ("updates", "env_steps")
+AGGREGATES = ("IQM", "Median", "Mean")
+
+
+def budget_text(mode: str, budget: dict) -> str:
+    """The budget in words (what changes the numbers; checkpoint spacing does not)."""
+    if mode == "offline" and "updates" in budget:
+        length = budget.get("episode_length") or 1000
+        return (f"{budget['updates']} updates, eval every {budget['eval_every']} "
+                f"({budget['eval_episodes']} episodes of {length} steps)")
+    return ", ".join(f"{k}={v}" for k, v in sorted(budget.items())
+                     if k not in ("checkpoint_every", "backend"))
+
+
+def load_store(store: Store) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[str, str]]]:
+    """(tidy per-seed table, learning-curve rows, (profile, name) of cells not complete)."""
+    finals, curves, incomplete = [], [], []
+    for cell in store.cells():
+        if not cell.complete:
+            profile = cell.config().get("profile")
+            incomplete.append((profile, f"{cell.name} ({cell.status().get('state')})"))
+            continue
+        config = cell.config()
+        info = json.loads((cell.path / "run.json").read_text())
+        if "per_seed" not in info:  # a mode whose runner records no per-seed results
+            incomplete.append((config.get("profile"), f"{cell.name} (no per_seed in run.json)"))
+            continue
+        label = config["algorithm"] + (f"[{config['variant']}]" if config.get("variant") else "")
+        base = {"profile": config["profile"], "mode": config["mode"], "algorithm": label,
+                "dataset": config["dataset"], "task": info.get("task"),
+                "budget": budget_text(config["mode"], config["budget"]),
+                "overrides": " ".join(config.get("overrides", [])), "cell": cell.name,
+                "git_commit": info.get("git_commit"), "wall_s": info.get("wall_s")}
+        for seed, result in info["per_seed"].items():
+            finals.append({**base, "seed": int(seed), **result})
+        metrics = pd.read_csv(cell.path / "metrics.csv")
+        for key in ("profile", "mode", "algorithm", "dataset", "budget"):
+            metrics[key] = base[key]
+        curves.append(metrics)
+    finals_df = pd.DataFrame(finals)
+    curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    return finals_df, curves_df, incomplete
+
+
+def entries(finals: pd.DataFrame) -> pd.DataFrame:
+    """Rows labelled by `entry`: the algorithm, plus its budget when one profile and mode hold
+    several budgets (so numbers of different budgets are never pooled)."""
+    out = []
+    for _, rows in finals.groupby(["profile", "mode"], sort=False):
+        several = rows.budget.nunique() > 1
+        rows = rows.assign(entry=rows.algorithm + (" @ " + rows.budget if several else ""))
+        out.append(rows)
+    return pd.concat(out, ignore_index=True)
+
+
+def task_table(finals: pd.DataFrame) -> pd.DataFrame:
+    """Per profile, mode, dataset and entry: mean and std (ddof=0) over seeds, seed counts."""
+    grouped = finals.groupby(["profile", "mode", "dataset", "entry"], sort=True)
+    table = pd.DataFrame({
+        "last_mean": grouped.last_score.mean(), "last_std": grouped.last_score.std(ddof=0),
+        "best_mean": grouped.best_score.mean(), "best_std": grouped.best_score.std(ddof=0),
+        "seeds": grouped.seed.count(), "diverged": grouped.diverged.sum().astype(int),
+        "budget": grouped.budget.first(), "overrides": grouped.overrides.first()})
+    return table.reset_index()
+
+
+def score_matrices(rows: pd.DataFrame, score: str) -> tuple[dict[str, np.ndarray], list[str],
+                                                             list[str]]:
+    """entry -> (runs x tasks) matrix for entries that cover every task of `rows`; runs per
+    task are the seeds, cut to the smallest count over tasks. Also the tasks and the entries
+    left out (missing tasks)."""
+    tasks = sorted(rows.dataset.unique())
+    matrices, left_out = {}, []
+    for entry, er in rows.groupby("entry", sort=True):
+        if set(er.dataset) != set(tasks):
+            left_out.append(entry)
+            continue
+        columns = [er[er.dataset == t].sort_values("seed")[score].to_numpy() for t in tasks]
+        n = min(len(c) for c in columns)
+        matrices[entry] = np.stack([c[:n] for c in columns], axis=1)
+    return matrices, tasks, left_out
+
+
+def _aggregate_func(scores: np.ndarray) -> np.ndarray:
+    from rliable import metrics
+
+    return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_median(scores),
+                     metrics.aggregate_mean(scores)])
+
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Reproducible bootstrap CIs. rliable 1.2's stratified resampling draws its indices from
+    numpy's global generator (np.random.choice), not from the random_state it is given, so the
+    global generator is seeded here and restored afterwards. arch's warning that RandomState
+    seeding is deprecated is silenced: that seed is what we want."""
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        np.random.set_state(saved)
+
+
+def aggregate(matrices: dict[str, np.ndarray], reps: int, seed: int = 0) -> pd.DataFrame:
+    """IQM, median, mean and their 95% stratified-bootstrap CIs (rliable)."""
+    from rliable import library as rly
+
+    with _seeded(seed):
+        points, intervals = rly.get_interval_estimates(
+            matrices, _aggregate_func, reps=reps, random_state=np.random.RandomState(seed))
+    rows = []
+    for entry in matrices:
+        for i, name in enumerate(AGGREGATES):
+            rows.append({"entry": entry, "metric": name, "value": float(points[entry][i]),
+                         "ci_low": float(intervals[entry][0, i]),
+                         "ci_high": float(intervals[entry][1, i]),
+                         "runs": int(matrices[entry].shape[0]),
+                         "tasks": int(matrices[entry].shape[1])})
+    return pd.DataFrame(rows)
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """P(X > Y) averaged over tasks, for (runs x tasks) arrays: on each task the Mann-Whitney U
+    statistic of X over Y (pairs where x > y, ties counting one half) over the number of pairs.
+    The same statistic as rliable's metrics.probability_of_improvement (tested against it), but
+    counted with numpy: rliable's goes through scipy.stats.mannwhitneyu, which also computes an
+    exact p-value nobody uses, and took minutes for a few thousand bootstrap resamples here."""
+    pairs_greater = (x[:, None, :] > y[None, :, :]).mean(axis=(0, 1))
+    pairs_equal = (x[:, None, :] == y[None, :, :]).mean(axis=(0, 1))
+    return float(np.mean(pairs_greater + 0.5 * pairs_equal))
+
+
+def improvement(matrices: dict[str, np.ndarray], reps: int, seed: int = 0) -> pd.DataFrame:
+    """P(X > Y) for every pair, averaged over tasks, with 95% stratified-bootstrap CIs
+    (rliable's bootstrap). P(Y > X) = 1 - P(X > Y) exactly (ties count one half), so each
+    unordered pair is bootstrapped once and mirrored."""
+    from rliable import library as rly
+
+    names = list(matrices)
+    pairs = {f"{x}|{y}": (matrices[x], matrices[y])
+             for i, x in enumerate(names) for y in names[i + 1:]}
+    if not pairs:
+        return pd.DataFrame(columns=["x", "y", "p_x_better", "ci_low", "ci_high"])
+    with _seeded(seed):
+        points, intervals = rly.get_interval_estimates(
+            pairs, probability_of_improvement, reps=reps,
+            random_state=np.random.RandomState(seed))
+    rows = []
+    for key in pairs:
+        low, high = np.ravel(intervals[key])
+        p = float(np.ravel(points[key])[0])
+        x, y = key.split("|")
+        rows.append({"x": x, "y": y, "p_x_better": p, "ci_low": float(low),
+                     "ci_high": float(high)})
+        rows.append({"x": y, "y": x, "p_x_better": 1.0 - p, "ci_low": 1.0 - float(high),
+                     "ci_high": 1.0 - float(low)})
+    return pd.DataFrame(rows)
+
+
+def _save(fig, path: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def plot_curves(curves: pd.DataFrame, out: Path, prefix: str) -> list[str]:
+    names = []
+    for (mode, dataset), rows in curves.groupby(["mode", "dataset"]):
+        x = next((c for c in STEP_COLUMNS if c in rows and rows[c].notna().any()), "period")
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for algo, ar in rows.groupby("algorithm"):
+            by_step = ar.groupby(x).normalized_score
+            mean, std = by_step.mean(), by_step.std(ddof=0).fillna(0)
+            ax.plot(mean.index, mean.values, label=algo)
+            ax.fill_between(mean.index, mean - std, mean + std, alpha=0.2)
+        ax.set(title=f"{dataset} ({mode}; mean ± std over seeds)", xlabel=x,
+               ylabel="normalized score")
+        ax.legend(fontsize=7)
+        name = f"{prefix}curve_{mode}_{dataset.replace('/', '_')}.png"
+        _save(fig, out / name)
+        names.append(name)
+    return names
+
+
+def plot_aggregates(agg: pd.DataFrame, matrices: dict[str, np.ndarray], out: Path,
+                    name: str) -> list[str]:
+    from rliable import library as rly
+    from rliable import plot_utils
+
+    points = {e: agg[agg.entry == e].set_index("metric").loc[list(AGGREGATES), "value"].to_numpy()
+              for e in matrices}
+    intervals = {e: agg[agg.entry == e].set_index("metric").loc[
+        list(AGGREGATES), ["ci_low", "ci_high"]].to_numpy().T for e in matrices}
+    fig, _ = plot_utils.plot_interval_estimates(
+        points, intervals, list(AGGREGATES), algorithms=list(matrices),
+        row_height=0.5, xlabel_y_coordinate=-0.8 / max(1, len(matrices)) - 0.1)
+    _save(fig, out / f"{name}_intervals.png")
+    top = max(float(m.max()) for m in matrices.values())
+    taus = np.linspace(min(0.0, min(float(m.min()) for m in matrices.values())),
+                       max(100.0, top), 101)
+    with _seeded(0):
+        profiles, cis = rly.create_performance_profile(matrices, taus, reps=200)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=cis, ax=ax,
+                                         xlabel=r"normalized score ($\tau$)")
+    ax.legend(fontsize=7)
+    _save(fig, out / f"{name}_profiles.png")
+    return [f"{name}_intervals.png", f"{name}_profiles.png"]
+
+
+def _pm(mean: float, std: float) -> str:
+    return f"{mean:.1f} ± {std:.1f}"
+
+
+def _mode_metrics_table(rows: pd.DataFrame, mode: str) -> str | None:
+    present = [m for m in MODE_METRICS.get(mode, ()) if m in rows and rows[m].notna().any()]
+    if not present:
+        return None
+    grouped = rows.groupby(["dataset", "entry"])
+    table = pd.DataFrame({m: [_pm(g[m].mean(), g[m].std(ddof=0)) for _, g in grouped]
+                          for m in present}, index=grouped.size().index).reset_index()
+    return table.to_markdown(index=False)
+
+
+def write_profile(finals: pd.DataFrame, curves: pd.DataFrame, out: Path, reps: int,
+                  incomplete: list[str]) -> dict[str, pd.DataFrame]:
+    """One profile's leaderboard into `out` (caller guarantees a single profile)."""
+    profiles = finals.profile.unique()
+    assert len(profiles) == 1, f"profiles mixed in one leaderboard: {profiles}"
+    profile = profiles[0]
+    out.mkdir(parents=True, exist_ok=True)
+    finals = entries(finals)
+    table = task_table(finals)
+    write_text_atomic(out / "leaderboard.csv", table.to_csv(index=False))
+    write_text_atomic(out / "scores.csv", finals.to_csv(index=False))
+    prov = record()
+    budgets = sorted(finals.budget.unique())
+    text = [f"# Leaderboard: profile `{profile}`", "",
+            f"Profile **{profile}**; budget{'s' if len(budgets) > 1 else ''}: "
+            + "; ".join(budgets) + ". Numbers of different profiles are never in one table.",
+            "", f"Report by `{prov['command']}` at commit `{prov['git_commit']}` on "
+            f"{prov['date']}; training commits: "
+            + ", ".join(f"`{c}`" for c in sorted(finals.git_commit.dropna().unique())) + ". "
+            f"Training wall time: {finals.groupby('cell').wall_s.first().sum() / 60:.1f} min "
+            f"over {finals.cell.nunique()} cells (each cell's run.json has its own, with its "
+            "command, versions and machine).",
+            "", "Normalized score = 100 * (return - ref_min) / (ref_max - ref_min) (random = 0, "
+            "expert = 100). last = final evaluation, best = best evaluation during training "
+            "(an optimistic number: it selects on the test itself); mean ± std over seeds "
+            "(population std). Aggregates over runs x tasks: IQM (mean of the middle 50% of all "
+            "runs), median (over tasks, of each task's mean) and mean, with 95% "
+            "stratified-bootstrap confidence intervals (rliable, "
+            f"{reps} resamples); P(X > Y) is the probability that a run of X beats a run of Y "
+            "on a task, averaged over tasks.", ""]
+    overrides = finals.groupby("entry").overrides.first()
+    if (overrides != "").any():
+        text += ["Overrides of the published hyperparameters (per algorithm):", "",
+                 *[f"- {e}: `{o}`" for e, o in overrides.items() if o], ""]
+    aggregates, improvements = [], []
+    for mode, mrows in finals.groupby("mode", sort=True):
+        mtable = table[table["mode"] == mode]
+        shown = pd.DataFrame({
+            "task": mtable.dataset, "algorithm": mtable.entry,
+            "last": [_pm(m, s) for m, s in zip(mtable.last_mean, mtable.last_std, strict=True)],
+            "best": [_pm(m, s) for m, s in zip(mtable.best_mean, mtable.best_std, strict=True)],
+            "seeds": mtable.seeds, "diverged": mtable.diverged})
+        text += [f"## {mode}", "", shown.to_markdown(index=False), ""]
+        extra = _mode_metrics_table(mrows, mode)
+        if extra:
+            text += [f"### {mode} metrics (mean ± std over seeds)", "", extra, ""]
+        for score in SCORES:
+            matrices, tasks, left_out = score_matrices(mrows, score)
+            if not matrices:
+                continue
+            agg = aggregate(matrices, reps).assign(mode=mode, score=score)
+            aggregates.append(agg)
+            kind = score.split("_")[0]
+            text += [f"### Aggregate over {len(tasks)} task(s), {kind} score", ""]
+            shown = agg.assign(value=[f"{v:.1f} [{lo:.1f}, {hi:.1f}]" for v, lo, hi in
+                                      zip(agg.value, agg.ci_low, agg.ci_high, strict=True)])
+            text += [shown.pivot(index="entry", columns="metric", values="value")[
+                list(AGGREGATES)].reset_index().to_markdown(index=False), ""]
+            if left_out:
+                text += [f"Not in the aggregate (missing tasks): {', '.join(left_out)}.", ""]
+            poi = improvement(matrices, reps).assign(mode=mode, score=score)
+            improvements.append(poi)
+            if len(poi):
+                text += ["P(row > column), 95% CI:", "",
+                         poi.assign(p=[f"{p:.2f} [{lo:.2f}, {hi:.2f}]" for p, lo, hi in zip(
+                             poi.p_x_better, poi.ci_low, poi.ci_high, strict=True)]).pivot(
+                             index="x", columns="y", values="p").fillna("").reset_index()
+                         .rename(columns={"x": ""}).to_markdown(index=False), ""]
+            if score == "last_score":
+                plots = plot_aggregates(agg, matrices, out, f"aggregate_{mode}")
+                text += [f"![{p}]({p})" for p in plots] + [""]
+        curve_rows = curves[curves["mode"] == mode] if len(curves) else curves
+        if len(curve_rows):
+            text += ["### Learning curves", "",
+                     *[f"![{p}]({p})" for p in plot_curves(curve_rows, out, "")], ""]
+    if incomplete:
+        text += ["## Cells not included (not complete)", "", *[f"- {c}" for c in incomplete],
+                 ""]
+    result = {"table": table, "scores": finals}
+    if aggregates:
+        result["aggregate"] = pd.concat(aggregates, ignore_index=True)
+        write_text_atomic(out / "aggregate.csv", result["aggregate"].to_csv(index=False))
+    if improvements:
+        result["improvement"] = pd.concat(improvements, ignore_index=True)
+        write_text_atomic(out / "improvement.csv", result["improvement"].to_csv(index=False))
+    write_text_atomic(out / "leaderboard.md", "\n".join(text))
+    return result
+
+
+def write_report(store_root: Path | str, out: Path | str, profile: str | None = None,
+                 reps: int = 5_000, log: Callable[[str], None] = print
+                 ) -> dict[str, dict[str, pd.DataFrame]]:
+    """Leaderboards of a store: OUT/ for one profile, OUT/<profile>/ for each of several."""
+    finals, curves, incomplete = load_store(Store(store_root))
+    if finals.empty:
+        raise ValueError(f"{store_root} holds no complete cell to report"
+                         + (f" ({len(incomplete)} incomplete)" if incomplete else ""))
+    out = Path(out)
+    available = sorted(finals.profile.unique())
+    if profile is not None:
+        if profile not in available:
+            raise ValueError(f"no complete cell of profile '{profile}' in {store_root}; "
+                             f"profiles there: {available}")
+        chosen = [profile]
+    else:
+        chosen = available
+    results = {}
+    for p in chosen:
+        folder = out if len(chosen) == 1 else out / p
+        rows = finals[finals.profile == p]
+        crows = curves[curves.profile == p] if len(curves) else curves
+        results[p] = write_profile(rows, crows, folder, reps,
+                                   [name for q, name in incomplete if q == p])
+        log(f"wrote {folder / 'leaderboard.md'} (profile {p})")
+    return results

@@ -1,0 +1,81 @@
+"""Logging sinks beside metrics.csv (which the training loop always writes, atomically).
+
+- `tensorboard`: tensorboardX event files in CELL/tensorboard, one scalar per metric and seed
+  (`seed0/eval_return`, ...) against the loop's step (updates or env steps). Event files are
+  append-only streams, not atomic files: reports never read them.
+- `wandb`: Weights & Biases in offline mode (no network; `wandb sync` uploads later), only if
+  the package is installed; otherwise the sink is skipped with a printed reason.
+
+A sink receives each chunk's new rows (one dict per seed and evaluation) as they are written.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+SINKS = ("tensorboard", "wandb")
+STEP_COLUMNS = ("updates", "env_steps", "step")
+SKIP = {"seed", "period", *STEP_COLUMNS}
+
+
+def _step(row: dict) -> int:
+    for column in STEP_COLUMNS:
+        if column in row:
+            return int(row[column])
+    return int(row.get("period", 0))
+
+
+class TensorBoardSink:
+    def __init__(self, folder: Path):
+        from tensorboardX import SummaryWriter
+
+        self.writer = SummaryWriter(logdir=str(folder / "tensorboard"))
+
+    def write(self, rows: list[dict]) -> None:
+        for row in rows:
+            for key, value in row.items():
+                if key not in SKIP and isinstance(value, int | float) and math.isfinite(value):
+                    self.writer.add_scalar(f"seed{int(row['seed'])}/{key}", value, _step(row))
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbSink:
+    def __init__(self, folder: Path, config: dict):
+        import wandb
+
+        self.run = wandb.init(mode="offline", dir=str(folder), project="offbench",
+                              name=folder.name, config=config, reinit=True)
+
+    def write(self, rows: list[dict]) -> None:
+        for row in rows:
+            self.run.log({f"seed{int(row['seed'])}/{k}": v for k, v in row.items()
+                          if k not in SKIP}, step=_step(row))
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def open_sinks(names: tuple[str, ...] | list[str], folder: Path, config: dict,
+               log: Callable[[str], None] = print) -> list[Any]:
+    """The sinks named (unknown names are an error; W&B without its package is skipped)."""
+    unknown = set(names) - set(SINKS)
+    if unknown:
+        raise ValueError(f"unknown logging sinks {sorted(unknown)}; valid: {list(SINKS)} "
+                         "(metrics.csv is always written)")
+    opened: list[Any] = []
+    for name in names:
+        if name == "tensorboard":
+            opened.append(TensorBoardSink(folder))
+        elif importlib.util.find_spec("wandb") is None:
+            log("wandb sink skipped: the wandb package is not installed "
+                "(pip install wandb; it is not pinned by offbench)")
+        else:
+            opened.append(WandbSink(folder, config))
+    return opened

@@ -1,0 +1,465 @@
+"""Sweeps: a TOML spec expands to cells (algorithm x dataset x mode x budget x hyperparameter
+variant); each cell trains all its seeds vmapped in one program and lands in the results store.
+
+A spec (see tasks/sweeps/*.toml)::
+
+    name = "tiny"                 # recorded in every cell it asks for
+    profile = "cpu"               # reports never mix profiles in one table
+    algorithms = ["bc", "td3_bc"]
+    datasets = ["hopper-medium-replay-100k"]
+    modes = ["offline"]           # default ["offline"]
+    seeds = 3                     # vmapped in one program; first_seed = 0 by default
+    set = ["hidden=64,64"]        # overrides for every algorithm whose Config has the key
+    sinks = ["tensorboard"]       # optional logging sinks besides metrics.csv
+
+    [budget]                      # or [[budgets]] for several budgets (one cell each)
+    updates = 20000
+    eval_every = 5000
+    eval_episodes = 5
+
+    [algorithms_set.iql]          # per-algorithm overrides (strict: unknown keys are errors)
+    set = ["expectile=0.7"]
+    grid = { beta = ["3.0", "10.0"] }   # one cell per combination
+
+    [algorithms_set.rebrac.datasets]    # per-dataset overrides, by TASK-KIND (any size)
+    "hopper-medium-replay" = ["actor_bc_coef=0.05", "critic_bc_coef=0.5"]
+
+A cell's identity is its resolved config: algorithm (and the module it loads), dataset (and a
+hash of its content record when offbench built it), mode,
+the mode's resolved budget, the algorithm's full resolved Config, seeds, first seed, profile.
+Sinks and the spec's name are not part of it (they do not change the numbers).
+
+Modes dispatch through MODES: one `Mode` (resolve the budget, run a cell) per mode name:
+offline (offbench/offline.py), o2o and hybrid (one loop for both, offbench/o2o.py); another
+loop plugs in with `register_mode` without touching the sweep machinery. A mode's
+`run` returns the per-seed metrics table and leaves in the cell folder what `offbench run`
+leaves (metrics.csv, run.json with `per_seed` results, checkpoints); O2O/hybrid metrics the
+leaderboard shows (reports/leaderboard.py MODE_METRICS) go into `per_seed`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import time
+import tomllib
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from offbench.store import CellDir, Store, canonical_json
+
+SPEC_KEYS = {"name", "profile", "description", "algorithms", "datasets", "modes", "seeds",
+             "first_seed", "set", "budget", "budgets", "algorithms_set", "sinks", "backend"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """How a mode resolves a budget table into its loop config and runs one cell."""
+
+    name: str
+    resolve_budget: Callable[[dict, Any], dict]  # (budget table, algo config) -> budget dict
+    run: Callable[..., Any]  # run(cell: Cell, out: Path, resume: bool, sinks: list) -> table
+    # Adjust the algorithm config to the budget (e.g. IQL's schedule spans the run's updates).
+    # (algo config, resolved budget, keys the spec set, algorithm module) -> algo config
+    adjust_algo_config: Callable[[Any, dict, set, Any], Any] = (
+        lambda config, budget, given, algo: config)
+
+
+MODES: dict[str, Mode] = {}
+
+
+def register_mode(mode: Mode) -> None:
+    MODES[mode.name] = mode
+
+
+def get_mode(name: str) -> Mode:
+    if name not in MODES:
+        raise ValueError(f"sweep spec: mode '{name}' has no runner here; registered modes: "
+                         f"{sorted(MODES)}")
+    return MODES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One unit of work: the resolved config (hashed into the store) and what runs it."""
+
+    config: dict
+    sinks: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        c = self.config
+        variant = f" [{c['variant']}]" if c.get("variant") else ""
+        return f"{c['algorithm']}{variant} on {c['dataset']} ({c['mode']}, {c['seeds']} seeds)"
+
+
+# ---- offline mode -------------------------------------------------------------------------
+
+def _offline_budget(budget: dict, algo_config: Any) -> dict:
+    from offbench import offline
+
+    fields = {f.name for f in dataclasses.fields(offline.OfflineConfig)} - {
+        "inject_nan_seed", "inject_nan_at"}
+    unknown = set(budget) - fields
+    if unknown:
+        raise ValueError(f"unknown offline budget keys {sorted(unknown)}; valid: {sorted(fields)}")
+    defaults = offline.OfflineConfig()
+    updates = budget.get("updates", defaults.updates)
+    config = dataclasses.replace(
+        defaults, **{**budget, "eval_every": budget.get("eval_every",
+                                                         min(defaults.eval_every, updates))})
+    if config.backend is None:  # the physics backend changes the numbers: resolve it now
+        import offbench.envs as envs
+
+        config = dataclasses.replace(config, backend=envs.default_backend())
+    config.validate()
+    return {k: v for k, v in dataclasses.asdict(config).items()
+            if k not in ("inject_nan_seed", "inject_nan_at")}
+
+
+def _offline_algo_config(config: Any, budget: dict, given: set, algo: Any) -> Any:
+    if hasattr(config, "max_steps") and "max_steps" not in given:
+        # learning-rate schedules (IQL's cosine actor decay) span the run, as `offbench run` does
+        config = dataclasses.replace(config, max_steps=budget["updates"])
+    return config
+
+
+def _offline_run(cell: Cell, out: Path, resume: bool, sinks: list) -> Any:
+    from offbench import offline
+
+    c = cell.config
+    algo_config = algo_config_from(c)
+    config = offline.OfflineConfig(**c["budget"])
+    return offline.train(c["algorithm"], c["dataset"], c["seeds"], config, algo_config, out,
+                         resume=resume, first_seed=c["first_seed"], progress=False,
+                         on_rows=_fanout(sinks))
+
+
+register_mode(Mode("offline", _offline_budget, _offline_run, _offline_algo_config))
+
+
+# ---- o2o and hybrid modes (one loop for both: offbench/o2o.py) ------------------------------
+
+_MIXED_INTERNAL = ("mode", "inject_nan_seed", "inject_nan_at")
+
+
+def _mixed_budget(mode: str) -> Callable[[dict, Any], dict]:
+    def resolve_budget(budget: dict, algo_config: Any) -> dict:
+        from offbench import o2o
+
+        fields = {f.name for f in dataclasses.fields(o2o.MixedConfig)} - set(_MIXED_INTERNAL)
+        unknown = set(budget) - fields
+        if unknown:
+            raise ValueError(f"unknown {mode} budget keys {sorted(unknown)}; valid: "
+                             f"{sorted(fields)}")
+        defaults = o2o.MixedConfig(mode=mode, offline_updates=0 if mode == "hybrid" else
+                                   o2o.MixedConfig.offline_updates)
+        online = budget.get("online_steps", defaults.online_steps)
+        config = dataclasses.replace(
+            defaults, **{**budget, "eval_every": budget.get(
+                "eval_every", min(defaults.eval_every, online))})
+        if config.backend is None:  # the physics backend changes the numbers: resolve it now
+            import offbench.envs as envs
+
+            config = dataclasses.replace(config, backend=envs.default_backend())
+        config = o2o.resolve(config, algo_config)  # offline ratio and UTD from the algorithm
+        return {k: v for k, v in dataclasses.asdict(config).items()
+                if k not in _MIXED_INTERNAL}
+    return resolve_budget
+
+
+def _mixed_algo_config(mode: str) -> Callable[[Any, dict, set, Any], Any]:
+    def adjust(config: Any, budget: dict, given: set, algo: Any) -> Any:
+        if mode != "o2o":
+            return config
+        # published fine-tuning settings (e.g. IQL's constant actor LR), as `offbench run` does
+        changes = {k: v for k, v in getattr(algo, "O2O_SETTINGS", {}).items() if k not in given}
+        return dataclasses.replace(config, **changes)
+    return adjust
+
+
+def _mixed_run(mode: str) -> Callable[..., Any]:
+    def run(cell: Cell, out: Path, resume: bool, sinks: list) -> Any:
+        from offbench import o2o
+
+        c = cell.config
+        config = o2o.MixedConfig(mode=mode, **c["budget"])
+        return o2o.train(c["algorithm"], c["dataset"], c["seeds"], config, algo_config_from(c),
+                         out, resume=resume, first_seed=c["first_seed"], progress=False,
+                         on_rows=_fanout(sinks))
+    return run
+
+
+for _mode in ("o2o", "hybrid"):
+    register_mode(Mode(_mode, _mixed_budget(_mode), _mixed_run(_mode), _mixed_algo_config(_mode)))
+
+
+def _fanout(sinks: list) -> Callable[[list[dict]], None] | None:
+    if not sinks:
+        return None
+
+    def write(rows: list[dict]) -> None:
+        for sink in sinks:
+            sink.write(rows)
+    return write
+
+
+# ---- spec -> cells ------------------------------------------------------------------------
+
+def load_spec(path: Path | str) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"sweep spec {path} does not exist")
+    try:
+        spec = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"sweep spec {path} is not valid TOML: {err}") from None
+    spec.setdefault("name", path.stem)
+    return spec
+
+
+def _as_list(value: Any, key: str) -> list:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"sweep spec: '{key}' must be a non-empty list")
+    return value
+
+
+def algo_config_from(config: dict) -> Any:
+    """The algorithm's Config object from a cell's resolved config."""
+    from offbench.algorithms import load_algorithm
+
+    algo = load_algorithm(config["algorithm"])
+    return _config_from_dict(algo.Config, config["algo_config"])
+
+
+def _config_from_dict(cls: type, values: dict) -> Any:
+    # JSON turned tuples into lists; the frozen dataclass wants its own types back
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    fixed = {}
+    for key, value in values.items():
+        if isinstance(value, list) and typing.get_origin(hints.get(key)) is tuple:
+            value = tuple(value)
+        fixed[key] = value
+    return cls(**fixed)
+
+
+def dataset_key(dataset: str) -> str:
+    """`TASK-KIND` of an offbench dataset id (any size or Minari form), else the id itself."""
+    from offbench import data
+
+    try:
+        name = data.parse(dataset)
+    except ValueError:
+        return dataset
+    return f"{name.task}-{name.kind}"
+
+
+def dataset_fingerprint(dataset: str) -> str | None:
+    """A hash of a built offbench dataset's content record (the sha256 of its data files and its
+    reference scores, from its offbench.json), so a rebuilt dataset (new behaviour policies,
+    new reference scores) gives new cells. None for datasets not built by offbench (Minari's
+    own: their id is their identity) and for offbench datasets not built yet."""
+    from offbench import data
+    from offbench.data.builder import SIDECAR
+    from offbench.store import config_hash
+
+    try:
+        name = data.parse(dataset)
+    except ValueError:
+        return None
+    sidecar = name.path() / SIDECAR
+    if not sidecar.exists():
+        return None
+    record = json.loads(sidecar.read_text())
+    return config_hash({"sha256": record.get("sha256"),
+                        "reference_scores": record.get("reference_scores")})
+
+
+def _has_key(config: Any, item: str) -> bool:
+    return item.partition("=")[0] in {f.name for f in dataclasses.fields(config)}
+
+
+def expand(spec: dict, log: Callable[[str], None] = print) -> list[Cell]:
+    """Every cell of a spec, resolved (algorithm configs with overrides, budgets validated).
+    Raises ValueError on a malformed spec before anything runs."""
+    from offbench.algorithms import apply_overrides, load_algorithm
+
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise ValueError(f"sweep spec: unknown keys {sorted(unknown)}; valid: {sorted(SPEC_KEYS)}")
+    for key in ("algorithms", "datasets", "profile"):
+        if key not in spec:
+            raise ValueError(f"sweep spec '{spec.get('name')}' needs '{key}'")
+    algorithms = _as_list(spec["algorithms"], "algorithms")
+    datasets = _as_list(spec["datasets"], "datasets")
+    modes = _as_list(spec.get("modes", ["offline"]), "modes")
+    for mode in modes:
+        get_mode(mode)
+    if "budget" in spec and "budgets" in spec:
+        raise ValueError("sweep spec: give either [budget] or [[budgets]], not both")
+    budgets = spec.get("budgets") or [spec.get("budget", {})]
+    seeds = int(spec.get("seeds", 1))
+    if seeds < 1:
+        raise ValueError("sweep spec: seeds must be at least 1")
+    shared_set = list(spec.get("set", []))
+    per_algo = spec.get("algorithms_set", {})
+    for name in per_algo:
+        if name not in algorithms:
+            raise ValueError(f"sweep spec: [algorithms_set.{name}] names an algorithm not in "
+                             f"'algorithms' ({algorithms})")
+    for item in shared_set:
+        if not any(_has_key(load_algorithm(a).Config(), item) for a in algorithms):
+            raise ValueError(f"sweep spec: set '{item}' matches no algorithm's Config field")
+    cells: list[Cell] = []
+    fingerprints: dict[str, str | None] = {}
+    for algo_name in algorithms:
+        algo = load_algorithm(algo_name)
+        base = algo.Config()
+        shared = [item for item in shared_set if _has_key(base, item)]
+        own = per_algo.get(algo_name, {})
+        strict = list(own.get("set", []))
+        per_dataset = {k: list(v) for k, v in own.get("datasets", {}).items()}
+        unknown = set(own) - {"set", "grid", "datasets"}
+        if unknown:
+            raise ValueError(f"sweep spec: [algorithms_set.{algo_name}] has unknown keys "
+                             f"{sorted(unknown)}; valid: set, grid, datasets")
+        grid = {k: [str(v) for v in _as_list(vals, f"grid.{k}")]
+                for k, vals in own.get("grid", {}).items()}
+        variants = [dict(zip(grid, combo, strict=True))
+                    for combo in itertools.product(*grid.values())] or [{}]
+        for mode_name, variant, budget_table, dataset in itertools.product(
+                modes, variants, budgets, datasets):
+            if mode_name not in algo.MODES:
+                log(f"skipped: {algo_name} does not declare mode '{mode_name}' "
+                    f"(its modes: {list(algo.MODES)})")
+                continue
+            mode = get_mode(mode_name)
+            items = (shared + strict + per_dataset.get(dataset_key(dataset), [])
+                     + [f"{k}={v}" for k, v in variant.items()])
+            algo_config = apply_overrides(base, items)
+            given = {item.partition("=")[0] for item in items}
+            table = dict(budget_table)
+            if "backend" in spec:
+                table.setdefault("backend", spec["backend"])
+            budget = mode.resolve_budget(table, algo_config)
+            algo_config = mode.adjust_algo_config(algo_config, budget, given, algo)
+            config = {
+                "algorithm": algo_name, "module": algo.__name__, "dataset": dataset,
+                "dataset_sha256": fingerprints.setdefault(dataset, dataset_fingerprint(dataset)),
+                "mode": mode_name, "budget": budget,
+                "algo_config": dataclasses.asdict(algo_config),
+                "overrides": sorted(items), "variant": ",".join(
+                    f"{k}={v}" for k, v in variant.items()),
+                "seeds": seeds, "first_seed": int(spec.get("first_seed", 0)),
+                "profile": str(spec["profile"])}
+            config = json.loads(canonical_json(config))  # exactly what cell.json holds
+            cells.append(Cell(config, tuple(spec.get("sinks", ()))))
+    if not cells:
+        raise ValueError(f"sweep spec '{spec.get('name')}' has no cell to run")
+    return cells
+
+
+# ---- executor -----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class SweepResult:
+    ran: list[str]
+    skipped: list[str]
+    failed: dict[str, str]  # cell folder name -> error
+
+
+def _ensure_datasets(datasets: list[str], log: Callable[[str], None]) -> None:
+    """Build offbench datasets the cells need (a no-op for built ones); other ids (Minari's)
+    must already exist and fail in their cell if they do not."""
+    from offbench import data
+
+    for dataset in sorted(set(datasets)):
+        try:
+            name = data.parse(dataset)
+        except ValueError:
+            continue
+        if not name.path().exists():
+            log(f"building dataset {name.short}")
+            data.build(name, log=log)
+
+
+def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str], None] = print,
+              build_datasets: bool = True, executor: str = "local",
+              stop_after_cells: int | None = None) -> SweepResult:
+    """Run every cell of `spec` into `store`. Complete cells (of this sweep or of any other
+    sharing the store) are skipped; unfinished ones (killed or failed) are continued only with
+    `resume`. A cell that raises is recorded as failed (error and traceback in its status.json)
+    and the sweep goes on."""
+    if build_datasets:  # first, so that every cell's config holds its dataset's fingerprint
+        _ensure_datasets(_as_list(spec.get("datasets", []), "datasets"), log)
+    cells = expand(spec, log)
+    if not resume:  # complete cells are reused either way; unfinished ones need a decision
+        unfinished = [store.cell(c.config) for c in cells]
+        unfinished = [f"{c.name} ({c.status().get('state')})" for c in unfinished
+                      if c.path.exists() and not c.complete]
+        if unfinished:
+            raise ValueError(f"{len(unfinished)} cell(s) of this sweep were started before and "
+                             f"did not complete in {store.root} (e.g. {unfinished[0]}); pass "
+                             "--resume to continue them from their checkpoints")
+    if executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError("the ray executor needs the ray package, which offbench does not "
+                             "pin (pip install 'ray[default]'); or use --executor local")
+        raise ValueError("the ray executor is not implemented yet; use --executor local")
+    if executor != "local":
+        raise ValueError(f"unknown executor '{executor}'; use 'local'")
+    result = SweepResult([], [], {})
+    for index, cell in enumerate(cells):
+        folder = store.register(cell.config, spec["name"])
+        if folder.complete:
+            log(f"[{index + 1}/{len(cells)}] complete, skipped: {cell.label}")
+            result.skipped.append(folder.name)
+            continue
+        log(f"[{index + 1}/{len(cells)}] running: {cell.label} -> {folder.path}")
+        error = run_cell(cell, folder, resume=resume)
+        if error is None:
+            result.ran.append(folder.name)
+        else:
+            log(f"    FAILED: {error}")
+            result.failed[folder.name] = error
+        if stop_after_cells is not None and index + 1 >= stop_after_cells:
+            import os
+
+            os._exit(17)  # simulate a kill between cells (tests)
+    return result
+
+
+def run_cell(cell: Cell, folder: CellDir, resume: bool) -> str | None:
+    """Train one cell; returns None or the error (also written to the cell's status.json)."""
+    from offbench import sinks as sink_module
+
+    mode = get_mode(cell.config["mode"])
+    previous = folder.status().get("state")
+    # a failed or killed cell restarts from its last checkpoint, if it got that far
+    resume_cell = resume or previous in ("running", "failed")
+    folder.set_status("running", started=time.time())
+    opened: list = []
+    start = time.perf_counter()
+    try:
+        opened = sink_module.open_sinks(cell.sinks, folder.path, cell.config)
+        table = mode.run(cell, folder.path, resume_cell, opened)
+    except Exception as err:  # noqa: BLE001 - a crashing cell must not end the sweep
+        message = f"{type(err).__name__}: {err}"
+        folder.set_status("failed", error=message, traceback=traceback.format_exc(),
+                          wall_s=time.perf_counter() - start)
+        return message
+    finally:
+        for sink in opened:
+            sink.close()
+    folder.set_status("complete", wall_s=time.perf_counter() - start,
+                      rows=int(len(table)) if table is not None else 0)
+    return None

@@ -1,0 +1,712 @@
+"""The harness: store hashing, atomic writes under a kill, sweeps (resume, a crashing cell, a
+kill between cells), logging sinks, the leaderboard against hand computations, profiles kept
+apart, and `offbench check` on a good baseline and on deliberately broken modules.
+
+Training here is tiny (2 seeds of 200 updates of 2x32 networks on a 2000-step random dataset,
+20-step evaluation episodes); every other test builds its store by hand."""
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from offbench import io, store, sweep
+from offbench.data import builder
+from offbench.reports import leaderboard
+
+DATASET = "test/hopper/random-v0"
+BUDGET = {"updates": 200, "eval_every": 100, "eval_episodes": 2, "checkpoint_every": 100,
+          "episode_length": 20, "backend": "mujoco"}
+REPO = Path(__file__).resolve().parents[1]
+
+# A tiny, correct algorithm module (linear tanh policy fitted by MSE); the broken modules below
+# are this text with one deliberate fault each, so any failure is the fault's.
+GOOD_MODULE = textwrap.dedent('''
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    from flax import struct
+
+    MODES = ("offline",)
+
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        lr: float = 1e-2
+        batch_size: int = 32
+
+
+    class State(struct.PyTreeNode):
+        w: jax.Array
+        opt: optax.OptState
+        config: Config = struct.field(pytree_node=False)
+
+
+    def init(key, spec, config=None, dataset=None):
+        config = config or Config()
+        w = 0.1 * jax.random.normal(key, (spec.observation_size, spec.action_size))
+        return State(w, optax.adam(config.lr).init(w), config)
+
+
+    def act(state, obs, key, deterministic):
+        return jnp.tanh(obs @ state.w)
+
+
+    def update(state, batch, key):
+        def loss_fn(w):
+            return jnp.mean((jnp.tanh(batch.obs @ w) - batch.action) ** 2)
+        loss, grad = jax.value_and_grad(loss_fn)(state.w)
+        upd, opt = optax.adam(state.config.lr).update(grad, state.opt)
+        w = state.w + upd
+        return state.replace(w=w, opt=opt), {"loss": loss}
+''')
+
+BROKEN = {  # name -> (replace this, with that), and the words its FAIL line must contain
+    "no_config": (("Config", "Settings"), "does not define Config"),
+    "no_update": (("def update(state, batch, key):", "def learn(state, batch, key):"),
+                  "does not define update"),
+    "wrong_action_shape": (("return jnp.tanh(obs @ state.w)",
+                            "return jnp.tanh(obs @ state.w)[:, :2]"), "expected (7, 3)"),
+    "nan_loss": (('{"loss": loss}', '{"loss": loss * jnp.nan}'), "metric 'loss' is nan"),
+    "non_deterministic": (("w = state.w + upd", "w = state.w + upd + np.random.normal()"),
+                          "two runs with the same keys gave different numbers"),
+    "not_jittable": (("w = state.w + upd", "w = state.w + upd if loss > 0 else state.w"),
+                     "update under jit: 3 updates keep the state's shapes, metrics finite "
+                     "scalars: not jittable"),
+    "state_changes_shape": (("w = state.w + upd", "w = jnp.concatenate([state.w + upd] * 2)"),
+                            "update changed"),
+}
+
+
+def module_text(fault: str | None = None) -> str:
+    if fault is None:
+        return GOOD_MODULE
+    (old, new), _ = BROKEN[fault]
+    assert old in GOOD_MODULE
+    return GOOD_MODULE.replace(old, new)
+
+
+@pytest.fixture(scope="module")
+def env_root(tmp_path_factory):
+    """A tiny Minari dataset and an importable package `harnesspkg` holding a good module and a
+    crashing one (its update raises while being traced)."""
+    root = tmp_path_factory.mktemp("harness")
+    episodes, _ = builder.generate("hopper", "random", 2000, seed=0, log=lambda *_: None)
+    builder.write_minari(root / "minari", DATASET, episodes, "hopper",
+                         {"ref_min_score": -20.0, "ref_max_score": 3000.0})
+    package = root / "code" / "harnesspkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "good.py").write_text(GOOD_MODULE)
+    (package / "crash.py").write_text(GOOD_MODULE.replace(
+        "    loss, grad =", "    raise ValueError('boom: a deliberate crash')\n    loss, grad ="))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
+        mp.syspath_prepend(str(root / "code"))
+        yield root
+
+
+def tiny_spec(**changes) -> dict:
+    spec = {"name": "tiny", "profile": "test", "algorithms": ["bc", "harnesspkg.crash"],
+            "datasets": [DATASET], "seeds": 2, "set": ["hidden=32,32", "batch_size=64"],
+            "budget": dict(BUDGET), "sinks": ["tensorboard"]}
+    spec.update(changes)
+    return spec
+
+
+def quiet(*_):
+    pass
+
+
+# ---- store hashing ------------------------------------------------------------------------
+
+def names(spec: dict) -> list[str]:
+    return [store.cell_name(c.config) for c in sweep.expand(spec, quiet)]
+
+
+def test_same_config_same_folder_and_any_change_another(env_root):
+    base = names(tiny_spec(algorithms=["bc"]))
+    assert len(base) == 1
+    # the spec's name and the logging sinks do not change the numbers: same folder
+    assert names(tiny_spec(algorithms=["bc"], name="other", sinks=[])) == base
+    changed = {
+        "seeds": tiny_spec(algorithms=["bc"], seeds=3),
+        "first seed": tiny_spec(algorithms=["bc"], first_seed=1),
+        "profile": tiny_spec(algorithms=["bc"], profile="cpu"),
+        "override": tiny_spec(algorithms=["bc"], set=["hidden=32,33", "batch_size=64"]),
+        "budget": tiny_spec(algorithms=["bc"], budget={**BUDGET, "updates": 300}),
+        "eval episodes": tiny_spec(algorithms=["bc"], budget={**BUDGET, "eval_episodes": 3}),
+        "backend": tiny_spec(algorithms=["bc"], budget={**BUDGET, "backend": "mjx"}),
+        "algorithm": tiny_spec(algorithms=["td3_bc"]),
+        "dataset": tiny_spec(algorithms=["bc"], datasets=["test/hopper/random-v1"]),
+        "per-algorithm": tiny_spec(algorithms=["bc"],
+                                   algorithms_set={"bc": {"set": ["lr=0.001"]}}),
+    }
+    seen = set(base)
+    for what, spec in changed.items():
+        (name,) = names(spec)
+        assert name not in seen, f"changing the {what} kept the folder {name}"
+        seen.add(name)
+    # a grid gives one cell per value, each its own folder
+    grid = names(tiny_spec(algorithms=["bc"],
+                           algorithms_set={"bc": {"grid": {"lr": ["0.001", "0.002"]}}}))
+    assert len(set(grid)) == 2 and not set(grid) & seen
+
+
+def test_a_rebuilt_dataset_gives_new_cells(env_root, tmp_path, monkeypatch):
+    """The cell config holds a hash of an offbench dataset's content record (offbench.json)."""
+    monkeypatch.setenv("OFFBENCH_DATASETS", str(tmp_path))
+    spec = tiny_spec(algorithms=["bc"], datasets=["hopper-medium-100k"])
+    unbuilt = names(spec)
+    sidecar = tmp_path / "offbench" / "hopper" / "medium-100k-v0" / "offbench.json"
+    sidecar.parent.mkdir(parents=True)
+    record = {"sha256": {"data/main_data.hdf5": "aa"}, "reference_scores": {"ref_min": 0.0,
+                                                                             "ref_max": 1.0},
+              "command": "x"}
+    sidecar.write_text(json.dumps(record))
+    built = names(spec)
+    sidecar.write_text(json.dumps({**record, "command": "y"}))  # provenance only: same cell
+    assert names(spec) == built != unbuilt
+    sidecar.write_text(json.dumps({**record, "sha256": {"data/main_data.hdf5": "bb"}}))
+    rebuilt = names(spec)
+    sidecar.write_text(json.dumps({**record, "reference_scores": {"ref_min": 0.0,
+                                                                  "ref_max": 2.0}}))
+    new_refs = names(spec)
+    assert len({*built, *rebuilt, *new_refs}) == 3
+
+
+def test_hash_is_of_content_not_key_order():
+    a = {"algorithm": "bc", "budget": {"updates": 10, "eval_every": 5}, "seeds": 2}
+    b = {"seeds": 2, "budget": {"eval_every": 5, "updates": 10}, "algorithm": "bc"}
+    assert store.config_hash(a) == store.config_hash(b)
+    c = json.loads(json.dumps(a))
+    c["budget"]["updates"] = 11
+    assert store.config_hash(a) != store.config_hash(c)
+    d = {**a, "algo_config": {"lr": 3e-4}}
+    e = {**a, "algo_config": {"lr": 3.0000001e-4}}
+    assert store.config_hash(d) != store.config_hash(e)
+
+
+def test_bad_specs_fail_before_anything_runs(env_root, tmp_path):
+    with pytest.raises(ValueError, match="mode 'o2o' has no runner"):
+        sweep.expand(tiny_spec(modes=["o2o"]), quiet)
+    with pytest.raises(ValueError, match="unknown config key 'hiden'"):
+        sweep.expand(tiny_spec(algorithms=["bc"], algorithms_set={"bc": {"set": ["hiden=3"]}}),
+                     quiet)
+    with pytest.raises(ValueError, match="unknown keys"):
+        sweep.expand(tiny_spec(colour="red"), quiet)
+    with pytest.raises(ValueError, match="matches no algorithm's Config field"):
+        sweep.expand(tiny_spec(set=["hiden=32,32"]), quiet)
+    with pytest.raises(ValueError, match="unknown offline budget keys"):
+        sweep.expand(tiny_spec(budget={**BUDGET, "upd": 3}), quiet)
+    logged = []
+    cells = sweep.expand(tiny_spec(algorithms=["bc", "sac"]), logged.append)
+    assert [c.config["algorithm"] for c in cells] == ["bc"]  # sac has no offline mode
+    assert any("sac does not declare mode 'offline'" in m for m in logged)
+    assert not (tmp_path / "cells").exists()
+
+
+def test_bench_profiles(monkeypatch):
+    import jax
+
+    from offbench import cli
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert cli.resolve_profile("auto") == "cpu"
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert cli.resolve_profile("auto") == "full" and cli.resolve_profile("cpu") == "cpu"
+    cells = {}
+    for profile in ("cpu", "full"):
+        spec = sweep.load_spec(cli.SWEEPS_DIR / f"{profile}.toml")
+        assert spec["profile"] == profile
+        cells[profile] = sweep.expand(spec, quiet)
+        assert {c.config["profile"] for c in cells[profile]} == {profile}
+    cpu = cells["cpu"]
+    assert len(cpu) == 12 and all(c.config["algo_config"]["hidden"] == [64, 64] for c in cpu)
+    assert {c.config["budget"]["updates"] for c in cpu} == {20000}
+    full = cells["full"]
+    assert len(full) == 8 * 24 and {c.config["seeds"] for c in full} == {10}
+    assert {c.config["budget"]["updates"] for c in full} == {1_000_000}
+    by = {(c.config["algorithm"], c.config["dataset"]): c.config["algo_config"] for c in full}
+    assert by[("rebrac", "hopper-medium-replay")]["actor_bc_coef"] == 0.05
+    assert by[("rebrac", "hopper-medium-replay")]["critic_bc_coef"] == 0.5
+    assert by[("sac_n", "hopper-medium")]["num_critics"] == 500
+    assert by[("sac_n", "hopper-medium-expert")]["num_critics"] == 200
+    assert by[("edac", "walker2d-medium-expert")]["eta"] == 5.0
+    assert by[("iql", "hopper-medium")]["max_steps"] == 1_000_000  # schedule spans the run
+    assert by[("td3_bc", "hopper-medium")]["hidden"] == [256, 256]  # published sizes
+
+
+# ---- atomic writes ------------------------------------------------------------------------
+
+KILLED_WRITE = """
+import os, sys
+from offbench import io
+os.fsync = lambda fd: os._exit(9)  # the process dies after writing, before the rename
+io.write_text_atomic(sys.argv[1], sys.argv[2])
+"""
+
+
+def killed_write(path: Path, text: str) -> None:
+    result = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(path), text],
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert result.returncode == 9
+
+
+def test_a_write_killed_midway_leaves_the_old_file_or_none(tmp_path):
+    target = tmp_path / "metrics.csv"
+    killed_write(target, "a,b\n1,2\n")
+    assert not target.exists()  # a first write that died leaves no file at all
+    io.write_text_atomic(target, "a,b\n1,2\n")
+    killed_write(target, "a,b\n3,4\n5,6\n")
+    assert target.read_text() == "a,b\n1,2\n"  # the old complete file, never half a new one
+    leftovers = [p.name for p in tmp_path.iterdir() if p != target]
+    assert leftovers and all(n.startswith(".metrics.csv.") and n.endswith(".tmp")
+                             for n in leftovers)
+
+
+def make_cell(root: Path, algorithm: str, dataset: str, per_seed: dict, profile: str = "cpu",
+              updates: int = 100, mode: str = "offline", complete: bool = True) -> store.CellDir:
+    """A finished cell written by hand: per_seed = {seed: (last, best) or dict}."""
+    config = {"algorithm": algorithm, "module": f"baselines.{algorithm}", "dataset": dataset,
+              "mode": mode, "budget": {"updates": updates, "eval_every": 50,
+                                       "eval_episodes": 10, "checkpoint_every": 50,
+                                       "episode_length": None, "backend": "mujoco"},
+              "algo_config": {}, "overrides": [], "variant": "", "seeds": len(per_seed),
+              "first_seed": 0, "profile": profile}
+    cell = store.Store(root).register(config, "hand")
+    rows, results = [], {}
+    for seed, value in per_seed.items():
+        result = value if isinstance(value, dict) else {"last_score": value[0],
+                                                        "best_score": value[1]}
+        result = {"diverged": False, **result}
+        results[str(seed)] = result
+        rows += [{"seed": seed, "period": 0, "updates": updates // 2,
+                  "normalized_score": result["best_score"]},
+                 {"seed": seed, "period": 1, "updates": updates,
+                  "normalized_score": result["last_score"]}]
+    io.write_text_atomic(cell.path / "metrics.csv", pd.DataFrame(rows).to_csv(index=False))
+    io.write_text_atomic(cell.path / "run.json", json.dumps(
+        {"task": dataset.split("-")[0], "per_seed": results, "git_commit": "abc",
+         "wall_s": 1.0}))
+    if complete:
+        cell.set_status("complete")
+    return cell
+
+
+def test_a_cell_whose_completion_was_killed_is_never_reported(tmp_path):
+    make_cell(tmp_path, "bc", "hopper-medium", {0: (10.0, 20.0), 1: (30.0, 40.0)})
+    late = make_cell(tmp_path, "iql", "hopper-medium", {0: (50.0, 60.0), 1: (70.0, 80.0)},
+                     complete=False)
+    odd = make_cell(tmp_path, "awac", "hopper-medium", {0: (1.0, 1.0)})
+    (odd.path / "run.json").write_text(json.dumps({"task": "hopper"}))  # complete, no results
+    late.set_status("running")
+    killed_write(late.path / "status.json", json.dumps({"state": "complete"}))
+    # a half-written metrics.csv next to it (its temp file) must not be read either
+    (late.path / ".metrics.csv.x1.tmp").write_text("seed,period,normalized_score\n0,0,99")
+    finals, _, incomplete = leaderboard.load_store(store.Store(tmp_path))
+    assert set(finals.algorithm) == {"bc"}
+    assert sorted(incomplete) == sorted([("cpu", f"{late.name} (running)"),
+                                         ("cpu", f"{odd.name} (no per_seed in run.json)")])
+    result = leaderboard.write_report(tmp_path, tmp_path / "out", reps=200, log=quiet)
+    assert "iql" not in set(result["cpu"]["table"].entry)
+    assert f"{late.name} (running)" in (tmp_path / "out" / "leaderboard.md").read_text()
+
+
+def table_row(text: str, start: str) -> list[str]:
+    line = next(line for line in text.splitlines()
+                if line.replace(" ", "").startswith(start.replace(" ", "")))
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+# ---- leaderboard numbers by hand -----------------------------------------------------------
+
+X_SCORES = {"hopper-medium": [1.0, 2.0, 3.0, 4.0], "walker2d-medium": [10.0, 20.0, 30.0, 40.0]}
+Y_SCORES = {"hopper-medium": [2.0, 2.0, 5.0, 0.0], "walker2d-medium": [0.0, 1.0, 2.0, 3.0]}
+
+
+@pytest.fixture
+def hand_store(tmp_path):
+    for algo, scores in (("xalg", X_SCORES), ("yalg", Y_SCORES)):
+        for dataset, lasts in scores.items():
+            make_cell(tmp_path / "store", algo, dataset,
+                      {s: (last, last + 5.0 * s) for s, last in enumerate(lasts)})
+    return tmp_path / "store"
+
+
+def test_leaderboard_equals_hand_computation(hand_store, tmp_path):
+    result = leaderboard.write_report(hand_store, tmp_path / "out", reps=2000, log=quiet)["cpu"]
+    table = result["table"].set_index(["dataset", "entry"])
+    # xalg on hopper: last 1,2,3,4 -> mean 2.5, population std sqrt(1.25);
+    # best = last + 5*seed = 1,7,13,19 -> mean 10, std sqrt(45)
+    row = table.loc[("hopper-medium", "xalg")]
+    assert row.last_mean == 2.5 and row.last_std == pytest.approx(np.sqrt(1.25))
+    assert row.best_mean == 10.0 and row.best_std == pytest.approx(np.sqrt(45.0))
+    assert row.seeds == 4 and row.diverged == 0
+    assert table.loc[("walker2d-medium", "yalg")].last_mean == 1.5
+    agg = result["aggregate"].query("score == 'last_score'").set_index(["entry", "metric"])
+    # IQM over the 8 runs x tasks of xalg: sorted 1,2,3,4,10,20,30,40 -> middle four 3,4,10,20
+    assert agg.loc[("xalg", "IQM"), "value"] == pytest.approx(np.mean([3.0, 4.0, 10.0, 20.0]))
+    every = np.array(X_SCORES["hopper-medium"] + X_SCORES["walker2d-medium"])
+    assert agg.loc[("xalg", "IQM"), "value"] == pytest.approx(np.sort(every)[2:6].mean())
+    # rliable's median is the median over tasks of the per-task mean: tasks 2.5 and 25
+    assert agg.loc[("xalg", "Median"), "value"] == pytest.approx((2.5 + 25.0) / 2)
+    assert agg.loc[("xalg", "Mean"), "value"] == pytest.approx(every.mean())
+    for _, r in agg.iterrows():
+        assert r.ci_low <= r.value <= r.ci_high and r.runs == 4 and r.tasks == 2
+    # P(xalg > yalg): hopper: x=1 beats {0} (1); x=2 beats {0}, ties 2,2 (1 + 2*0.5);
+    # x=3 and x=4 beat 2,2,0 (3 each) -> 9/16. walker2d: every x beats every y -> 1.
+    poi = result["improvement"].query("score == 'last_score'").set_index(["x", "y"])
+    assert poi.loc[("xalg", "yalg"), "p_x_better"] == pytest.approx((9 / 16 + 1) / 2)
+    assert poi.loc[("yalg", "xalg"), "p_x_better"] == pytest.approx((7 / 16 + 0) / 2)
+    tidy = pd.read_csv(tmp_path / "out" / "scores.csv")
+    assert len(tidy) == 16 and set(tidy.columns) >= {"algorithm", "dataset", "seed",
+                                                     "last_score", "best_score", "profile"}
+    text = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert table_row(text, "| hopper-medium | xalg")[2:6] == ["2.5 ± 1.1", "10.0 ± 6.7", "4",
+                                                              "0"]
+    assert "profile `cpu`" in text and "100 updates, eval every 50" in text
+    for png in ("aggregate_offline_intervals.png", "aggregate_offline_profiles.png",
+                "curve_offline_hopper-medium.png"):
+        assert (tmp_path / "out" / png).stat().st_size > 1000
+
+
+def test_score_matrix_is_runs_by_tasks_and_matches_rliable(hand_store):
+    from rliable import library as rly
+    from rliable import metrics
+
+    finals = leaderboard.entries(leaderboard.load_store(store.Store(hand_store))[0])
+    matrices, tasks, left_out = leaderboard.score_matrices(finals, "last_score")
+    assert tasks == ["hopper-medium", "walker2d-medium"] and not left_out
+    np.testing.assert_array_equal(matrices["xalg"][:, 1], X_SCORES["walker2d-medium"])
+    ours = leaderboard.aggregate(matrices, reps=500, seed=3).set_index(["entry", "metric"])
+    again = leaderboard.aggregate(matrices, reps=500, seed=3).set_index(["entry", "metric"])
+    pd.testing.assert_frame_equal(ours, again)  # reproducible whatever ran before
+    np.random.seed(3)  # rliable resamples with numpy's global generator (see _seeded)
+    _, cis = rly.get_interval_estimates(
+        {"xalg": matrices["xalg"]}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps=500,
+        random_state=np.random.RandomState(3))
+    # our vectorized P(X > Y) is rliable's statistic, ties included
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, y = rng.integers(0, 4, (5, 3)).astype(float), rng.integers(0, 4, (4, 3)).astype(float)
+        assert leaderboard.probability_of_improvement(x, y) == pytest.approx(
+            metrics.probability_of_improvement(x, y))
+    np.testing.assert_allclose([ours.loc[("xalg", "IQM"), "ci_low"],
+                                ours.loc[("xalg", "IQM"), "ci_high"]], cis["xalg"][:, 0])
+
+
+def test_o2o_metrics_table_when_runs_record_them(tmp_path):
+    for seed_values, algo in (([(40.0, 10.0), (60.0, 30.0)], "cal_ql"),):
+        make_cell(tmp_path / "store", algo, "hopper-medium", {
+            s: {"last_score": 70.0, "best_score": 75.0, "pretrain_score": pre, "dip": dip,
+                "final_score": 70.0, "regret": 0.4} for s, (pre, dip) in enumerate(seed_values)},
+            mode="o2o")
+    leaderboard.write_report(tmp_path / "store", tmp_path / "out", reps=100, log=quiet)
+    text = (tmp_path / "out" / "leaderboard.md").read_text()
+    section = text.split("### o2o metrics")[1].split("###")[0]
+    cells = table_row(section, "| hopper-medium | cal_ql")
+    # pretrain 40, 60 -> 50 ± 10 (population std); dip 10, 30 -> 20 ± 10
+    assert cells[2:] == ["50.0 ± 10.0", "20.0 ± 10.0", "70.0 ± 0.0", "0.4 ± 0.0"]
+
+
+def test_profiles_are_never_mixed(tmp_path):
+    root = tmp_path / "store"
+    make_cell(root, "bc", "hopper-medium", {0: (10.0, 10.0), 1: (20.0, 20.0)}, profile="cpu")
+    make_cell(root, "bc", "hopper-medium", {0: (80.0, 80.0), 1: (90.0, 90.0)}, profile="full",
+              updates=1000)
+    both = leaderboard.write_report(root, tmp_path / "all", reps=100, log=quiet)
+    assert set(both) == {"cpu", "full"}
+    for profile, expected in (("cpu", 15.0), ("full", 85.0)):
+        table = pd.read_csv(tmp_path / "all" / profile / "leaderboard.csv")
+        assert list(table.profile) == [profile] and list(table.last_mean) == [expected]
+        assert set(pd.read_csv(tmp_path / "all" / profile / "scores.csv").profile) == {profile}
+    only = leaderboard.write_report(root, tmp_path / "cpu", profile="cpu", reps=100, log=quiet)
+    assert set(only) == {"cpu"} and not (tmp_path / "cpu" / "full").exists()
+    assert "85.0" not in (tmp_path / "cpu" / "leaderboard.md").read_text()
+    finals = leaderboard.load_store(store.Store(root))[0]
+    with pytest.raises(AssertionError, match="profiles mixed"):
+        leaderboard.write_profile(finals, pd.DataFrame(), tmp_path / "mixed", 100, [])
+    with pytest.raises(ValueError, match="no complete cell of profile 'gpu'"):
+        leaderboard.write_report(root, tmp_path / "x", profile="gpu", log=quiet)
+
+
+def test_two_budgets_in_one_profile_are_separate_rows(tmp_path):
+    root = tmp_path / "store"
+    make_cell(root, "bc", "hopper-medium", {0: (10.0, 10.0)}, updates=100)
+    make_cell(root, "bc", "hopper-medium", {0: (50.0, 50.0)}, updates=200)
+    table = leaderboard.write_report(root, tmp_path / "out", reps=100, log=quiet)["cpu"]["table"]
+    assert sorted(table.last_mean) == [10.0, 50.0]
+    assert all(" @ " in e for e in table.entry)
+
+
+# ---- sweeps (tiny training) ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def swept(env_root):
+    root = env_root / "store"
+    result = sweep.run_sweep(tiny_spec(), store.Store(root), log=quiet)
+    return root, result
+
+
+def cell_of(root: Path, algorithm: str) -> store.CellDir:
+    (cell,) = [c for c in store.Store(root).cells() if c.config()["algorithm"] == algorithm]
+    return cell
+
+
+def test_crashing_cell_is_recorded_and_the_sweep_goes_on(swept):
+    root, result = swept
+    bc, crash = cell_of(root, "bc"), cell_of(root, "harnesspkg.crash")
+    assert result.ran == [bc.name] and list(result.failed) == [crash.name]
+    assert "boom: a deliberate crash" in result.failed[crash.name]
+    status = crash.status()
+    assert status["state"] == "failed" and "boom" in status["error"]
+    assert "ValueError" in status["traceback"]
+    assert bc.complete
+    metrics = pd.read_csv(bc.path / "metrics.csv")
+    assert sorted(zip(metrics.seed, metrics.updates, strict=True)) == [
+        (0, 100), (0, 200), (1, 100), (1, 200)]
+    assert bc.config()["algo_config"]["hidden"] == [32, 32]
+    assert json.loads((bc.path / "cell.json").read_text())["sweeps"][0] == "tiny"
+
+
+def test_resume_skips_complete_cells_and_retries_failed_ones(swept):
+    root, _ = swept
+    bc = cell_of(root, "bc")
+    before = {p.name: p.stat().st_mtime_ns for p in bc.path.iterdir() if p.is_file()}
+    with pytest.raises(ValueError, match="did not complete.*pass --resume"):
+        sweep.run_sweep(tiny_spec(), store.Store(root), log=quiet)  # the failed cell
+    # another sweep sharing the store reuses the complete cell without --resume
+    other = sweep.run_sweep(tiny_spec(name="other", algorithms=["bc"], sinks=[]),
+                            store.Store(root), log=quiet)
+    assert other.skipped == [bc.name] and other.ran == [] and not other.failed
+    assert json.loads((bc.path / "cell.json").read_text())["sweeps"] == ["tiny", "other"]
+    again = sweep.run_sweep(tiny_spec(), store.Store(root), resume=True, log=quiet)
+    assert again.skipped == [bc.name] and again.ran == []
+    assert list(again.failed) == [cell_of(root, "harnesspkg.crash").name]
+    after = {p.name: p.stat().st_mtime_ns for p in bc.path.iterdir() if p.is_file()}
+    assert {k: v for k, v in after.items() if k != "cell.json"} == {
+        k: v for k, v in before.items() if k != "cell.json"}
+
+
+def read_events(folder: Path) -> dict[tuple[str, int], float]:
+    """Scalars of tensorboardX event files (TFRecord framing: length, crc, data, crc)."""
+    from tensorboardX.proto import event_pb2
+
+    out = {}
+    for path in folder.glob("events.out.tfevents.*"):
+        data = path.read_bytes()
+        i = 0
+        while i < len(data):
+            (length,) = struct.unpack("<Q", data[i:i + 8])
+            event = event_pb2.Event.FromString(data[i + 12:i + 12 + length])
+            i += 12 + length + 4
+            for value in event.summary.value:
+                out[(value.tag, event.step)] = value.simple_value
+    return out
+
+
+def test_tensorboard_sink_logs_what_metrics_csv_holds(swept):
+    root, _ = swept
+    bc = cell_of(root, "bc")
+    events = read_events(bc.path / "tensorboard")
+    metrics = pd.read_csv(bc.path / "metrics.csv")
+    for _, row in metrics.iterrows():
+        assert events[(f"seed{int(row.seed)}/eval_return", int(row.updates))] == pytest.approx(
+            row.eval_return, rel=1e-6)
+
+
+def test_store_report_of_a_sweep(swept, tmp_path):
+    root, _ = swept
+    result = leaderboard.write_report(root, tmp_path, reps=200, log=quiet)["test"]
+    info = json.loads((cell_of(root, "bc").path / "run.json").read_text())
+    lasts = [info["per_seed"][s]["last_score"] for s in ("0", "1")]
+    row = result["table"].set_index("entry").loc["bc"]
+    assert row.last_mean == pytest.approx(np.mean(lasts)) and row.seeds == 2
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "harnesspkg.crash" in text.split("Cells not included")[1]  # listed as not complete
+    assert "`batch_size=64 hidden=32,32`" in text
+
+
+def to_toml(spec: dict) -> str:
+    return "\n".join(
+        [f"{k} = {json.dumps(v)}" for k, v in spec.items() if k != "budget"] + ["[budget]"]
+        + [f"{k} = {json.dumps(v)}" for k, v in spec["budget"].items()]) + "\n"
+
+
+def test_bench_runs_submitted_algorithms_beside_the_profile(swept, tmp_path, monkeypatch):
+    from offbench import cli
+
+    root, _ = swept
+    bc = cell_of(root, "bc")
+    before = (bc.path / "metrics.csv").stat().st_mtime_ns
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "test.toml").write_text(to_toml(tiny_spec(algorithms=["bc"])))
+    monkeypatch.setattr(cli, "SWEEPS_DIR", tmp_path / "sweeps")
+    code = cli.main(["bench", "--profile", "test", "--algos", "harnesspkg.good", "--store",
+                     str(root), "--out", str(tmp_path / "results"), "--reps", "200"])
+    assert code == 0
+    table = pd.read_csv(tmp_path / "results" / "leaderboard.csv")
+    assert set(table.entry) == {"bc", "harnesspkg.good"} and set(table.profile) == {"test"}
+    assert (bc.path / "metrics.csv").stat().st_mtime_ns == before  # reused, not rerun
+    assert cli.main(["bench", "--profile", "nope", "--store", str(root)]) == 2
+
+
+def test_sweep_killed_between_cells_resumes_to_the_same_report(swept, env_root, tmp_path):
+    root, _ = swept
+    spec_path = tmp_path / "tiny.toml"
+    spec_path.write_text(to_toml(tiny_spec()))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(env_root / "code")]),
+           "MINARI_DATASETS_PATH": str(env_root / "minari")}
+    base = [sys.executable, "-m", "offbench.cli", "sweep", str(spec_path), "--store",
+            str(tmp_path / "store")]
+    killed = subprocess.run([*base, "--stop-after-cells", "1"], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert killed.returncode == 17, killed.stderr
+    resumed = subprocess.run([*base, "--resume", "--out", str(tmp_path / "out"), "--reps",
+                              "200"], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 1, resumed.stderr  # the crashing cell still fails
+    assert "0 cell(s) ran, 1 complete before, 1 failed" in resumed.stdout
+    mine = pd.read_csv(cell_of(tmp_path / "store", "bc").path / "metrics.csv")
+    reference = pd.read_csv(cell_of(root, "bc").path / "metrics.csv")
+    pd.testing.assert_frame_equal(mine.drop(columns="wall_s"), reference.drop(columns="wall_s"),
+                                  check_exact=True)
+    leaderboard.write_report(root, tmp_path / "reference", reps=200, log=quiet)
+    for name in ("leaderboard.csv", "aggregate.csv"):  # the reference store may hold more
+        mine, ref = (pd.read_csv(tmp_path / d / name).query("entry == 'bc'")
+                     .reset_index(drop=True) for d in ("out", "reference"))
+        assert len(mine) > 0
+        pd.testing.assert_frame_equal(mine, ref)
+
+
+def test_sinks_wandb_skipped_without_its_package_and_unknown_names_refused(tmp_path,
+                                                                          monkeypatch):
+    import importlib.util
+
+    from offbench import sinks
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "wandb" else real(name, *a))
+    logged = []
+    assert sinks.open_sinks(["wandb"], tmp_path, {}, log=logged.append) == []
+    assert "wandb sink skipped: the wandb package is not installed" in logged[0]
+    with pytest.raises(ValueError, match="unknown logging sinks"):
+        sinks.open_sinks(["mlflow"], tmp_path, {})
+
+
+KILLED_IN_A_CELL = """
+import dataclasses, sys
+from offbench import offline, store, sweep
+
+def run(cell, out, resume, sinks):  # the offline runner, killed after its first checkpoint
+    c = cell.config
+    offline.train(c["algorithm"], c["dataset"], c["seeds"],
+                  offline.OfflineConfig(**c["budget"]), sweep.algo_config_from(c), out,
+                  resume=resume, first_seed=c["first_seed"], progress=False,
+                  stop_after_chunks=1)
+
+sweep.register_mode(dataclasses.replace(sweep.MODES["offline"], run=run))
+sweep.run_sweep(sweep.load_spec(sys.argv[1]), store.Store(sys.argv[2]))
+"""
+
+
+def test_sweep_killed_inside_a_cell_resumes_it_bit_for_bit(swept, env_root, tmp_path):
+    root, _ = swept
+    spec_path = tmp_path / "bc.toml"
+    spec_path.write_text(to_toml(tiny_spec(algorithms=["bc"])))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(env_root / "code")]),
+           "MINARI_DATASETS_PATH": str(env_root / "minari")}
+    killed = subprocess.run([sys.executable, "-c", KILLED_IN_A_CELL, str(spec_path),
+                             str(tmp_path / "store")], env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert killed.returncode == 17, killed.stderr
+    cell = cell_of(tmp_path / "store", "bc")
+    assert cell.status()["state"] == "running"  # a report would skip it
+    assert len(pd.read_csv(cell.path / "metrics.csv")) == 2  # one of two chunks
+    resumed = subprocess.run([sys.executable, "-m", "offbench.cli", "sweep", str(spec_path),
+                              "--store", str(tmp_path / "store"), "--resume"], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert cell.complete
+    mine = pd.read_csv(cell.path / "metrics.csv").drop(columns="wall_s")
+    reference = pd.read_csv(cell_of(root, "bc").path / "metrics.csv").drop(columns="wall_s")
+    pd.testing.assert_frame_equal(mine, reference, check_exact=True)
+
+
+# ---- offbench check ------------------------------------------------------------------------
+
+def run_check(target: str, overrides=()) -> tuple[bool, str]:
+    from offbench.check import check
+
+    lines: list[str] = []
+    ok = check(target, list(overrides), log=lines.append)
+    return ok, "\n".join(lines)
+
+
+def test_check_accepts_a_baseline_and_the_good_template(tmp_path):
+    ok, text = run_check("bc", ["hidden=32,32"])
+    assert ok, text
+    (tmp_path / "good.py").write_text(module_text())
+    ok, text = run_check(str(tmp_path / "good.py"))
+    assert ok and "FAIL" not in text, text
+
+
+@pytest.mark.parametrize("fault", sorted(BROKEN))
+def test_check_rejects_each_broken_module(fault, tmp_path):
+    path = tmp_path / f"{fault}.py"
+    path.write_text(module_text(fault))
+    ok, text = run_check(str(path))
+    assert not ok
+    fails = [line for line in text.splitlines() if line.startswith("FAIL")]
+    assert fails and any(BROKEN[fault][1] in line for line in fails), text
+
+
+def test_check_cli_exit_codes(tmp_path):
+    path = tmp_path / "nan_loss.py"
+    path.write_text(module_text("nan_loss"))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    bad = subprocess.run([sys.executable, "-m", "offbench.cli", "check", str(path)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "FAIL" in bad.stdout and "not keep" in bad.stdout
+
+
+MIXED_BUDGET = {"online_steps": 40, "eval_every": 20, "eval_episodes": 2,
+                "checkpoint_every": 20, "episode_length": 20}
+
+
+def test_o2o_and_hybrid_cells_run_and_report_their_metrics(env_root, tmp_path):
+    """Two sweeps share one store: IQL O2O and RLPD hybrid cells run through offbench/o2o.py,
+    and the leaderboard's mode tables show what their run.json recorded."""
+    root = tmp_path / "store"
+    o2o_spec = tiny_spec(name="o2o", algorithms=["iql"], modes=["o2o"], sinks=[],
+                         budget={**MIXED_BUDGET, "offline_updates": 40})
+    hybrid_spec = tiny_spec(name="hybrid", algorithms=["rlpd"], modes=["hybrid"], sinks=[],
+                            set=["hidden=32,32", "batch_size=64", "utd=2"],
+                            budget={**MIXED_BUDGET, "threshold": -1e9})
+    for spec in (o2o_spec, hybrid_spec):
+        result = sweep.run_sweep(spec, store.Store(root), log=quiet)
+        assert len(result.ran) == 1 and not result.failed
+    iql, rlpd = cell_of(root, "iql"), cell_of(root, "rlpd")
+    # IQL's published fine-tuning setting reached the resolved config, as `offbench run` does it
+    assert iql.config()["algo_config"]["actor_lr_schedule"] == "constant"
+    assert rlpd.config()["budget"]["offline_ratio"] == 0.5 and rlpd.config()["budget"]["utd"] == 2
+    per_seed = json.loads((iql.path / "run.json").read_text())["per_seed"]
+    leaderboard.write_report(root, tmp_path / "out", reps=100, log=quiet)
+    text = (tmp_path / "out" / "leaderboard.md").read_text()
+    cells = table_row(text.split("### o2o metrics")[1].split("###")[0], f"| {DATASET} | iql")
+    pre = [per_seed[s]["pretrain_score"] for s in ("0", "1")]
+    assert cells[2].startswith(f"{np.mean(pre):.1f} ± {np.std(pre):.1f}")
+    hybrid = text.split("### hybrid metrics")[1].split("###")[0]
+    # every evaluation clears a threshold of -1e9: reached at the first online evaluation
+    assert table_row(hybrid, f"| {DATASET} | rlpd")[2].startswith("20.0 ± 0.0")
