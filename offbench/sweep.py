@@ -300,6 +300,8 @@ def expand(spec: dict, log: Callable[[str], None] = print) -> list[Cell]:
     algorithms = _as_list(spec["algorithms"], "algorithms")
     datasets = _as_list(spec["datasets"], "datasets")
     modes = _as_list(spec.get("modes", ["offline"]), "modes")
+    for name in modes:  # a misspelt mode fails here, not as "no cell to run"
+        get_mode(name)
     for mode in modes:
         get_mode(mode)
     if "budget" in spec and "budgets" in spec:

@@ -198,8 +198,8 @@ def test_hash_is_of_content_not_key_order():
 
 
 def test_bad_specs_fail_before_anything_runs(env_root, tmp_path):
-    with pytest.raises(ValueError, match="mode 'o2o' has no runner"):
-        sweep.expand(tiny_spec(modes=["o2o"]), quiet)
+    with pytest.raises(ValueError, match="mode 'o2o2' has no runner"):
+        sweep.expand(tiny_spec(modes=["o2o2"]), quiet)
     with pytest.raises(ValueError, match="unknown config key 'hiden'"):
         sweep.expand(tiny_spec(algorithms=["bc"], algorithms_set={"bc": {"set": ["hiden=3"]}}),
                      quiet)
