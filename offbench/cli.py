@@ -97,6 +97,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from offbench.data import load
 
     algo = load_algorithm(args.algorithm)
+    if args.mode == "offline" and "@" in args.dataset:
+        raise ValueError(f"'{args.dataset}' is a hybrid sim-to-real task: use --mode hybrid "
+                         "(or o2o)")
     if args.mode == "offline" and "offline" not in algo.MODES:
         raise ValueError(f"algorithm '{args.algorithm}' has no offline mode (its modes: "
                          f"{list(algo.MODES)})")
@@ -146,9 +149,10 @@ def _run_mixed(args: argparse.Namespace, algo, algo_config, given: set) -> int:
     import dataclasses
     import json
 
-    from offbench import o2o
+    from offbench import hybrid, o2o
     from offbench.data import load
 
+    data_id, _ = hybrid.split(args.dataset)  # a bad hybrid name fails before anything runs
     changes = {k: v for k, v in getattr(algo, "O2O_SETTINGS", {}).items() if k not in given}
     if args.utd is not None and hasattr(algo_config, "utd"):
         changes["utd"] = args.utd  # the algorithm's UTD is the loop's (RLPD)
@@ -165,10 +169,10 @@ def _run_mixed(args: argparse.Namespace, algo, algo_config, given: set) -> int:
         num_envs=args.num_envs, utd=args.utd, warmup_steps=args.warmup_steps,
         backend=args.backend, episode_length=args.episode_length, threshold=args.threshold)
     config = o2o.resolve(config, algo_config)  # bad input fails before the data is loaded
-    dataset = load(args.dataset, args.root, derived=tuple(getattr(algo, "DATASET_FIELDS", ())),
+    dataset = load(data_id, args.root, derived=tuple(getattr(algo, "DATASET_FIELDS", ())),
                    discount=getattr(algo_config, "discount", 0.99))
     out = Path(args.out or f"runs/{args.mode}/{args.algorithm}-"
-               f"{args.dataset.replace('/', '_')}")
+               f"{args.dataset.replace('/', '_').replace(':', '_')}")
     o2o.train(args.algorithm, args.dataset, args.seeds, config, algo_config, out,
               resume=args.resume, first_seed=args.first_seed,
               stop_after_chunks=args.stop_after_chunks, dataset=dataset)
@@ -354,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train an algorithm on a dataset (offline RL)")
     p.add_argument("algorithm", help="algorithm name in baselines/ (e.g. iql) or module path")
     p.add_argument("dataset", help="dataset id, e.g. hopper-medium-replay (see `offbench "
-                                   "datasets list`) or a Minari id")
+                                   "datasets list`), a Minari id, or a hybrid sim-to-real task "
+                                   "DATASET@sim:gravity=0.5,... (--mode hybrid/o2o)")
     p.add_argument("--mode", default="offline", choices=["offline", "o2o", "hybrid"],
                    help="offline; o2o: pre-train offline, then fine-tune online; hybrid: "
                         "online from scratch with the dataset in every minibatch")
@@ -378,8 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--utd", type=int, help="updates per env step (default: the algorithm's, "
                                           "else 1)")
     g.add_argument("--num-envs", type=int, default=1, help="training envs per seed")
-    g.add_argument("--warmup-steps", type=int, default=0,
-                   help="online steps with random actions and no updates first")
+    g.add_argument("--warmup-steps", type=int,
+                   help="online steps with no updates first (default: the algorithm's, else 0)")
     g.add_argument("--threshold", type=float,
                    help="run.json reports the env steps to reach this normalized score")
     _add_run_options(p, "runs/MODE/ALGO-DATASET")

@@ -58,7 +58,12 @@ class MixedConfig:
     checkpoint_every: int = 50_000  # in the same units, rounded to whole periods
     num_envs: int = 1
     utd: int | None = None  # None: the algorithm config's `utd` if it has one, else 1
-    warmup_steps: int = 0  # online env steps with uniform random actions and no updates
+    # online env steps with no updates first; None: the algorithm config's `warmup_steps` if
+    # it has one (WSRL's 5000), else 0
+    warmup_steps: int | None = None
+    # who acts in them: "random" or "policy" (the frozen pre-trained policy, WSRL); None: the
+    # algorithm config's `warmup_actions` if it has one, else "random"
+    warmup_actions: str | None = None
     buffer_size: int | None = None  # default: min(online_steps, 1M)
     backend: str | None = None
     episode_length: int | None = None
@@ -83,6 +88,11 @@ class MixedConfig:
         ratio = self.offline_ratio
         if ratio is not None and not (0.0 <= ratio <= 1.0):  # also refuses NaN
             raise ValueError(f"offline ratio must be in [0, 1], got {ratio}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.warmup_actions not in (None, *online.WARMUP_ACTIONS):
+            raise ValueError(f"warmup_actions must be one of {list(online.WARMUP_ACTIONS)}, "
+                             f"got '{self.warmup_actions}'")
         if self.utd is not None and self.utd < 1:
             raise ValueError(f"utd must be >= 1, got {self.utd}")
 
@@ -96,7 +106,8 @@ class MixedConfig:
 
     def online_config(self) -> online.OnlineConfig:
         return online.OnlineConfig(
-            env_steps=self.online_steps, num_envs=self.num_envs, warmup_steps=self.warmup_steps,
+            env_steps=self.online_steps, num_envs=self.num_envs,
+            warmup_steps=self.warmup_steps or 0, warmup_actions=self.warmup_actions or "random",
             utd=self.utd or 1, eval_every=self.eval_every, eval_episodes=self.eval_episodes,
             buffer_size=self.buffer_size, checkpoint_every=self.checkpoint_every,
             backend=self.backend, episode_length=self.episode_length)
@@ -111,12 +122,17 @@ class MixedConfig:
 
 
 def resolve(config: MixedConfig, algo_config: Any) -> MixedConfig:
-    """Fill the fields left to the algorithm (offline ratio, UTD) and validate."""
+    """Fill the fields left to the algorithm (offline ratio, UTD, warm-up) and validate."""
     ratio = config.offline_ratio
     if ratio is None:
         ratio = getattr(algo_config, "offline_ratio", DEFAULT_OFFLINE_RATIO)
     utd = config.utd if config.utd is not None else getattr(algo_config, "utd", 1)
-    config = dataclasses.replace(config, offline_ratio=float(ratio), utd=int(utd))
+    warmup = config.warmup_steps
+    if warmup is None:
+        warmup = getattr(algo_config, "warmup_steps", 0)
+    actions = config.warmup_actions or getattr(algo_config, "warmup_actions", "random")
+    config = dataclasses.replace(config, offline_ratio=float(ratio), utd=int(utd),
+                                 warmup_steps=int(warmup), warmup_actions=actions)
     config.validate()
     return config
 
@@ -133,13 +149,28 @@ def offline_count(batch_size: int, ratio: float) -> int:
 
 
 def mixed_sample(arrays: dict[str, jax.Array], buffer: replay.ReplayBuffer, key: jax.Array,
-                 batch_size: int, n_offline: int) -> Transition:
+                 batch_size: int, n_offline: int, mark_source: bool = False) -> Transition:
     """A minibatch of `n_offline` dataset transitions followed by batch_size - n_offline replay
-    transitions, each part uniform with replacement (the counts are static: exact per batch)."""
+    transitions, each part uniform with replacement (the counts are static: exact per batch).
+    mark_source: also `extra["from_dataset"]`, 1 on dataset rows and 0 on env rows (H2O)."""
     k_offline, k_online = jax.random.split(key)
     data = offline.sample(arrays, k_offline, n_offline)
     env = replay.sample(buffer, k_online, batch_size - n_offline)
-    return jax.tree.map(lambda a, b: jnp.concatenate([a.astype(b.dtype), b]), data, env)
+    batch = jax.tree.map(lambda a, b: jnp.concatenate([a.astype(b.dtype), b]), data, env)
+    if mark_source:
+        source = (jnp.arange(batch_size) < n_offline).astype(jnp.float32)
+        batch = batch.replace(extra={**batch.extra, "from_dataset": source})
+    return batch
+
+
+def online_view(algo: types.ModuleType) -> Any:
+    """The algorithm as the online phase runs it: its `online_update` in place of `update`
+    when it defines one (an algorithm whose fine-tuning differs from its pre-training: WSRL,
+    SPOT's lambda schedule); else the module itself."""
+    if not hasattr(algo, "online_update"):
+        return algo
+    attrs = {k: getattr(algo, k) for k in dir(algo) if not k.startswith("__")}
+    return types.SimpleNamespace(**{**attrs, "update": algo.online_update})
 
 
 class Carry(online.Carry):
@@ -163,6 +194,9 @@ class Problem:
     prepared: offline.Prepared
     ref_min: float | None = None
     ref_max: float | None = None
+    # hybrid sim-to-real tasks (offbench/hybrid.py): dynamics overrides of the env the agent
+    # trains in; evaluation stays on the real task
+    sim_overrides: dict | None = None
 
     def __post_init__(self):
         cfg, prep = self.config, self.prepared
@@ -171,10 +205,12 @@ class Problem:
                                        self.ref_min, self.ref_max)
         fields = tuple(k for k in prep.arrays if k not in offline.BASE_FIELDS)
         self.online = online.Problem(
-            self.algo, self.algo_config, self.task, cfg.online_config(),
+            online_view(self.algo), self.algo_config, self.task, cfg.online_config(),
             obs_mean=prep.obs_mean, obs_std=prep.obs_std, reward_scale=prep.reward_scale,
             reward_bias=prep.reward_bias, extra_fields=fields,
-            discount=getattr(self.algo_config, "discount", 0.99))
+            discount=getattr(self.algo_config, "discount", 0.99),
+            env_overrides=self.sim_overrides)
+        self.mark_source = "from_dataset" in getattr(self.algo, "BATCH_FIELDS", ())
         self.n_offline = offline_count(self.algo_config.batch_size, cfg.offline_ratio)
 
     def phase(self, period: int) -> dict:
@@ -196,10 +232,11 @@ def make_chunk(problem: Problem, periods: int):
     offline_period = offline.make_period(problem.offline)
 
     def sample(carry: Carry, key: jax.Array, arrays: dict) -> Transition:
-        return mixed_sample(arrays, carry.buffer, key, batch_size, problem.n_offline)
+        return mixed_sample(arrays, carry.buffer, key, batch_size, problem.n_offline,
+                            problem.mark_source)
 
     iters = problem.online.config.iterations_per_period
-    warmup_iters = math.ceil(cfg.warmup_steps / cfg.num_envs)
+    warmup_iters = math.ceil((cfg.warmup_steps or 0) / cfg.num_envs)
 
     def guard(carry: Carry, new_state: Any, out: dict, it: jax.Array):
         # diverged_at counts updates through both phases (this iteration's first update)
@@ -275,9 +312,15 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: MixedConfig, algo
           out: Path, resume: bool = False, first_seed: int = 0, progress: bool = True,
           stop_after_chunks: int | None = None, data_root: str | Path | None = None,
           dataset: Dataset | None = None) -> pd.DataFrame:
-    """Train `seeds` seeds in O2O or hybrid mode on a dataset's task; per-seed metrics."""
+    """Train `seeds` seeds in O2O or hybrid mode on a dataset's task; per-seed metrics.
+    `dataset_id` may be a hybrid sim-to-real name (`halfcheetah-medium@sim:gravity=0.5`,
+    offbench/hybrid.py): the data and evaluation are the real task's, the online env the
+    simulator's."""
+    from offbench import hybrid
     from offbench.algorithms import load_algorithm
     from offbench.data import load
+
+    data_id, sim = hybrid.split(dataset_id)
 
     algo = load_algorithm(algo_name)
     config.validate()
@@ -286,15 +329,16 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: MixedConfig, algo
     config = dataclasses.replace(config, backend=config.backend or envs.default_backend())
     out = Path(out)
     settings = {"algorithm": algo_name, "dataset": dataset_id, "seeds": seeds,
-                "first_seed": first_seed, "mixed_config": dataclasses.asdict(config),
+                "first_seed": first_seed, "sim_overrides": sim,
+                "mixed_config": dataclasses.asdict(config),
                 "algo_config": dataclasses.asdict(algo_config)}
     if dataset is None:
-        dataset = load(dataset_id, data_root, derived=tuple(getattr(algo, "DATASET_FIELDS", ())),
+        dataset = load(data_id, data_root, derived=tuple(getattr(algo, "DATASET_FIELDS", ())),
                        discount=getattr(algo_config, "discount", 0.99))
     prepared = offline.prepare(algo, algo_config, dataset)
     meta = dataset.metadata
     problem = Problem(algo, algo_config, dataset.task, config, prepared, meta.get("ref_min"),
-                      meta.get("ref_max"))
+                      meta.get("ref_max"), sim_overrides=sim)
     position = offline.seed_position(first_seed, seeds)
     arrays = prepared.arrays
     periods = config.offline_periods + config.online_periods
