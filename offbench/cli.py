@@ -35,6 +35,14 @@ def cmd_perf(args: argparse.Namespace) -> int:
         perf_offline.main(task, args.updates, args.repeats, Path(args.out), args.algorithms)
         print(f"wrote {Path(args.out) / 'offline.md'} and offline.csv")
         return 0
+    if args.suite == "o2o":
+        from offbench.perf import o2o as perf_o2o
+
+        task = (args.tasks or ["halfcheetah"])[0]
+        envs.get_spec(task)
+        perf_o2o.main(task, args.env_steps, args.repeats, Path(args.out))
+        print(f"wrote {Path(args.out) / 'o2o.md'} and o2o.csv")
+        return 0
     if args.suite == "online":
         from offbench.perf import online as perf_online
 
@@ -427,12 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_datasets)
 
     p = sub.add_parser("perf", help="throughput benchmarks (written to results/perf)")
-    p.add_argument("suite", choices=["envs", "online", "offline"], help="what to measure")
+    p.add_argument("suite", choices=["envs", "online", "offline", "o2o"], help="what to measure")
     p.add_argument("--tasks", nargs="*", help="tasks (default: all)")
     p.add_argument("--backends", nargs="*", default=["mujoco", "mjx"], choices=["mujoco", "mjx"])
     p.add_argument("--batches", nargs="*", type=int, default=[1, 16, 256])
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (median is reported)")
-    p.add_argument("--env-steps", type=int, default=2000, help="online suite: steps per run")
+    p.add_argument("--env-steps", type=int, default=2000, help="online/o2o suites: steps per run")
     p.add_argument("--updates", type=int, default=1000, help="offline suite: updates per run")
     p.add_argument("--algorithms", nargs="*", help="offline suite: algorithms (default: all)")
     p.add_argument("--out", default="results/perf", help="output folder")
