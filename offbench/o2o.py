@@ -19,7 +19,7 @@ so one compiled chunk serves both phases, a chunk may straddle the switch, and t
 checkpoints and resume work anywhere, also in the middle of the online phase. Rows of
 metrics.csv carry `phase`, `updates` (all updates so far) and `env_steps` (online env steps).
 
-Divergence: as in offline.py, a seed whose parameters or losses turn NaN/Inf keeps its last
+Divergence: as in offline.py, a seed whose parameters turn NaN/Inf (or losses Inf) keeps its last
 finite state from then on and is flagged `diverged`, in both phases (online: checked after each
 iteration's `utd` updates); the flag and `diverged_at` (in updates) carry over the switch.
 """

@@ -117,3 +117,14 @@ def test_a_hybrid_h2o_period_trains_in_the_simulator_and_evaluates_on_the_real_t
     _, (out, _) = jax.jit(o2o.make_chunk(problem, 1))(carry, 0, arrays)
     for k in ("critic_loss", "d_sas_loss", "h2o_penalty", "sim_weight_mean", "eval_return"):
         assert np.isfinite(float(out[k][0])), k
+
+
+def test_bad_hybrid_task_on_the_command_line(tmp_path):
+    from test_o2o import run_cli
+
+    out = run_cli("run", "h2o", "hopper-medium@sim:wind=2", "--mode", "hybrid",
+                  "--root", str(tmp_path), "--out", str(tmp_path / "run"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "bad hybrid task" in out.stderr and "unknown override 'wind'" in out.stderr
+    out = run_cli("run", "iql", "hopper-medium@sim:gravity=0.5", "--root", str(tmp_path))
+    assert out.returncode == 2 and "use --mode hybrid" in out.stderr, out.stderr[-2000:]

@@ -74,3 +74,24 @@ def test_vae_first_then_policy_and_the_cooled_lambda():
     assert int(state.online_steps) == 1 and float(info["lmbda"]) == np.float32(0.7)
     assert set(spot.MODES) == {"offline", "o2o"}
     assert isinstance(state, td3_bc.TD3State)
+
+
+def test_spot_in_the_o2o_loop_fine_tunes_with_the_cooled_lambda():
+    from test_o2o import synthetic_prepared
+
+    from offbench import o2o
+
+    cfg = dataclasses.replace(CFG, batch_size=8, lambda_cool_steps=20)
+    prepared = synthetic_prepared(obs_size=11, action_size=3)
+    config = o2o.resolve(o2o.MixedConfig(mode="o2o", offline_updates=10, online_steps=10,
+                                         eval_every=10, eval_episodes=1, episode_length=5,
+                                         backend="mujoco"), cfg)
+    problem = o2o.Problem(spot, cfg, "hopper", config, prepared)
+    arrays = prepared.arrays
+    carry = o2o.init_carry(problem, jax.random.PRNGKey(0), 0, arrays)
+    carry, (out, _) = jax.jit(o2o.make_chunk(problem, 2))(carry, 0, arrays)
+    assert int(carry.algo.online_steps) == 10 and int(carry.algo.steps) == 20
+    # offline: lambda itself; online: the mean over t = 0..9 of 0.7 * max(0.2, 1 - t / 20)
+    np.testing.assert_allclose(out["lmbda"], [0.7, 0.7 * np.mean(1 - np.arange(10) / 20)],
+                               rtol=1e-5)
+    assert np.isfinite(out["eval_return"]).all()
