@@ -128,3 +128,27 @@ def test_bad_hybrid_task_on_the_command_line(tmp_path):
     assert "bad hybrid task" in out.stderr and "unknown override 'wind'" in out.stderr
     out = run_cli("run", "iql", "hopper-medium@sim:gravity=0.5", "--root", str(tmp_path))
     assert out.returncode == 2 and "use --mode hybrid" in out.stderr, out.stderr[-2000:]
+
+
+def test_sim_rows_bellman_error_is_weighted_by_the_gap_weights():
+    """td_loss = sum over critics of mean_b w_b (Q_i(s_b, a_b) - y_b)^2, w = 1 on real rows and
+    clip(exp(-gap)) on sim rows; Q from the numpy critics, y from SAC's target (same key)."""
+    from baselines import sac
+
+    from np_reference import np_critics
+
+    cfg = h2o.Config(hidden=(16,), disc_hidden=(16,), cql_n_actions=2, orthogonal_init=False,
+                     w_min=0.05, w_max=0.9)
+    state = h2o.init(jax.random.PRNGKey(3), EnvSpec(3, 2), cfg)
+    batch = mixed(jax.random.PRNGKey(4), n=16)
+    key = jax.random.PRNGKey(5)
+    gap = np.asarray(h2o.log_gap(state, batch.obs, batch.action, batch.next_obs), np.float64)
+    w = np.r_[np.ones(16), np.clip(np.exp(-gap[16:]), 0.05, 0.9)]
+    assert not np.allclose(w[16:], 1.0)
+    y = np.asarray(sac.td_target(state, batch, jax.random.split(key)[0]), np.float64)
+    q = np_critics(state.critic, np.asarray(batch.obs, np.float64),
+                   np.asarray(batch.action, np.float64))
+    by_hand = (w * (q - y) ** 2).mean(-1).sum()
+    _, info = h2o.critic_loss(state.critic, state, batch, key)
+    np.testing.assert_allclose(float(info["td_loss"]), by_hand, rtol=1e-5)
+    np.testing.assert_allclose(float(info["sim_weight_mean"]), w[16:].mean(), rtol=1e-5)
