@@ -12,6 +12,13 @@ transitions go through the maps the dataset went through (observation standardiz
 scale/bias), and get the derived fields the algorithm asks for (`mc_returns` when their
 episode ends, `next_actions`), so both halves of a batch share units and fields.
 
+The online phase starts with `warmup_steps` env steps without updates, acted by uniform random
+actions or, with `warmup_actions="policy"`, by the (thereby frozen) pre-trained policy (WSRL);
+both default to the algorithm config's fields of those names. An algorithm's `online_update`, if
+it has one, replaces `update` online. Hybrid sim-to-real tasks (`DATASET@sim:gravity=0.5`,
+offbench/hybrid.py) train in a simulator with those dynamics overrides and evaluate on the real
+task; `BATCH_FIELDS = ("from_dataset",)` marks each minibatch row's source (H2O).
+
 Evaluation periods are numbered through both phases: periods [0, P_off) are offline (each
 `eval_every` updates), [P_off, P_off + P_on) online (each `eval_every` env steps). A chunk is a
 scan over periods whose body picks the phase with `lax.cond` on the (unbatched) period index,
