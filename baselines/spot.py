@@ -26,6 +26,10 @@ the same run (the first `vae_steps` of --offline-updates train only the VAE, so 
 --offline-updates 1100000 for SPOT's 100k + 1M); SPOT's actor has dropout, ours none; lambda
 cooling is on by default here (SPOT's code has it as an option; we could not check which the
 paper's fine-tuning numbers used); Flax's default initialization.
+
+Cost: the VAE/TD3 switch is a `lax.cond` on the step counter, which vmapping over seeds turns
+into a select, so a vmapped update computes both the VAE and the TD3 step (as TD3's delayed
+actor step already does).
 """
 
 from __future__ import annotations
