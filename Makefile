@@ -43,6 +43,7 @@ perf: setup
 	$(BIN)/offbench perf envs --out results/perf
 	$(BIN)/offbench perf online --out results/perf
 	$(BIN)/offbench perf offline --out results/perf
+	$(BIN)/offbench perf o2o --out results/perf
 
 # SAC learning check -> results/online/sac.md. Hours of CPU; rerunning resumes from the
 # checkpoints, which live in the cache (outside the work tree, so a fresh checkout keeps them).

@@ -153,6 +153,16 @@ def conservative_gap(critic_params, state: CQLState, batch: Transition, q_data: 
                      key: jax.Array) -> tuple[jax.Array, dict]:
     """Per critic (shape (N,)): E_s[clip(temp * logsumexp(Q(s, a_j) / temp) - Q(s, a_data))]
     over n uniform actions, n actions of pi(.|s) and n of pi(.|s'), all evaluated at s."""
+    cfg = state.config
+    ood, info = soft_max_q(critic_params, state, batch, q_data, key)
+    diff = jnp.clip(ood - q_data, cfg.cql_clip_diff_min, cfg.cql_clip_diff_max).mean(axis=-1)
+    return diff, info
+
+
+def soft_max_q(critic_params, state: CQLState, batch: Transition, q_data: jax.Array,
+               key: jax.Array) -> tuple[jax.Array, dict]:
+    """Per critic and state (shape (N, B)): temp * logsumexp_j(Q(s, a_j) / temp), the soft
+    maximum the conservative term pushes down (also H2O's, weighted per state)."""
     cfg, n = state.config, state.config.cql_n_actions
     actor_net, critic_net = sac.networks(cfg, state.spec)
     batch_size, action_size = batch.action.shape
@@ -187,9 +197,7 @@ def conservative_gap(critic_params, state: CQLState, batch: Transition, q_data: 
                                q_current - current_log_probs], axis=-1)
     else:
         cat = jnp.concatenate([q_random, q_data[..., None], q_next, q_current], axis=-1)
-    ood = jax.nn.logsumexp(cat / cfg.cql_temp, axis=-1) * cfg.cql_temp  # (N, B)
-    diff = jnp.clip(ood - q_data, cfg.cql_clip_diff_min, cfg.cql_clip_diff_max).mean(axis=-1)
-    return diff, info
+    return jax.nn.logsumexp(cat / cfg.cql_temp, axis=-1) * cfg.cql_temp, info  # (N, B)
 
 
 def critic_loss(critic_params, state: CQLState, batch: Transition, key: jax.Array):

@@ -9,7 +9,9 @@ An algorithm is one module `baselines/NAME.py` (or any importable module) defini
     act(state, obs, key, deterministic) -> action           actions in [-1, 1]
 
 Optional: `policy_params(state) -> pytree`, the parameters `act` uses (saved by
-`train-online --snapshots`, e.g. for behaviour policies).
+`train-online --snapshots`, e.g. for behaviour policies); `online_update(state, batch, key)`,
+used instead of `update` in the online phase of O2O/hybrid runs (WSRL, SPOT); `BATCH_FIELDS`
+with "from_dataset" to have O2O/hybrid minibatches mark their dataset rows (H2O).
 
 `update` and `act` must be pure (jit- and vmap-able); the configuration lives inside `state`
 as static data (see `baselines/sac.py`). The harness owns loops, sampling, vmapping over seeds,

@@ -38,6 +38,14 @@ def cmd_perf(args: argparse.Namespace) -> int:
         perf_offline.main(task, args.updates, args.repeats, Path(args.out), args.algorithms)
         print(f"wrote {Path(args.out) / 'offline.md'} and offline.csv")
         return 0
+    if args.suite == "o2o":
+        from offbench.perf import o2o as perf_o2o
+
+        task = (args.tasks or ["halfcheetah"])[0]
+        envs.get_spec(task)
+        perf_o2o.main(task, args.env_steps, args.repeats, Path(args.out))
+        print(f"wrote {Path(args.out) / 'o2o.md'} and o2o.csv")
+        return 0
     if args.suite == "online":
         from offbench.perf import online as perf_online
 
@@ -100,6 +108,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from offbench.data import load
 
     algo = load_algorithm(args.algorithm)
+    if args.mode == "offline" and "@" in args.dataset:
+        raise ValueError(f"'{args.dataset}' is a hybrid sim-to-real task: use --mode hybrid "
+                         "(or o2o)")
     if args.mode == "offline" and "offline" not in algo.MODES:
         raise ValueError(f"algorithm '{args.algorithm}' has no offline mode (its modes: "
                          f"{list(algo.MODES)})")
@@ -149,9 +160,10 @@ def _run_mixed(args: argparse.Namespace, algo, algo_config, given: set) -> int:
     import dataclasses
     import json
 
-    from offbench import o2o
+    from offbench import hybrid, o2o
     from offbench.data import load
 
+    data_id, _ = hybrid.split(args.dataset)  # a bad hybrid name fails before anything runs
     changes = {k: v for k, v in getattr(algo, "O2O_SETTINGS", {}).items() if k not in given}
     if args.utd is not None and hasattr(algo_config, "utd"):
         changes["utd"] = args.utd  # the algorithm's UTD is the loop's (RLPD)
@@ -168,10 +180,10 @@ def _run_mixed(args: argparse.Namespace, algo, algo_config, given: set) -> int:
         num_envs=args.num_envs, utd=args.utd, warmup_steps=args.warmup_steps,
         backend=args.backend, episode_length=args.episode_length, threshold=args.threshold)
     config = o2o.resolve(config, algo_config)  # bad input fails before the data is loaded
-    dataset = load(args.dataset, args.root, derived=tuple(getattr(algo, "DATASET_FIELDS", ())),
+    dataset = load(data_id, args.root, derived=tuple(getattr(algo, "DATASET_FIELDS", ())),
                    discount=getattr(algo_config, "discount", 0.99))
     out = Path(args.out or f"runs/{args.mode}/{args.algorithm}-"
-               f"{args.dataset.replace('/', '_')}")
+               f"{args.dataset.replace('/', '_').replace(':', '_')}")
     o2o.train(args.algorithm, args.dataset, args.seeds, config, algo_config, out,
               resume=args.resume, first_seed=args.first_seed,
               stop_after_chunks=args.stop_after_chunks, dataset=dataset)
@@ -432,7 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train an algorithm on a dataset (offline RL)")
     p.add_argument("algorithm", help="algorithm name in baselines/ (e.g. iql) or module path")
     p.add_argument("dataset", help="dataset id, e.g. hopper-medium-replay (see `offbench "
-                                   "datasets list`) or a Minari id")
+                                   "datasets list`), a Minari id, or a hybrid sim-to-real task "
+                                   "DATASET@sim:gravity=0.5,... (--mode hybrid/o2o)")
     p.add_argument("--mode", default="offline", choices=["offline", "o2o", "hybrid"],
                    help="offline; o2o: pre-train offline, then fine-tune online; hybrid: "
                         "online from scratch with the dataset in every minibatch")
@@ -456,8 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--utd", type=int, help="updates per env step (default: the algorithm's, "
                                           "else 1)")
     g.add_argument("--num-envs", type=int, default=1, help="training envs per seed")
-    g.add_argument("--warmup-steps", type=int, default=0,
-                   help="online steps with random actions and no updates first")
+    g.add_argument("--warmup-steps", type=int,
+                   help="online steps with no updates first (default: the algorithm's, else 0)")
     g.add_argument("--threshold", type=float,
                    help="run.json reports the env steps to reach this normalized score")
     _add_run_options(p, "runs/MODE/ALGO-DATASET")
@@ -529,12 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_datasets)
 
     p = sub.add_parser("perf", help="throughput benchmarks (written to results/perf)")
-    p.add_argument("suite", choices=["envs", "online", "offline"], help="what to measure")
+    p.add_argument("suite", choices=["envs", "online", "offline", "o2o"], help="what to measure")
     p.add_argument("--tasks", nargs="*", help="tasks (default: all)")
     p.add_argument("--backends", nargs="*", default=["mujoco", "mjx"], choices=["mujoco", "mjx"])
     p.add_argument("--batches", nargs="*", type=int, default=[1, 16, 256])
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (median is reported)")
-    p.add_argument("--env-steps", type=int, default=2000, help="online suite: steps per run")
+    p.add_argument("--env-steps", type=int, default=2000, help="online/o2o suites: steps per run")
     p.add_argument("--updates", type=int, default=1000, help="offline suite: updates per run")
     p.add_argument("--algorithms", nargs="*", help="offline suite: algorithms (default: all)")
     p.add_argument("--out", default="results/perf", help="output folder")

@@ -12,6 +12,13 @@ transitions go through the maps the dataset went through (observation standardiz
 scale/bias), and get the derived fields the algorithm asks for (`mc_returns` when their
 episode ends, `next_actions`), so both halves of a batch share units and fields.
 
+The online phase starts with `warmup_steps` env steps without updates, acted by uniform random
+actions or, with `warmup_actions="policy"`, by the (thereby frozen) pre-trained policy (WSRL);
+both default to the algorithm config's fields of those names. An algorithm's `online_update`, if
+it has one, replaces `update` online. Hybrid sim-to-real tasks (`DATASET@sim:gravity=0.5`,
+offbench/hybrid.py) train in a simulator with those dynamics overrides and evaluate on the real
+task; `BATCH_FIELDS = ("from_dataset",)` marks each minibatch row's source (H2O).
+
 Evaluation periods are numbered through both phases: periods [0, P_off) are offline (each
 `eval_every` updates), [P_off, P_off + P_on) online (each `eval_every` env steps). A chunk is a
 scan over periods whose body picks the phase with `lax.cond` on the (unbatched) period index,
@@ -19,7 +26,7 @@ so one compiled chunk serves both phases, a chunk may straddle the switch, and t
 checkpoints and resume work anywhere, also in the middle of the online phase. Rows of
 metrics.csv carry `phase`, `updates` (all updates so far) and `env_steps` (online env steps).
 
-Divergence: as in offline.py, a seed whose parameters or losses turn NaN/Inf keeps its last
+Divergence: as in offline.py, a seed whose parameters turn NaN/Inf (or losses Inf) keeps its last
 finite state from then on and is flagged `diverged`, in both phases (online: checked after each
 iteration's `utd` updates); the flag and `diverged_at` (in updates) carry over the switch.
 """
@@ -59,7 +66,12 @@ class MixedConfig:
     checkpoint_every: int = 50_000  # in the same units, rounded to whole periods
     num_envs: int = 1
     utd: int | None = None  # None: the algorithm config's `utd` if it has one, else 1
-    warmup_steps: int = 0  # online env steps with uniform random actions and no updates
+    # online env steps with no updates first; None: the algorithm config's `warmup_steps` if
+    # it has one (WSRL's 5000), else 0
+    warmup_steps: int | None = None
+    # who acts in them: "random" or "policy" (the frozen pre-trained policy, WSRL); None: the
+    # algorithm config's `warmup_actions` if it has one, else "random"
+    warmup_actions: str | None = None
     buffer_size: int | None = None  # default: min(online_steps, 1M)
     backend: str | None = None
     episode_length: int | None = None
@@ -84,6 +96,11 @@ class MixedConfig:
         ratio = self.offline_ratio
         if ratio is not None and not (0.0 <= ratio <= 1.0):  # also refuses NaN
             raise ValueError(f"offline ratio must be in [0, 1], got {ratio}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.warmup_actions not in (None, *online.WARMUP_ACTIONS):
+            raise ValueError(f"warmup_actions must be one of {list(online.WARMUP_ACTIONS)}, "
+                             f"got '{self.warmup_actions}'")
         if self.utd is not None and self.utd < 1:
             raise ValueError(f"utd must be >= 1, got {self.utd}")
 
@@ -97,7 +114,8 @@ class MixedConfig:
 
     def online_config(self) -> online.OnlineConfig:
         return online.OnlineConfig(
-            env_steps=self.online_steps, num_envs=self.num_envs, warmup_steps=self.warmup_steps,
+            env_steps=self.online_steps, num_envs=self.num_envs,
+            warmup_steps=self.warmup_steps or 0, warmup_actions=self.warmup_actions or "random",
             utd=self.utd or 1, eval_every=self.eval_every, eval_episodes=self.eval_episodes,
             buffer_size=self.buffer_size, checkpoint_every=self.checkpoint_every,
             backend=self.backend, episode_length=self.episode_length)
@@ -112,12 +130,17 @@ class MixedConfig:
 
 
 def resolve(config: MixedConfig, algo_config: Any) -> MixedConfig:
-    """Fill the fields left to the algorithm (offline ratio, UTD) and validate."""
+    """Fill the fields left to the algorithm (offline ratio, UTD, warm-up) and validate."""
     ratio = config.offline_ratio
     if ratio is None:
         ratio = getattr(algo_config, "offline_ratio", DEFAULT_OFFLINE_RATIO)
     utd = config.utd if config.utd is not None else getattr(algo_config, "utd", 1)
-    config = dataclasses.replace(config, offline_ratio=float(ratio), utd=int(utd))
+    warmup = config.warmup_steps
+    if warmup is None:
+        warmup = getattr(algo_config, "warmup_steps", 0)
+    actions = config.warmup_actions or getattr(algo_config, "warmup_actions", "random")
+    config = dataclasses.replace(config, offline_ratio=float(ratio), utd=int(utd),
+                                 warmup_steps=int(warmup), warmup_actions=actions)
     config.validate()
     return config
 
@@ -134,13 +157,28 @@ def offline_count(batch_size: int, ratio: float) -> int:
 
 
 def mixed_sample(arrays: dict[str, jax.Array], buffer: replay.ReplayBuffer, key: jax.Array,
-                 batch_size: int, n_offline: int) -> Transition:
+                 batch_size: int, n_offline: int, mark_source: bool = False) -> Transition:
     """A minibatch of `n_offline` dataset transitions followed by batch_size - n_offline replay
-    transitions, each part uniform with replacement (the counts are static: exact per batch)."""
+    transitions, each part uniform with replacement (the counts are static: exact per batch).
+    mark_source: also `extra["from_dataset"]`, 1 on dataset rows and 0 on env rows (H2O)."""
     k_offline, k_online = jax.random.split(key)
     data = offline.sample(arrays, k_offline, n_offline)
     env = replay.sample(buffer, k_online, batch_size - n_offline)
-    return jax.tree.map(lambda a, b: jnp.concatenate([a.astype(b.dtype), b]), data, env)
+    batch = jax.tree.map(lambda a, b: jnp.concatenate([a.astype(b.dtype), b]), data, env)
+    if mark_source:
+        source = (jnp.arange(batch_size) < n_offline).astype(jnp.float32)
+        batch = batch.replace(extra={**batch.extra, "from_dataset": source})
+    return batch
+
+
+def online_view(algo: types.ModuleType) -> Any:
+    """The algorithm as the online phase runs it: its `online_update` in place of `update`
+    when it defines one (an algorithm whose fine-tuning differs from its pre-training: WSRL,
+    SPOT's lambda schedule); else the module itself."""
+    if not hasattr(algo, "online_update"):
+        return algo
+    attrs = {k: getattr(algo, k) for k in dir(algo) if not k.startswith("__")}
+    return types.SimpleNamespace(**{**attrs, "update": algo.online_update})
 
 
 class Carry(online.Carry):
@@ -164,6 +202,9 @@ class Problem:
     prepared: offline.Prepared
     ref_min: float | None = None
     ref_max: float | None = None
+    # hybrid sim-to-real tasks (offbench/hybrid.py): dynamics overrides of the env the agent
+    # trains in; evaluation stays on the real task
+    sim_overrides: dict | None = None
 
     def __post_init__(self):
         cfg, prep = self.config, self.prepared
@@ -172,10 +213,12 @@ class Problem:
                                        self.ref_min, self.ref_max)
         fields = tuple(k for k in prep.arrays if k not in offline.BASE_FIELDS)
         self.online = online.Problem(
-            self.algo, self.algo_config, self.task, cfg.online_config(),
+            online_view(self.algo), self.algo_config, self.task, cfg.online_config(),
             obs_mean=prep.obs_mean, obs_std=prep.obs_std, reward_scale=prep.reward_scale,
             reward_bias=prep.reward_bias, extra_fields=fields,
-            discount=getattr(self.algo_config, "discount", 0.99))
+            discount=getattr(self.algo_config, "discount", 0.99),
+            env_overrides=self.sim_overrides)
+        self.mark_source = "from_dataset" in getattr(self.algo, "BATCH_FIELDS", ())
         self.n_offline = offline_count(self.algo_config.batch_size, cfg.offline_ratio)
 
     def phase(self, period: int) -> dict:
@@ -197,10 +240,11 @@ def make_chunk(problem: Problem, periods: int):
     offline_period = offline.make_period(problem.offline)
 
     def sample(carry: Carry, key: jax.Array, arrays: dict) -> Transition:
-        return mixed_sample(arrays, carry.buffer, key, batch_size, problem.n_offline)
+        return mixed_sample(arrays, carry.buffer, key, batch_size, problem.n_offline,
+                            problem.mark_source)
 
     iters = problem.online.config.iterations_per_period
-    warmup_iters = math.ceil(cfg.warmup_steps / cfg.num_envs)
+    warmup_iters = math.ceil((cfg.warmup_steps or 0) / cfg.num_envs)
 
     def guard(carry: Carry, new_state: Any, out: dict, it: jax.Array):
         # diverged_at counts updates through both phases (this iteration's first update)
@@ -281,10 +325,14 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: MixedConfig, algo
           dataset: Dataset | None = None,
           on_rows: Callable[[list[dict]], None] | None = None) -> pd.DataFrame:
     """Train `seeds` seeds in O2O or hybrid mode on a dataset's task; per-seed metrics.
-
-    on_rows: called with each chunk's new metric rows (logging sinks)."""
+    `dataset_id` may be a hybrid sim-to-real name (`halfcheetah-medium@sim:gravity=0.5`,
+    offbench/hybrid.py): the data and evaluation are the real task's, the online env the
+    simulator's. on_rows: called with each chunk's new metric rows (logging sinks)."""
+    from offbench import hybrid
     from offbench.algorithms import load_algorithm
     from offbench.data import load
+
+    data_id, sim = hybrid.split(dataset_id)
 
     algo = load_algorithm(algo_name)
     config.validate()
@@ -293,15 +341,16 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: MixedConfig, algo
     config = dataclasses.replace(config, backend=config.backend or envs.default_backend())
     out = Path(out)
     settings = {"algorithm": algo_name, "dataset": dataset_id, "seeds": seeds,
-                "first_seed": first_seed, "mixed_config": dataclasses.asdict(config),
+                "first_seed": first_seed, "sim_overrides": sim,
+                "mixed_config": dataclasses.asdict(config),
                 "algo_config": dataclasses.asdict(algo_config)}
     if dataset is None:
-        dataset = load(dataset_id, data_root, derived=tuple(getattr(algo, "DATASET_FIELDS", ())),
+        dataset = load(data_id, data_root, derived=tuple(getattr(algo, "DATASET_FIELDS", ())),
                        discount=getattr(algo_config, "discount", 0.99))
     prepared = offline.prepare(algo, algo_config, dataset)
     meta = dataset.metadata
     problem = Problem(algo, algo_config, dataset.task, config, prepared, meta.get("ref_min"),
-                      meta.get("ref_max"))
+                      meta.get("ref_max"), sim_overrides=sim)
     position = offline.seed_position(first_seed, seeds)
     arrays = prepared.arrays
     periods = config.offline_periods + config.online_periods

@@ -15,10 +15,10 @@ An algorithm may also define `prepare_dataset(arrays, episode_lengths, config) -
 top-%BC keeps the best episodes) and `DATASET_FIELDS`, the derived fields its batches need
 (`next_actions`, `mc_returns`), which arrive in `batch.extra`.
 
-Divergence: after every update the new state is checked; a seed whose parameters or losses turn
-NaN/Inf keeps its last finite state from then on and is flagged `diverged` (with the update at
-which it happened); the other seeds are unaffected. Its evaluations are of that last finite
-policy, and reports mark the seed.
+Divergence: after every update the new state is checked; a seed whose parameters turn NaN/Inf
+or whose losses turn Inf (a NaN loss is one not computed on that update) keeps its last finite
+state from then on and is flagged `diverged` (with the update at which it happened); the other
+seeds are unaffected. Its evaluations are of that last finite policy, and reports mark the seed.
 """
 
 from __future__ import annotations
@@ -220,7 +220,13 @@ def make_period(problem: Problem):
             poison = (carry.seed_index == cfg.inject_nan_seed) & (step == cfg.inject_nan_at)
             batch = batch.replace(obs=jnp.where(poison, jnp.nan, batch.obs))
         new_state, metrics = algo.update(carry.algo, batch, k_update)
-        carry, metrics = keep_if_finite(carry, new_state, metrics, step)
+        # a NaN metric means "not computed on this update" (SPOT's VAE-only updates leave its
+        # TD3 losses NaN); a real NaN loss makes the parameters NaN in the same update, and
+        # those are checked (the O2O loop's online guard does the same)
+        computed = jax.tree.map(lambda m: jnp.where(jnp.isnan(m), 0.0, m), metrics)
+        carry, _ = keep_if_finite(carry, new_state, computed, step)
+        metrics = jax.tree.map(lambda m: jnp.where(carry.diverged, jnp.nan, m)
+                               .astype(jnp.float32), metrics)
         return carry.replace(key=key), metrics
 
     def period(carry: Carry, p: jax.Array, arrays: dict):

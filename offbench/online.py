@@ -34,12 +34,17 @@ import offbench.envs as envs
 from offbench import driver, replay, rollout
 from offbench.algorithms import EnvSpec, Transition
 
+WARMUP_ACTIONS = ("random", "policy")
+
 
 @dataclasses.dataclass(frozen=True)
 class OnlineConfig:
     env_steps: int = 1_000_000  # per seed
     num_envs: int = 1  # training envs per seed, stepped together
-    warmup_steps: int = 5_000  # uniform random actions, no updates, before learning starts
+    warmup_steps: int = 5_000  # no updates before learning starts
+    # what acts during warm-up: "random" (uniform actions) or "policy" (the current policy,
+    # frozen since nothing updates it: WSRL's warm-up rollouts of the pre-trained policy)
+    warmup_actions: str = "random"
     utd: int = 1  # algorithm updates per iteration (per `num_envs` env steps)
     eval_every: int = 5_000  # env steps between evaluations
     eval_episodes: int = 10
@@ -54,6 +59,9 @@ class OnlineConfig:
         if self.eval_every % self.num_envs:
             raise ValueError(f"eval_every ({self.eval_every}) must be a multiple of num_envs "
                              f"({self.num_envs})")
+        if self.warmup_actions not in WARMUP_ACTIONS:
+            raise ValueError(f"warmup_actions must be one of {list(WARMUP_ACTIONS)}, "
+                             f"got '{self.warmup_actions}'")
         if self.env_steps % self.eval_every:
             raise ValueError(f"env_steps ({self.env_steps}) must be a multiple of eval_every "
                              f"({self.eval_every})")
@@ -107,11 +115,15 @@ class Problem:
     # loader fills them for datasets: "mc_returns", "next_actions" (see `ONLINE_EXTRAS`).
     extra_fields: tuple[str, ...] = ()
     discount: float = 0.99  # of mc_returns
+    # Dynamics overrides of the TRAINING env only (hybrid sim-to-real tasks: the agent acts in a
+    # mismatched simulator, evaluation stays on the real task).
+    env_overrides: dict | None = None
 
     def __post_init__(self):
         cfg = self.config
         cfg.validate()
-        self.env = envs.make(self.task, cfg.backend, episode_length=cfg.episode_length)
+        self.env = envs.make(self.task, cfg.backend, episode_length=cfg.episode_length,
+                             **(self.env_overrides or {}))
         self.eval_env = envs.make(self.task, cfg.backend, episode_length=cfg.episode_length,
                                   auto_reset=False)
         self.spec = EnvSpec(self.env.observation_size, self.env.action_size)
@@ -226,7 +238,10 @@ def make_period(problem: Problem, sample: Callable | None = None,
         obs = problem.obs_in(env_state.obs)
         policy_action = algo.act(carry.algo, obs, k_act, False)
         random_action = jax.random.uniform(k_rand, policy_action.shape, minval=-1.0, maxval=1.0)
-        action = jnp.where(learning, policy_action, random_action)
+        if cfg.warmup_actions == "policy":
+            action = policy_action
+        else:
+            action = jnp.where(learning, policy_action, random_action)
         env_action = rollout.to_env_action(problem.env, action)
         next_state = jax.vmap(problem.env.step)(env_state, env_action)
         terminal = next_state.done * (1.0 - next_state.info["truncation"])
