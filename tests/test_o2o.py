@@ -21,11 +21,12 @@ import pytest
 from baselines import rebrac, rlpd
 from offbench import metrics, o2o, offline, online, policies, replay
 from offbench.algorithms import Transition
-from offbench.data import builder
 from offbench.data.loader import mc_returns, next_actions
 
+from conftest import TINY_DATASET, comparable_metrics
+
 OFFBENCH = str(Path(sys.executable).parent / "offbench")
-DATASET = "test/hopper/random-v0"
+DATASET = TINY_DATASET
 RATIOS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -226,19 +227,6 @@ TINY_FLAGS = ["--mode", "o2o", "--offline-updates", "100", "--online-steps", "15
               "--set", "hidden=32,32", "--set", "batch_size=32", "--set", "cql_n_actions=2"]
 
 
-@pytest.fixture(scope="module")
-def minari_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("minari")
-    episodes, _ = builder.generate("hopper", "random", 2000, seed=0, log=lambda *_: None)
-    builder.write_minari(root, DATASET, episodes, "hopper",
-                         {"ref_min_score": -20.0, "ref_max_score": 3000.0})
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MINARI_DATASETS_PATH", str(root))
-        yield root
-
-
-def table(df):
-    return df.drop(columns="wall_s").sort_values(["seed", "period"]).reset_index(drop=True)
 
 
 def test_o2o_vmapped_seeds_equal_seeds_run_alone(minari_root, tmp_path):
@@ -254,7 +242,8 @@ def test_o2o_vmapped_seeds_equal_seeds_run_alone(minari_root, tmp_path):
     for seed in (0, 1):
         alone = o2o.train("rebrac", DATASET, 1, TINY, cfg, tmp_path / f"s{seed}",
                           first_seed=seed, progress=False)
-        pd.testing.assert_frame_equal(table(alone), table(together[together.seed == seed]),
+        pd.testing.assert_frame_equal(comparable_metrics(alone),
+                                      comparable_metrics(together[together.seed == seed]),
                                       rtol=1e-4, atol=1e-4)
     info = json.loads((tmp_path / "both" / "run.json").read_text())
     assert info["mode"] == "o2o" and info["mixed_config"]["offline_ratio"] == 0.5
@@ -284,8 +273,8 @@ def test_resume_in_the_online_phase_equals_uninterrupted_run(minari_root, tmp_pa
     assert list(partial[partial.seed == 0].phase) == ["offline", "offline", "online"]
     resumed = run_cli(*base, "--out", str(tmp_path / "killed"), "--resume", env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a = table(pd.read_csv(tmp_path / "full" / "metrics.csv"))
-    b = table(pd.read_csv(tmp_path / "killed" / "metrics.csv"))
+    a = comparable_metrics(pd.read_csv(tmp_path / "full" / "metrics.csv"))
+    b = comparable_metrics(pd.read_csv(tmp_path / "killed" / "metrics.csv"))
     pd.testing.assert_frame_equal(a, b, check_exact=True)
     assert np.isfinite(a.calql_bound_rate).all()
 

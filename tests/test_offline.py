@@ -16,10 +16,11 @@ import pytest
 
 from baselines import bc
 from offbench import offline
-from offbench.data import builder
+
+from conftest import TINY_DATASET, comparable_metrics
 
 OFFBENCH = str(Path(sys.executable).parent / "offbench")
-DATASET = "test/hopper/random-v0"
+DATASET = TINY_DATASET
 TINY = offline.OfflineConfig(updates=300, eval_every=100, eval_episodes=2, checkpoint_every=100,
                              episode_length=50, backend="mujoco")
 TINY_BC = bc.Config(hidden=(32, 32), batch_size=64)
@@ -28,19 +29,6 @@ TINY_FLAGS = ["--updates", "300", "--eval-every", "100", "--eval-episodes", "2",
               "--set", "hidden=32,32", "--set", "batch_size=64"]
 
 
-@pytest.fixture(scope="module")
-def minari_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("minari")
-    episodes, _ = builder.generate("hopper", "random", 2000, seed=0, log=lambda *_: None)
-    builder.write_minari(root, DATASET, episodes, "hopper",
-                         {"ref_min_score": -20.0, "ref_max_score": 3000.0})
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MINARI_DATASETS_PATH", str(root))
-        yield root
-
-
-def metrics(df):
-    return df.drop(columns="wall_s").sort_values(["seed", "period"]).reset_index(drop=True)
 
 
 def test_vmapped_seeds_equal_seeds_run_alone(minari_root, tmp_path):
@@ -50,8 +38,8 @@ def test_vmapped_seeds_equal_seeds_run_alone(minari_root, tmp_path):
     for seed in (0, 1):
         alone = offline.train("bc", DATASET, 1, TINY, TINY_BC, tmp_path / f"s{seed}",
                               first_seed=seed, progress=False)
-        mine = metrics(together[together.seed == seed])
-        pd.testing.assert_frame_equal(metrics(alone), mine, rtol=1e-4, atol=1e-4)
+        mine = comparable_metrics(together[together.seed == seed])
+        pd.testing.assert_frame_equal(comparable_metrics(alone), mine, rtol=1e-4, atol=1e-4)
     info = json.loads((tmp_path / "both" / "run.json").read_text())
     assert set(info["per_seed"]) == {"0", "1"} and info["mode"] == "offline"
     assert info["per_seed"]["0"]["best_score"] >= info["per_seed"]["0"]["last_score"]
@@ -63,9 +51,10 @@ def test_injected_nan_freezes_only_its_seed(minari_root, tmp_path):
     faulty = offline.train("bc", DATASET, 3, faulty_config, TINY_BC, tmp_path / "faulty",
                            progress=False)
     for seed in (0, 2):
-        pd.testing.assert_frame_equal(metrics(clean[clean.seed == seed]),
-                                      metrics(faulty[faulty.seed == seed]), rtol=1e-6, atol=1e-6)
-    bad = metrics(faulty[faulty.seed == 1])
+        pd.testing.assert_frame_equal(comparable_metrics(clean[clean.seed == seed]),
+                                      comparable_metrics(faulty[faulty.seed == seed]),
+                                      rtol=1e-6, atol=1e-6)
+    bad = comparable_metrics(faulty[faulty.seed == 1])
     assert list(bad.diverged) == [0.0, 1.0, 1.0]
     assert (bad.diverged_at[1:] == 150).all() and bad.diverged_at[0] == -1
     # the frozen seed is evaluated with its last finite parameters: a real score
@@ -116,8 +105,8 @@ def test_resume_after_kill_equals_uninterrupted_run(minari_root, tmp_path):
     assert len(pd.read_csv(tmp_path / "killed" / "metrics.csv")) == 2
     resumed = run_cli(*base, "--out", str(tmp_path / "killed"), "--resume", env=env)
     assert resumed.returncode == 0, resumed.stderr
-    a = metrics(pd.read_csv(tmp_path / "full" / "metrics.csv"))
-    b = metrics(pd.read_csv(tmp_path / "killed" / "metrics.csv"))
+    a = comparable_metrics(pd.read_csv(tmp_path / "full" / "metrics.csv"))
+    b = comparable_metrics(pd.read_csv(tmp_path / "killed" / "metrics.csv"))
     pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
@@ -144,7 +133,8 @@ def test_two_devices_give_the_same_results_as_one(minari_root, tmp_path):
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = pd.read_csv(tmp_path / "two" / "metrics.csv")
-    pd.testing.assert_frame_equal(metrics(one), metrics(two), rtol=1e-4, atol=1e-4)
+    pd.testing.assert_frame_equal(comparable_metrics(one), comparable_metrics(two),
+                                  rtol=1e-4, atol=1e-4)
 
 
 def test_top_fraction_bc_keeps_the_best_episodes():
