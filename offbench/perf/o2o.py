@@ -7,11 +7,9 @@ not on its values, and the benchmark then needs no built dataset."""
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -19,7 +17,7 @@ import pandas as pd
 import offbench.envs as envs
 from offbench import o2o, offline
 from offbench.io import write_text_atomic
-from offbench.perf import measure_cold_compiles, timed
+from offbench.perf import measure_cold_compiles, time_one_period
 from offbench.provenance import record
 
 DATASET_SIZE = 100_000
@@ -50,14 +48,7 @@ def bench(task: str, seeds: int, utd: int, env_steps: int, repeats: int,
     prepared = synthetic_prepared(task, min(DATASET_SIZE, max(env_steps, 1000)))
     problem = o2o.Problem(rlpd, algo_config, task, config, prepared)
     arrays = prepared.arrays
-    keys = jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)])
-    carry = jax.jit(jax.vmap(lambda k: o2o.init_carry(problem, k, 0, arrays)))(keys)
-    first = jnp.asarray(0, jnp.int32)
-    chunk = jax.jit(jax.vmap(o2o.make_chunk(problem, 1), in_axes=(0, None, None)))
-    start = time.perf_counter()
-    compiled = chunk.lower(carry, first, arrays).compile()
-    compile_s = time.perf_counter() - start
-    total_s = timed(lambda: compiled(carry, first, arrays), repeats)
+    compile_s, total_s, _, _ = time_one_period(o2o, problem, arrays, seeds, repeats)
     return {"algorithm": "rlpd", "task": task, "utd": utd, "seeds": seeds,
             "env_steps_per_s": seeds * env_steps / total_s,
             "per_seed_env_steps_per_s": env_steps / total_s,

@@ -23,7 +23,7 @@ import offbench.envs as envs
 from offbench import offline
 from offbench.algorithms import algorithm_names, load_algorithm
 from offbench.io import write_text_atomic
-from offbench.perf import measure_cold_compiles, timed
+from offbench.perf import measure_cold_compiles, time_one_period, timed
 from offbench.provenance import record
 
 BATCH = 256
@@ -98,14 +98,7 @@ def bench_algorithm(name: str, task: str, updates: int, repeats: int) -> list[di
                      "compile_updates_s": compile_updates_s, "flops_per_update": flops,
                      "achieved_flops": flops * seeds * updates / updates_s})
     # a whole run (train + eval in one program), 1 seed: compile and time split
-    keys = jnp.stack([jax.random.PRNGKey(0)])
-    carry = jax.jit(jax.vmap(lambda k: offline.init_carry(problem, k, 0, arrays)))(keys)
-    first = jnp.asarray(0, jnp.int32)
-    chunk = jax.jit(jax.vmap(offline.make_chunk(problem, 1), in_axes=(0, None, None)))
-    start = time.perf_counter()
-    compiled_run = chunk.lower(carry, first, arrays).compile()
-    compile_run_s = time.perf_counter() - start
-    total_s = timed(lambda: compiled_run(carry, first, arrays), repeats)
+    compile_run_s, total_s, carry, keys = time_one_period(offline, problem, arrays, 1, repeats)
     evaluate = jax.jit(jax.vmap(lambda a, k: offline.evaluate(problem, a, k)))
     eval_s = timed(lambda: evaluate(carry.algo, keys), repeats)
     rows[0].update(compile_run_s=compile_run_s, run_s=total_s, run_eval_s=eval_s,
