@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import mujoco
 import numpy as np
 import pandas as pd
@@ -84,6 +85,21 @@ def bench_offbench(task: str, backend: str, batch: int, repeats: int) -> list[di
              "env_steps_per_s": rates["offbench"]},
             {"engine": "rollout/replay", "compile_s": float("nan"),
              "env_steps_per_s": max(v for k, v in rates.items() if k.startswith("replay"))}]
+
+
+def bench_step_compile(task: str, backend: str) -> dict:
+    """Cold compile of `jit(step)` for one environment: the issue's "compiling step" target.
+
+    The rows of `bench_offbench` also time the compile of the whole measured program
+    (vmap over the batch, scan over steps, reset and random actions), which is larger.
+    """
+    env = envs.make(task, backend)
+    state = env.reset(jax.random.key(0))
+    action = jnp.zeros(env.action_size, jnp.float32)
+    start = time.perf_counter()
+    jax.jit(env.step).lower(state, action).compile()
+    return {"engine": f"offbench/{backend} step", "batch": 1,
+            "compile_s": time.perf_counter() - start, "env_steps_per_s": float("nan")}
 
 
 def _interleaved_rates(calls: dict[str, Callable[[], None]],
@@ -193,6 +209,10 @@ def run(tasks: list[str], backends: list[str], batches: list[int], repeats: int,
     measure_cold_compiles()
     rows = []
     for task in tasks:
+        for backend in backends:
+            row = bench_step_compile(task, backend)
+            rows.append({"task": task, **row})
+            log(f"{task:12s} {row['engine']:18s} compile {row['compile_s']:.1f} s")
         for batch in batches:
             for backend in backends:
                 for row in bench_offbench(task, backend, batch, repeats):
@@ -223,9 +243,13 @@ def checks(df: pd.DataFrame) -> pd.DataFrame:
             ratio = r["offbench/mujoco"] / r["offbench/mjx"]
             rows.append({"target": "C backend >= 5x MJX at batch 16", "task": task,
                          "batch": batch, "value": ratio, "pass": ratio >= 5})
+    # The issue's target is on compiling `step`; the whole batched program's compile is
+    # reported beside it (informational: it also compiles vmap, scan, reset, random actions).
     for _, r in df[df.engine.str.startswith("offbench/")].iterrows():
-        rows.append({"target": f"compile <= 30 s ({r.engine})", "task": r.task,
-                     "batch": r.batch, "value": r.compile_s, "pass": r.compile_s <= 30})
+        what = "compile step" if r.engine.endswith(" step") else "compile batched program"
+        rows.append({"target": f"{what} <= 30 s ({r.engine.removesuffix(' step')})",
+                     "task": r.task, "batch": r.batch, "value": r.compile_s,
+                     "pass": r.compile_s <= 30})
     return pd.DataFrame(rows)
 
 
@@ -234,7 +258,8 @@ def write_report(df: pd.DataFrame, out: Path, prov: dict | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     prov = prov or record()
     write_text_atomic(out / "envs.csv", df.to_csv(index=False, float_format="%.4g"))
-    table = df.pivot_table(index=["task", "engine"], columns="batch", values="env_steps_per_s")
+    table = df.pivot_table(index=["task", "engine"], columns="batch", values="env_steps_per_s"
+                           ).dropna(how="all")
     table.columns = [f"batch {b}" for b in table.columns]
     compile_s = df.pivot_table(index=["task", "engine"], columns="batch", values="compile_s")
     compile_s.columns = [f"compile s, batch {b}" for b in compile_s.columns]
@@ -261,7 +286,10 @@ def write_report(df: pd.DataFrame, out: Path, prov: dict | None = None) -> None:
               "| rollout/open-loop | `mujoco.rollout`, all steps in one call (engine best case) |",
               "| gymnasium | Gymnasium's v5 env, one env stepped from Python |", ""]
     lines += ["## Env steps per second", "", table.to_markdown(floatfmt=".0f"), "",
-              "## Compile time (s) of the whole measured program", "",
+              "## Compile time (s)", "",
+              "`offbench/B step`: `jit(step)` for one env (the foundation issue's target);",
+              "`offbench/B` at batch N: the whole measured program (`vmap` over N envs, `scan`,",
+              "reset and random actions). Cold compiles (persistent cache off).", "",
               compile_s.dropna(how="all").to_markdown(floatfmt=".1f"), "",
               "## Targets", "", check.to_markdown(index=False, floatfmt=".2f"), ""]
     write_text_atomic(out / "envs.md", "\n".join(lines))
