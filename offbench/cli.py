@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -321,7 +322,25 @@ def _run_dirs(paths: list[str], required: str, what: str) -> list[Path]:
 def cmd_report_offline(args: argparse.Namespace) -> int:
     from offbench.reports import offline as report
 
-    runs = _run_dirs(args.runs, "run.json", "a run folder (from `offbench run`)")
+    if bool(args.runs) == bool(args.sweep):
+        raise ValueError("report-offline: give run folders, or --sweep NAME (with --store) for "
+                         "the cells a sweep ran into a results store, not both")
+    if args.sweep:
+        from offbench.store import Store
+
+        store = Store(args.store)
+        cells = [c for c in store.cells()
+                 if args.sweep in json.loads((c.path / "cell.json").read_text())["sweeps"]]
+        if not cells:
+            raise ValueError(f"no cell of sweep '{args.sweep}' in store {store.root}; run "
+                             f"`offbench sweep SPEC --store {store.root}` first")
+        unfinished = [c.name for c in cells if not c.complete]
+        if unfinished:
+            raise ValueError(f"{len(unfinished)} cell(s) of sweep '{args.sweep}' have not "
+                             f"finished (e.g. {unfinished[0]}); rerun the sweep with --resume")
+        runs = [c.path for c in cells]
+    else:
+        runs = _run_dirs(args.runs, "run.json", "a run folder (from `offbench run`)")
     report.write_report(runs, Path(args.out), args.budget)
     print(f"wrote {args.out}")
     return 0
@@ -507,7 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("report-offline", help="offline learning-check report from run folders")
-    p.add_argument("runs", nargs="+", help="run folders (from `offbench run --out`)")
+    p.add_argument("runs", nargs="*", help="run folders (from `offbench run --out`)")
+    p.add_argument("--sweep", help="instead: every cell this sweep (its spec's name) ran")
+    p.add_argument("--store", default=DEFAULT_STORE, help="results store of --sweep")
     p.add_argument("--out", default="results/offline/check.md")
     p.add_argument("--budget", default="as in each run's settings",
                    help="a sentence stating the compute budget, printed in the report")

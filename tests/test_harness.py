@@ -7,6 +7,7 @@ Training here is tiny (2 seeds of 200 updates of 2x32 networks on a 2000-step ra
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -710,3 +711,25 @@ def test_o2o_and_hybrid_cells_run_and_report_their_metrics(env_root, tmp_path):
     hybrid = text.split("### hybrid metrics")[1].split("###")[0]
     # every evaluation clears a threshold of -1e9: reached at the first online evaluation
     assert table_row(hybrid, f"| {DATASET} | rlpd")[2].startswith("20.0 ± 0.0")
+
+
+def test_offline_check_report_of_a_sweeps_cells(swept, tmp_path, capsys):
+    """`report-offline --sweep NAME` reads exactly the cells NAME ran, and only finished ones."""
+    from offbench import cli
+
+    root, _ = swept
+    assert cli.main(["report-offline", "--sweep", "tiny", "--store", str(root),
+                     "--out", str(tmp_path / "a.md")]) != 0  # the crashing cell
+    assert re.search("have not finished.*--resume", capsys.readouterr().err)
+    assert cli.main(["report-offline", "--sweep", "nope", "--store", str(root),
+                     "--out", str(tmp_path / "b.md")]) != 0
+    assert "no cell of sweep 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "a.md").exists() and not (tmp_path / "b.md").exists()
+    sweep.run_sweep(tiny_spec(name="bc-only", algorithms=["bc"], sinks=[]), store.Store(root),
+                    log=quiet)  # reuses the complete bc cell, tagging it with this sweep
+    assert cli.main(["report-offline", "--sweep", "bc-only", "--store", str(root),
+                     "--out", str(tmp_path / "check.md")]) == 0
+    finals = pd.read_csv(tmp_path / "check.csv")
+    info = json.loads((cell_of(root, "bc").path / "run.json").read_text())
+    assert sorted(finals.last_score) == sorted(r["last_score"] for r in info["per_seed"].values())
+    assert set(finals.algorithm) == {"bc"}
