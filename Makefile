@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 export OFFBENCH_CACHE ?= $(HOME)/.cache/offbench
 export JAX_COMPILATION_CACHE_DIR ?= $(OFFBENCH_CACHE)/jax
 
-.PHONY: setup test lint bench perf online-check offline-check policies datasets lock clean
+.PHONY: setup test lint bench perf online-check offline-check o2o-check hybrid-check policies \
+  datasets lock clean
 
 setup: $(STAMP)
 
@@ -65,6 +66,25 @@ offline-check: setup
 	$(BIN)/offbench report-offline --sweep offline-check --store $(STORE) \
 	  --out results/offline/check.md \
 	  --budget "20k updates per seed, 3 vmapped seeds, 2x64 networks, 5 evaluation episodes every 5000 updates, 100k-transition datasets (tasks/sweeps/offline-check.toml)"
+
+# O2O learning check -> results/o2o/check.md: Cal-QL and IQL pre-trained offline, then
+# fine-tuned online, on two datasets, 3 vmapped seeds, at the CPU budget of
+# tasks/sweeps/o2o-check.toml (~25 min on 2 shared cores). Rerunning resumes.
+o2o-check: setup
+	$(BIN)/offbench sweep tasks/sweeps/o2o-check.toml --store $(STORE) --resume
+	$(BIN)/offbench report-o2o --sweep o2o-check --store $(STORE) --out results/o2o/check.md \
+	  --budget "4000 offline updates then 8000 online env steps (UTD 1) per seed, 3 vmapped seeds, 2x64 networks, 5 evaluation episodes every 1000 updates / env steps, 100k-transition datasets (tasks/sweeps/o2o-check.toml; papers: 1M + 1M, 2x256/3x256)"
+
+# Hybrid learning check -> results/hybrid/check.md: RLPD with vs without the offline data
+# (tasks/sweeps/hybrid-check.toml) and H2O vs SAC on a mismatched simulator evaluated on the
+# real task (tasks/sweeps/hybrid-check-sim.toml), 3 vmapped seeds each (~35 min on 2 shared
+# cores). The threshold is each task's medium policy level. Rerunning resumes.
+hybrid-check: setup
+	$(BIN)/offbench sweep tasks/sweeps/hybrid-check.toml --store $(STORE) --resume
+	$(BIN)/offbench sweep tasks/sweeps/hybrid-check-sim.toml --store $(STORE) --resume
+	$(BIN)/offbench report-hybrid --sweep hybrid-check --sweep hybrid-check-sim --store $(STORE) \
+	  --out results/hybrid/check.md \
+	  --budget "12000 online env steps per seed after 1000 random-action steps, 3 vmapped seeds, 2x64 networks (H2O's discriminators too), RLPD at UTD 2 (paper: 20), H2O and SAC at UTD 1, 5 evaluation episodes every 1000 env steps, 100k-transition datasets (tasks/sweeps/hybrid-check*.toml; papers: 1M env steps, 2x256/3x256)"
 
 # Behaviour policies for the datasets: SAC (published defaults but 2x128 networks: they only
 # generate data, and a 128-wide hidden layer costs a quarter of a 256-wide one), 1 seed, 1M env

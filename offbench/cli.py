@@ -346,6 +346,28 @@ def cmd_report_offline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _thresholds(items: list[str] | None) -> dict[str, float]:
+    out = {}
+    for item in items or []:
+        dataset, eq, value = item.rpartition("=")
+        if not eq or not dataset:
+            raise ValueError(f"--threshold '{item}' is not DATASET=SCORE")
+        out[dataset] = float(value)
+    return out
+
+
+def cmd_report_mixed(args: argparse.Namespace) -> int:
+    from offbench.reports import mixed
+
+    if args.command == "report-o2o":
+        mixed.write_o2o(args.store, args.sweep, Path(args.out), args.budget)
+    else:
+        mixed.write_hybrid(args.store, args.sweep, Path(args.out), args.budget,
+                           _thresholds(args.threshold))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _sweep_and_report(spec: dict, args: argparse.Namespace) -> int:
     from offbench import sweep
     from offbench.store import Store
@@ -533,6 +555,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", default="as in each run's settings",
                    help="a sentence stating the compute budget, printed in the report")
     p.set_defaults(func=cmd_report_offline)
+
+    for name, what in (("o2o", "O2O"), ("hybrid", "hybrid")):
+        p = sub.add_parser(f"report-{name}",
+                           help=f"{what} learning-check report from the cells of sweeps")
+        p.add_argument("--sweep", action="append", required=True,
+                       help="a sweep (its spec's name) whose cells to report (repeatable)")
+        p.add_argument("--store", default=DEFAULT_STORE, help="results store of the sweeps")
+        p.add_argument("--out", default=f"results/{name}/check.md")
+        p.add_argument("--budget", default="as in each cell's resolved budget (below)",
+                       help="a sentence stating the compute budget, printed in the report")
+        if name == "hybrid":
+            p.add_argument("--threshold", action="append", metavar="DATASET=SCORE",
+                           help="normalized score to reach (default: the task's medium "
+                                "policy's level)")
+        p.set_defaults(func=cmd_report_mixed)
 
     p = sub.add_parser("report-online", help="learning curves + table of online runs")
     p.add_argument("runs", nargs="+", help="run folders (from train-online --out)")

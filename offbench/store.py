@@ -67,6 +67,10 @@ class CellDir:
     def config(self) -> dict:
         return json.loads((self.path / "cell.json").read_text())["config"]
 
+    def sweeps(self) -> list[str]:
+        """Names of the sweeps that asked for this cell (recorded in cell.json)."""
+        return json.loads((self.path / "cell.json").read_text()).get("sweeps", [])
+
     def status(self) -> dict:
         path = self.path / "status.json"
         return json.loads(path.read_text()) if path.exists() else {"state": "missing"}

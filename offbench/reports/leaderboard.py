@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import matplotlib
@@ -53,10 +53,14 @@ def budget_text(mode: str, budget: dict) -> str:
                      if k not in ("checkpoint_every", "backend"))
 
 
-def load_store(store: Store) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[str, str]]]:
-    """(tidy per-seed table, learning-curve rows, (profile, name) of cells not complete)."""
+def load_store(store: Store, sweeps: Collection[str] | None = None
+               ) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[str, str]]]:
+    """(tidy per-seed table, learning-curve rows, (profile, name) of cells not complete).
+    sweeps: only the cells these sweeps (their specs' names) asked for (learning checks)."""
     finals, curves, incomplete = [], [], []
     for cell in store.cells():
+        if sweeps is not None and not set(sweeps) & set(cell.sweeps()):
+            continue
         if not cell.complete:
             profile = cell.config().get("profile")
             incomplete.append((profile, f"{cell.name} ({cell.status().get('state')})"))

@@ -1,0 +1,354 @@
+"""The O2O and hybrid learning checks (results/o2o/check.md, results/hybrid/check.md) from the
+cells of named sweeps in a results store: per-seed numbers, a verdict per claim, learning curves.
+
+Claims (the O2O/hybrid issue) and how each verdict is decided, fixed before any run:
+
+- O2O (`o2o_verdicts`): fine-tuning improves on the offline score. Per algorithm and dataset,
+  gain = final_score (last online evaluation) - pretrain_score (last offline evaluation), per
+  seed; "held" when the mean gain over seeds is > 0 AND more than half of the seeds gained.
+- Data speeds up online RL (`data_verdicts`, plain datasets): an algorithm with the dataset in
+  its minibatches (offline_ratio > 0) against the same algorithm and budget without it
+  (offline_ratio = 0, i.e. from scratch). Steps to threshold per seed = env steps of the first
+  online evaluation scoring >= the threshold (offbench.metrics.steps_to_threshold; a seed that
+  never reaches it counts as infinitely many). "held" when the median over seeds with data is
+  lower than without; "undecided" when neither median is reached in the budget.
+- Real data helps a mismatched simulator (`sim_verdicts`, `DATASET@sim:...` tasks, evaluated on
+  the real task): entries with real data (offline_ratio > 0, e.g. H2O) against the entry trained
+  on the simulator alone (offline_ratio = 0); "held" when the mean final score over seeds is
+  higher.
+
+The thresholds default to the normalized score of the task's `medium` behaviour policy
+(tasks/policies/TASK/policies.json): the level the dataset's own data reach.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from offbench import hybrid, metrics, policies  # noqa: E402
+from offbench.io import write_text_atomic  # noqa: E402
+from offbench.provenance import record  # noqa: E402
+from offbench.reports import leaderboard  # noqa: E402
+from offbench.store import Store  # noqa: E402
+
+HELD, NOT_HELD, UNDECIDED = "held", "NOT held", "undecided"
+
+
+# ---- loading ------------------------------------------------------------------------------
+
+def sweep_cells(store: Store, sweeps: list[str]) -> list:
+    """The cells the named sweeps ran; an error unless there are some and all are complete."""
+    cells = [c for c in store.cells() if set(sweeps) & set(c.sweeps())]
+    if not cells:
+        raise ValueError(f"no cell of sweep(s) {sweeps} in store {store.root}; run "
+                         f"`offbench sweep SPEC --store {store.root}` first")
+    unfinished = [c.name for c in cells if not c.complete]
+    if unfinished:
+        raise ValueError(f"{len(unfinished)} cell(s) of sweep(s) {sweeps} have not finished "
+                         f"(e.g. {unfinished[0]}); rerun the sweep with --resume")
+    return cells
+
+
+def load(store_root: Path | str, sweeps: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-seed table, learning-curve rows) of the sweeps' cells, both with the cell's resolved
+    offline ratio and budget, and the per-seed table with its command and compile time."""
+    store = Store(store_root)
+    cells = {c.name: c for c in sweep_cells(store, sweeps)}
+    finals, curves, _ = leaderboard.load_store(store, sweeps=sweeps)
+    extra = []
+    for name, cell in cells.items():
+        budget = cell.config()["budget"]
+        info = json.loads((cell.path / "run.json").read_text())
+        extra.append({"cell": name, "offline_ratio": budget.get("offline_ratio"),
+                      "offline_updates": budget.get("offline_updates", 0),
+                      "online_steps": budget.get("online_steps"), "utd": budget.get("utd"),
+                      "command": info.get("command"), "compile_s": info.get("compile_s")})
+    extra_df = pd.DataFrame(extra)
+    finals = finals.merge(extra_df, on="cell", how="left")
+    by_cell = finals.groupby(["profile", "mode", "algorithm", "dataset", "budget"]).cell.first()
+    curves = curves.merge(by_cell.rename("cell").reset_index(),
+                          on=["profile", "mode", "algorithm", "dataset", "budget"], how="left")
+    curves = curves.merge(extra_df[["cell", "offline_ratio", "offline_updates"]], on="cell",
+                          how="left")
+    return finals, curves
+
+
+def medium_level(task: str) -> float:
+    """The normalized score of the task's `medium` behaviour policy (the default threshold)."""
+    return float(policies.manifest(task)["policies"]["medium"]["normalized"])
+
+
+def is_sim(dataset: str) -> bool:
+    return hybrid.SIM_MARK in dataset
+
+
+# ---- verdicts -----------------------------------------------------------------------------
+
+def o2o_verdicts(finals: pd.DataFrame) -> pd.DataFrame:
+    """Per algorithm and dataset: pre-train, dip, final, gain, regret (means over seeds), the
+    seeds that gained, and the verdict (module docstring)."""
+    rows = []
+    for (dataset, algorithm), g in finals.groupby(["dataset", "algorithm"], sort=True):
+        gain = g.final_score - g.pretrain_score
+        improved, n = int((gain > 0).sum()), len(g)
+        held = bool(gain.mean() > 0 and improved > n / 2)
+        rows.append({"claim": "O2O final > offline (pre-train) score", "dataset": dataset,
+                     "algorithm": algorithm, "seeds": n,
+                     "pretrain": g.pretrain_score.mean(), "dip": g.dip.mean(),
+                     "final": g.final_score.mean(), "gain": gain.mean(),
+                     "seeds_gained": f"{improved}/{n}", "regret": g.regret.mean(),
+                     "verdict": HELD if held else NOT_HELD})
+    return pd.DataFrame(rows)
+
+
+def threshold_steps(curves: pd.DataFrame, thresholds: dict[str, float]) -> pd.DataFrame:
+    """Per cell and seed: env steps of the first online evaluation at or above the dataset's
+    threshold (NaN when none is) and the mean online score (the area under the curve)."""
+    rows = []
+    online = curves[curves.phase == "online"] if "phase" in curves else curves
+    for (cell, seed), g in online.groupby(["cell", "seed"], sort=True):
+        g = g.sort_values("env_steps")
+        dataset = g.dataset.iloc[0]
+        steps = metrics.steps_to_threshold(g.env_steps, g.normalized_score, thresholds[dataset])
+        rows.append({"cell": cell, "seed": int(seed), "threshold": thresholds[dataset],
+                     "steps_to_threshold": math.nan if steps is None else float(steps),
+                     "mean_online_score": float(g.normalized_score.mean())})
+    return pd.DataFrame(rows)
+
+
+def _median_steps(steps: pd.Series) -> float:
+    return float(np.median(steps.fillna(np.inf)))  # not reached = infinitely many steps
+
+
+def data_verdicts(finals: pd.DataFrame) -> pd.DataFrame:
+    """Plain datasets: each algorithm with data (offline_ratio > 0) against itself without
+    (offline_ratio = 0), by the median steps to threshold (module docstring)."""
+    rows = []
+    plain = finals[~finals.dataset.map(is_sim)]
+    for dataset, d in plain.groupby("dataset", sort=True):
+        without = d[d.offline_ratio == 0]
+        for algorithm, w in d[d.offline_ratio > 0].groupby("algorithm"):
+            base_name = algorithm.split("[")[0]
+            base = without[without.algorithm.str.split("[").str[0] == base_name]
+            for baseline, b in base.groupby("algorithm"):
+                mw, mb = _median_steps(w.steps_to_threshold), _median_steps(b.steps_to_threshold)
+                verdict = (UNDECIDED if math.isinf(mw) and math.isinf(mb)
+                           else HELD if mw < mb else NOT_HELD)
+                rows.append({
+                    "claim": "with data reaches the threshold in fewer env steps",
+                    "dataset": dataset, "with data": algorithm, "without": baseline,
+                    "threshold": w.threshold.iloc[0],
+                    "median steps with": mw, "median steps without": mb,
+                    "reached with": f"{int(w.steps_to_threshold.notna().sum())}/{len(w)}",
+                    "reached without": f"{int(b.steps_to_threshold.notna().sum())}/{len(b)}",
+                    "final with": w.final_score.mean(), "final without": b.final_score.mean(),
+                    "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def sim_verdicts(finals: pd.DataFrame) -> pd.DataFrame:
+    """Sim-to-real tasks: entries with real data against the simulator-only entry, by the mean
+    final score on the real task (module docstring)."""
+    rows = []
+    for dataset, d in finals[finals.dataset.map(is_sim)].groupby("dataset", sort=True):
+        for baseline, b in d[d.offline_ratio == 0].groupby("algorithm"):
+            for algorithm, w in d[d.offline_ratio > 0].groupby("algorithm"):
+                held = bool(w.final_score.mean() > b.final_score.mean())
+                rows.append({
+                    "claim": "real data + simulator beats the simulator alone (on the real "
+                             "task)", "dataset": dataset, "with real data": algorithm,
+                    "sim only": baseline, "final with": w.final_score.mean(),
+                    "final sim only": b.final_score.mean(),
+                    "best with": w.best_score.mean(), "best sim only": b.best_score.mean(),
+                    "verdict": HELD if held else NOT_HELD})
+    return pd.DataFrame(rows)
+
+
+# ---- plots --------------------------------------------------------------------------------
+
+def _x(rows: pd.DataFrame) -> pd.Series:
+    """One axis through both phases: offline evaluations at updates - offline_updates (<= 0),
+    online ones at their env steps (> 0); the switch is at 0."""
+    return rows.env_steps.where(rows.phase == "online", rows.updates - rows.offline_updates)
+
+
+def plot_curves(curves: pd.DataFrame, out_dir: Path, prefix: str,
+                thresholds: dict[str, float] | None = None) -> list[str]:
+    names = []
+    for dataset, rows in curves.groupby("dataset"):
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        rows = rows.assign(x=_x(rows))
+        for algo, ar in rows.groupby("algorithm"):
+            by_x = ar.groupby("x").normalized_score
+            mean, std = by_x.mean(), by_x.std(ddof=0).fillna(0)
+            ax.plot(mean.index, mean.values, marker=".", label=algo)
+            ax.fill_between(mean.index, mean - std, mean + std, alpha=0.2)
+        if (rows.phase == "offline").any():
+            ax.axvline(0, color="grey", lw=0.8, ls=":")
+            xlabel = "offline updates before the switch (<0) | online env steps (>0)"
+        else:
+            xlabel = "online env steps"
+        if thresholds and dataset in thresholds and not is_sim(dataset):
+            ax.axhline(thresholds[dataset], color="k", lw=0.8, ls="--", label="threshold")
+        ax.set(title=f"{dataset} (mean ± std over seeds)", xlabel=xlabel,
+               ylabel="normalized score (real task)" if is_sim(dataset) else "normalized score")
+        ax.legend(fontsize=7)
+        name = f"{prefix}_{dataset.replace('/', '_').replace('@sim:', '_sim_')}.png"
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=100)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+# ---- writing ------------------------------------------------------------------------------
+
+def _fmt(value: object) -> object:
+    if isinstance(value, float):
+        return "not reached" if math.isinf(value) else "-" if math.isnan(value) else f"{value:.1f}"
+    return value
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.map(_fmt).to_markdown(index=False)
+
+
+def _header(title: str, finals: pd.DataFrame, budget: str, sweeps: list[str]) -> list[str]:
+    prov = record()
+    cells = finals.groupby("cell").first()
+    setup = cells.reset_index()[["algorithm", "dataset", "budget", "overrides", "wall_s",
+                                 "compile_s"]].rename(columns={"wall_s": "wall (s)",
+                                                               "compile_s": "compile (s)"})
+    return [
+        f"# {title}", "",
+        f"Report by `{prov['command']}` at commit `{prov['git_commit']}` on {prov['date']}; "
+        f"machine: {prov['machine']['cpu']}, {prov['machine']['cores']} cores. Cells of "
+        f"sweep(s) {', '.join(f'`{s}`' for s in sweeps)} (tasks/sweeps/); each cell's command, "
+        "commit and versions are in its run.json (commands below).", "",
+        f"Budget: {budget}", "",
+        f"Training wall time: {cells.wall_s.sum() / 60:.1f} min over {len(cells)} cells, "
+        "on a 2-core machine shared with another benchmark run.", "",
+        "Normalized score = 100 * (return - ref_min) / (ref_max - ref_min) with the task's "
+        "reference scores (random 0, expert 100); each evaluation averages `eval_episodes` "
+        "episodes of the deterministic policy. Per cell (resolved budget and the overrides of "
+        "the published hyperparameters):", "",
+        _table(setup), ""]
+
+
+def _commands(finals: pd.DataFrame) -> list[str]:
+    return ["## Commands", "", *sorted({f"- `{c}`" for c in finals.command.dropna()}), ""]
+
+
+def _verdict_lines(table: pd.DataFrame, describe: Callable[[pd.Series], str]) -> list[str]:
+    return [f"- **{r.verdict}**: {describe(r)}" for _, r in table.iterrows()]
+
+
+def write_o2o(store_root: Path | str, sweeps: list[str], out: Path, budget: str
+              ) -> pd.DataFrame:
+    """results/o2o/check.md (+ .csv per seed, PNG curves); returns the verdict table."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    finals, curves = load(store_root, sweeps)
+    finals = finals[finals["mode"] == "o2o"]
+    if finals.empty:
+        raise ValueError(f"sweep(s) {sweeps} hold no complete o2o cell")
+    curves = curves[curves["mode"] == "o2o"]
+    finals = finals.assign(gain=finals.final_score - finals.pretrain_score)
+    verdicts = o2o_verdicts(finals)
+    columns = ["algorithm", "dataset", "seed", "pretrain_score", "dip", "dip_drop",
+               "final_score", "gain", "best_score", "regret", "diverged", "cell"]
+    per_seed = finals[columns].sort_values(["dataset", "algorithm", "seed"])
+    write_text_atomic(out.with_suffix(".csv"), per_seed.to_csv(index=False))
+    plots = plot_curves(curves, out.parent, "curve_o2o")
+    text = _header("O2O learning check", finals, budget, sweeps) + [
+        "Claim: online fine-tuning improves on the score at the end of offline pre-training. "
+        "pretrain = last offline evaluation; dip = lowest online evaluation in the first 10% of "
+        "the online budget; final = last online evaluation; gain = final - pretrain; regret = "
+        "mean over online evaluations of 1 - score/100 (offbench/metrics.py). Verdict: held "
+        "when the mean gain > 0 and more than half of the seeds gained (decided before the "
+        "runs; offbench/reports/mixed.py).", "",
+        "## Verdicts (means over seeds)", "",
+        _table(verdicts.drop(columns="claim")), "",
+        *_verdict_lines(verdicts, lambda r: (
+            f"{r.algorithm} on {r.dataset}: pre-train {r.pretrain:.1f} -> final {r.final:.1f} "
+            f"(gain {r.gain:+.1f}, {r.seeds_gained} seeds gained)")), "",
+        "## Per seed", "", _table(per_seed.drop(columns="cell")), "",
+        "## Learning curves", "",
+        "Offline evaluations left of the dotted line (x = updates before the switch), online "
+        "ones right of it (x = env steps).", "", *[f"![{p}]({p})" for p in plots], "",
+        *_commands(finals)]
+    write_text_atomic(out, "\n".join(text))
+    return verdicts
+
+
+def write_hybrid(store_root: Path | str, sweeps: list[str], out: Path, budget: str,
+                 thresholds: dict[str, float] | None = None) -> dict[str, pd.DataFrame]:
+    """results/hybrid/check.md (+ .csv per seed, PNG curves); returns the verdict tables.
+    thresholds: per dataset (default: the medium policy's level of its task)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    finals, curves = load(store_root, sweeps)
+    finals = finals[finals["mode"] == "hybrid"]
+    if finals.empty:
+        raise ValueError(f"sweep(s) {sweeps} hold no complete hybrid cell")
+    curves = curves[curves["mode"] == "hybrid"]
+    given = dict(thresholds or {})
+    thresholds = {d: given.get(d, medium_level(t))
+                  for d, t in finals.groupby("dataset").task.first().items()}
+    steps = threshold_steps(curves, thresholds)
+    finals = finals.drop(columns=[c for c in ("steps_to_threshold",) if c in finals]).merge(
+        steps, on=["cell", "seed"], how="left")
+    data, sim = data_verdicts(finals), sim_verdicts(finals)
+    columns = ["algorithm", "dataset", "offline_ratio", "seed", "threshold",
+               "steps_to_threshold", "mean_online_score", "final_score", "best_score",
+               "diverged", "cell"]
+    per_seed = finals[columns].sort_values(["dataset", "algorithm", "seed"])
+    write_text_atomic(out.with_suffix(".csv"), per_seed.to_csv(index=False))
+    plots = plot_curves(curves, out.parent, "curve_hybrid", thresholds)
+    online = curves[curves.phase == "online"]
+    by_steps = online.groupby(["dataset", "algorithm", "env_steps"]).normalized_score.mean()
+    text = _header("Hybrid learning check", finals, budget, sweeps) + [
+        "Thresholds (normalized score; the level of the task's medium behaviour policy unless "
+        "given): " + ", ".join(f"{d}: {v:.1f}" for d, v in thresholds.items()
+                               if not is_sim(d)) + ".", ""]
+    if len(data):
+        text += [
+            "## Claim: with the offline data, the threshold is reached in fewer env steps", "",
+            "Each algorithm with the dataset in half of every minibatch (offline_ratio > 0) "
+            "against the same algorithm, budget and hyperparameters without it (offline_ratio "
+            "= 0: from scratch). Steps to threshold: env steps of the first evaluation at or "
+            "above it; a seed that never reaches it counts as infinitely many. Verdict: held "
+            "when the median over seeds with data is lower (undecided when neither median is "
+            "reached).", "", _table(data.drop(columns="claim")), "",
+            *_verdict_lines(data, lambda r: (
+                f"{r['with data']} vs {r['without']} on {r.dataset} (threshold "
+                f"{r.threshold:.1f}): median steps {_fmt(r['median steps with'])} vs "
+                f"{_fmt(r['median steps without'])}")), ""]
+    if len(sim):
+        text += [
+            "## Claim: real data + a mismatched simulator beats the simulator alone", "",
+            "`DATASET@sim:...`: the agent interacts with a simulator whose dynamics differ "
+            "(offbench/hybrid.py) and is evaluated on the real task; with real data "
+            "(offline_ratio > 0) against the simulator-only entry (offline_ratio = 0). Verdict: "
+            "held when the mean final score (last evaluation, real task) is higher.", "",
+            _table(sim.drop(columns="claim")), "",
+            *_verdict_lines(sim, lambda r: (
+                f"{r['with real data']} vs {r['sim only']} on {r.dataset}: final "
+                f"{r['final with']:.1f} vs {r['final sim only']:.1f}")), ""]
+    text += ["## Score vs env steps (mean over seeds)", ""]
+    for dataset, g in by_steps.groupby(level="dataset"):
+        pivot = g.droplevel("dataset").unstack("algorithm").reset_index()
+        text += [f"{dataset}:", "", _table(pivot.astype(float)), ""]
+    text += ["## Per seed", "", _table(per_seed.drop(columns="cell")), "",
+             "## Learning curves", "", *[f"![{p}]({p})" for p in plots], "",
+             *_commands(finals)]
+    write_text_atomic(out, "\n".join(text))
+    return {"data": data, "sim": sim, "per_seed": per_seed}

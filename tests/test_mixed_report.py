@@ -1,0 +1,147 @@
+"""The O2O and hybrid learning-check reports (offbench/reports/mixed.py) on a store written by
+hand: per-seed numbers, steps to threshold and every verdict checked against values computed by
+hand here; only the named sweeps' cells are read. No training."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from offbench import cli, io, policies, store
+from offbench.reports import mixed
+
+SIM = "hopper-medium-replay-100k@sim:gravity=2.0"
+
+
+def mixed_cell(root: Path, algorithm: str, dataset: str, mode: str, curves: dict, ratio: float,
+               sweep: str, offline: dict | None = None, variant: str = "",
+               complete: bool = True) -> store.CellDir:
+    """A finished O2O/hybrid cell: curves = {seed: [online scores at 100, 200, ... steps]},
+    offline = {seed: [offline scores every 50 updates]} (o2o). run.json's per_seed holds what
+    o2o.summarize would write."""
+    offline = offline or {}
+    n_off = 50 * len(next(iter(offline.values()), []))
+    budget = {"offline_updates": n_off, "online_steps": 100 * len(next(iter(curves.values()))),
+              "offline_ratio": ratio, "utd": 1, "eval_every": 50, "eval_episodes": 5}
+    config = {"algorithm": algorithm, "module": f"baselines.{algorithm}", "dataset": dataset,
+              "mode": mode, "budget": budget, "algo_config": {}, "overrides": ["hidden=8,8"],
+              "variant": variant, "seeds": len(curves), "first_seed": 0, "profile": "cpu"}
+    cell = store.Store(root).register(config, sweep)
+    rows, results = [], {}
+    for seed, online in curves.items():
+        pre = offline.get(seed, [])
+        rows += [{"seed": seed, "period": p, "phase": "offline", "updates": 50 * (p + 1),
+                  "env_steps": 0, "normalized_score": s} for p, s in enumerate(pre)]
+        rows += [{"seed": seed, "period": len(pre) + p, "phase": "online",
+                  "updates": n_off + 100 * (p + 1), "env_steps": 100 * (p + 1),
+                  "normalized_score": s} for p, s in enumerate(online)]
+        result = {"last_score": online[-1], "best_score": max(online),
+                  "final_score": online[-1], "diverged": False}
+        if mode == "o2o":
+            result.update(pretrain_score=pre[-1], dip=online[0], dip_drop=pre[-1] - online[0],
+                          regret=float(np.mean([1 - s / 100 for s in online])))
+        results[str(seed)] = result
+    io.write_text_atomic(cell.path / "metrics.csv", pd.DataFrame(rows).to_csv(index=False))
+    io.write_text_atomic(cell.path / "run.json", json.dumps(
+        {"task": "hopper", "per_seed": results, "git_commit": "abc", "wall_s": 60.0,
+         "compile_s": 5.0, "command": f"offbench sweep {sweep}"}))
+    if complete:
+        cell.set_status("complete")
+    return cell
+
+
+@pytest.fixture
+def medium_40(monkeypatch):
+    monkeypatch.setattr(policies, "manifest",
+                        lambda task: {"policies": {"medium": {"normalized": 40.0}}})
+
+
+def test_o2o_verdicts_and_per_seed_numbers_by_hand(tmp_path):
+    root = tmp_path / "store"
+    # cal_ql: gains 30-20=+10, 25-20=+5, 10-20=-10 -> mean +5/3 > 0 and 2 of 3 gained: held
+    mixed_cell(root, "cal_ql", "hopper-medium-replay-100k", "o2o",
+               {0: [5.0, 30.0], 1: [15.0, 25.0], 2: [0.0, 10.0]}, 0.5, "o2o",
+               offline={0: [10.0, 20.0], 1: [10.0, 20.0], 2: [10.0, 20.0]})
+    # iql: gains +30, -5, -5 -> mean +6.7 but only 1 of 3 gained: NOT held
+    mixed_cell(root, "iql", "hopper-medium-replay-100k", "o2o",
+               {0: [40.0, 50.0], 1: [10.0, 15.0], 2: [10.0, 15.0]}, 0.5, "o2o",
+               offline={0: [20.0, 20.0], 1: [20.0, 20.0], 2: [0.0, 20.0]})
+    mixed_cell(root, "bc", "hopper-medium-replay-100k", "o2o", {0: [99.0]}, 0.5, "other",
+               offline={0: [1.0]})  # another sweep's cell: never read
+    out = tmp_path / "o2o" / "check.md"
+    verdicts = mixed.write_o2o(root, ["o2o"], out, "tiny").set_index("algorithm")
+    assert list(verdicts.index) == ["cal_ql", "iql"]
+    assert verdicts.loc["cal_ql", "pretrain"] == 20.0
+    assert verdicts.loc["cal_ql", "final"] == pytest.approx(65.0 / 3)
+    assert verdicts.loc["cal_ql", "gain"] == pytest.approx(5.0 / 3)
+    assert verdicts.loc["cal_ql", "dip"] == pytest.approx(20.0 / 3)  # first online: 5, 15, 0
+    assert verdicts.loc["cal_ql", "seeds_gained"] == "2/3"
+    assert verdicts.loc["cal_ql", "verdict"] == "held"
+    assert verdicts.loc["iql", "seeds_gained"] == "1/3"
+    assert verdicts.loc["iql", "verdict"] == "NOT held"
+    per_seed = pd.read_csv(out.with_suffix(".csv"))
+    assert len(per_seed) == 6 and set(per_seed.algorithm) == {"cal_ql", "iql"}
+    assert sorted(per_seed[per_seed.algorithm == "cal_ql"].gain) == [-10.0, 5.0, 10.0]
+    text = out.read_text()
+    assert "- **held**: cal_ql on hopper-medium-replay-100k: pre-train 20.0 -> final 21.7 " \
+           "(gain +1.7, 2/3 seeds gained)" in text
+    assert "offbench sweep o2o" in text and "99.0" not in text
+    assert (out.parent / "curve_o2o_hopper-medium-replay-100k.png").stat().st_size > 1000
+
+
+def test_hybrid_steps_to_threshold_and_verdicts_by_hand(tmp_path, medium_40):
+    root = tmp_path / "store"
+    data = "hopper-medium-replay-100k"
+    # threshold 40 (medium level). With data: reached at 200, 100, never -> median 200.
+    mixed_cell(root, "rlpd", data, "hybrid", {0: [10.0, 45.0, 50.0], 1: [40.0, 30.0, 60.0],
+                                              2: [0.0, 10.0, 20.0]}, 0.5, "hyb",
+               variant="offline_ratio=0.5")
+    # without: reached at 300, never, never -> median inf (not reached)
+    mixed_cell(root, "rlpd", data, "hybrid", {0: [0.0, 5.0, 41.0], 1: [0.0, 5.0, 10.0],
+                                              2: [0.0, 5.0, 10.0]}, 0.0, "hyb",
+               variant="offline_ratio=0.0")
+    # sim-to-real: h2o (real data) final mean 30 vs sim-only sac final mean 35: NOT held
+    mixed_cell(root, "h2o", SIM, "hybrid", {0: [20.0, 30.0], 1: [10.0, 30.0]}, 0.5, "sim")
+    mixed_cell(root, "rlpd", SIM, "hybrid", {0: [50.0, 40.0], 1: [10.0, 30.0]}, 0.0, "sim")
+    out = tmp_path / "hybrid" / "check.md"
+    result = mixed.write_hybrid(root, ["hyb", "sim"], out, "tiny")
+    per_seed = result["per_seed"].set_index(["algorithm", "seed"])
+    with_data = per_seed.loc["rlpd[offline_ratio=0.5]"]
+    assert with_data.steps_to_threshold.tolist()[:2] == [200.0, 100.0]
+    assert np.isnan(with_data.steps_to_threshold.iloc[2])
+    assert with_data.mean_online_score.tolist() == [35.0, pytest.approx(130.0 / 3), 10.0]
+    (row,) = result["data"].to_dict("records")
+    assert row["threshold"] == 40.0 and row["median steps with"] == 200.0
+    assert np.isinf(row["median steps without"]) and row["reached without"] == "1/3"
+    assert row["verdict"] == "held"
+    (sim,) = result["sim"].to_dict("records")
+    assert (sim["with real data"], sim["sim only"]) == ("h2o", "rlpd")
+    assert sim["final with"] == 30.0 and sim["final sim only"] == 35.0
+    assert sim["verdict"] == "NOT held"
+    text = out.read_text()
+    assert "median steps 200.0 vs not reached" in text
+    assert "- **NOT held**: h2o vs rlpd on " + SIM + ": final 30.0 vs 35.0" in text
+    assert len(pd.read_csv(out.with_suffix(".csv"))) == 10
+
+
+def test_hybrid_undecided_when_neither_reaches_and_unfinished_sweeps_refused(tmp_path, medium_40,
+                                                                            capsys):
+    root = tmp_path / "store"
+    data = "hopper-medium-replay-100k"
+    mixed_cell(root, "rlpd", data, "hybrid", {0: [1.0], 1: [2.0]}, 0.5, "hyb", variant="a")
+    mixed_cell(root, "rlpd", data, "hybrid", {0: [3.0], 1: [4.0]}, 0.0, "hyb", variant="b")
+    data_table = mixed.write_hybrid(root, ["hyb"], tmp_path / "h.md", "tiny")["data"]
+    assert data_table.verdict.tolist() == ["undecided"]
+    # a threshold given by hand replaces the medium level: 3 is reached by seed 0 without data
+    again = mixed.write_hybrid(root, ["hyb"], tmp_path / "h2.md", "tiny", {data: 3.0})["data"]
+    assert again.verdict.tolist() == ["NOT held"]
+    mixed_cell(root, "rlpd", data, "hybrid", {0: [5.0]}, 0.0, "hyb", variant="c",
+               complete=False)
+    assert cli.main(["report-hybrid", "--sweep", "hyb", "--store", str(root),
+                     "--out", str(tmp_path / "x.md")]) == 2
+    assert "have not finished" in capsys.readouterr().err
+    assert cli.main(["report-o2o", "--sweep", "nope", "--store", str(root),
+                     "--out", str(tmp_path / "y.md")]) == 2
+    assert "no cell of sweep(s) ['nope']" in capsys.readouterr().err
