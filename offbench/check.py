@@ -18,8 +18,11 @@ declared sizes; no env, no files) it checks:
   traced runs (catches trace-time randomness such as numpy or time-based seeds);
 - the offline mode, when declared: two evaluation periods of the real offline loop (its
   `prepare_dataset` hook, sampling, divergence guard, evaluation on hopper with 5-step
-  episodes). The O2O and hybrid loops are not on this branch: those modes are only checked
-  for being known names.
+  episodes);
+- the o2o and hybrid modes, when declared: the one compiled O2O/hybrid loop (offbench/o2o.py)
+  for a few updates and env steps on hopper, through the phase switch (o2o), with the
+  algorithm's own offline ratio, UTD and warm-up actions (`online_update` if it has one).
+  The `online` mode is checked as a known name (its loop is SAC-style `offbench train-online`).
 """
 
 from __future__ import annotations
@@ -182,7 +185,7 @@ class Checker:
             s = jax.jit(lambda k: init_fn(k))(key)
             update = jax.jit(lambda s, b, k: m.update(s, b, k))
             history = []
-            for i in range(self.updates):
+            for i in range(n_updates):
                 k_batch, k_update = jax.random.split(jax.random.fold_in(key, i))
                 out = update(s, sample(arrays, k_batch, batch_size), k_update)
                 if not (isinstance(out, tuple) and len(out) == 2):
@@ -190,12 +193,16 @@ class Checker:
                                       f"{type(out).__name__}")
                 new, metrics = out
                 _same_structure(s, new)
-                _finite_scalar_metrics(metrics, i + 1)
+                _scalar_metrics(metrics, i + 1)
                 s = new
                 history.append(metrics)
+            _finite_somewhere(history)
             return s, history
 
-        trained = self.step(f"update under jit: {self.updates} updates keep the state's "
+        # an algorithm that steps some networks once per `utd` updates (RLPD's actor) reports
+        # their metrics as NaN in between: run enough updates to see each metric computed
+        n_updates = max(self.updates, int(getattr(config, "utd", 1) or 1))
+        trained = self.step(f"update under jit: {n_updates} updates keep the state's "
                             "shapes, metrics finite scalars", lambda: train(jax.random.PRNGKey(1)))
 
         def check_act(s) -> None:
@@ -227,7 +234,7 @@ class Checker:
             batches = jax.vmap(lambda k: sample(arrays, k, batch_size))(keys)
             new, metrics = jax.jit(jax.vmap(m.update))(states, batches, keys)
             _same_structure(states, new)
-            _finite_scalar_metrics(jax.tree.map(lambda x: x[0], metrics), 1)
+            _scalar_metrics(jax.tree.map(lambda x: x[0], metrics), 1)
             actions = jax.jit(jax.vmap(lambda s, k: m.act(s, obs, k, True)))(new, keys)
             if actions.shape != (2, obs.shape[0], ACT):
                 raise CheckFailed(f"vmapped act returned shape {actions.shape}; expected "
@@ -254,6 +261,12 @@ class Checker:
             self.step("offline mode: 2 periods of the offline loop on hopper (episodes of 5 "
                       "steps), finite returns, no divergence",
                       lambda: self.offline_loop(config, fields))
+        for mode in ("o2o", "hybrid"):
+            if mode in tuple(m.MODES) and not self.failures:
+                phases = "2 offline updates, then " if mode == "o2o" else ""
+                self.step(f"{mode} mode: the O2O/hybrid loop on hopper ({phases}4 env steps "
+                          "with updates), finite returns, no divergence",
+                          lambda mode=mode: self.mixed_loop(config, fields, mode))
         return not self.failures
 
     def offline_loop(self, config: Any, fields: tuple[str, ...]) -> None:
@@ -284,6 +297,40 @@ class Checker:
             raise CheckFailed(f"evaluation returns are {returns}; expected finite numbers")
 
 
+    def mixed_loop(self, config: Any, fields: tuple[str, ...], mode: str) -> None:
+        """A declared o2o or hybrid mode end to end in offbench/o2o.py's compiled loop: mixed
+        minibatches, the phase switch, env steps on a real (short) env, evaluation."""
+        import jax
+
+        from offbench import o2o, offline
+
+        m = self.module
+        arrays = tiny_dataset(fields)
+        lengths = np.full(N // 64, 64)
+        if hasattr(m, "prepare_dataset"):
+            arrays, lengths = m.prepare_dataset(arrays, lengths, config)
+        prepared = offline.Prepared({k: jax.numpy.asarray(v) for k, v in arrays.items()},
+                                    np.zeros(OBS, np.float32), np.ones(OBS, np.float32), 1.0, 0.0)
+        # warm-up shortened to fit 4 env steps; who acts in it stays the algorithm's choice
+        loop = o2o.resolve(o2o.MixedConfig(
+            mode=mode, offline_updates=2 if mode == "o2o" else 0, online_steps=4, eval_every=2,
+            eval_episodes=2, checkpoint_every=2, warmup_steps=1, episode_length=5,
+            backend="mujoco"), config)
+        problem = o2o.Problem(m, config, "hopper", loop, prepared, 0.0, 1.0)
+        periods = loop.offline_periods + loop.online_periods
+        carry = o2o.init_carry(problem, jax.random.PRNGKey(8), jax.numpy.asarray(0),
+                               prepared.arrays)
+        chunk = jax.jit(o2o.make_chunk(problem, periods))
+        carry, (metrics, _) = chunk(carry, 0, prepared.arrays)
+        if bool(carry.diverged):
+            raise CheckFailed(f"the {mode} loop froze the seed: parameters or losses turned "
+                              f"NaN/Inf at update {int(carry.diverged_at)}")
+        returns = np.asarray(metrics["eval_return"])
+        if returns.shape != (periods,) or not np.isfinite(returns).all():
+            raise CheckFailed(f"evaluation returns are {returns}; expected {periods} finite "
+                              "numbers")
+
+
 def _tracer_errors() -> tuple[type, ...]:
     import jax
 
@@ -309,7 +356,9 @@ def _same_structure(old: Any, new: Any) -> None:
                               "must keep its shapes and dtypes (lax.scan carries it)")
 
 
-def _finite_scalar_metrics(metrics: Any, update: int) -> None:
+def _scalar_metrics(metrics: Any, update: int) -> None:
+    """Scalars, never infinite; NaN means "not computed in this update" (the loops average
+    metrics with nanmean), which `_finite_somewhere` checks across updates."""
     if not isinstance(metrics, dict):
         raise CheckFailed(f"update's metrics must be a dict of scalars, got "
                           f"{type(metrics).__name__}")
@@ -318,9 +367,19 @@ def _finite_scalar_metrics(metrics: Any, update: int) -> None:
         if value.shape != ():
             raise CheckFailed(f"metric '{name}' has shape {value.shape}; metrics must be "
                               "scalars (reduce them with a mean)")
-        if not np.isfinite(value):
+        if np.isinf(value):
             raise CheckFailed(f"metric '{name}' is {value} after update {update} on a tiny "
                               "random dataset; losses must stay finite")
+
+
+def _finite_somewhere(history: list[dict]) -> None:
+    for name in history[0]:
+        values = np.asarray([h[name] for h in history])
+        if not np.isfinite(values).any():
+            raise CheckFailed(
+                f"metric '{name}' is nan after every one of {len(history)} updates on a tiny "
+                "random dataset; losses must stay finite (NaN is only for a metric not "
+                "computed in some updates, e.g. an actor stepped once per UTD updates)")
 
 
 def check(target: str, overrides: list[str] | None = None, updates: int = 3,

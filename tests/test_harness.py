@@ -663,6 +663,15 @@ def test_check_accepts_a_baseline_and_the_good_template(tmp_path):
     assert ok and "FAIL" not in text, text
 
 
+def test_check_runs_the_hybrid_loop_a_module_declares():
+    # RLPD steps its actor once per utd=20 updates and reports NaN actor metrics in between
+    # ("not computed"): the check runs 20 updates to see them computed
+    ok, text = run_check("rlpd", ["hidden=32,32", "num_critics=2"])
+    assert ok, text
+    assert "update under jit: 20 updates" in text, text
+    assert re.search(r"^ok +hybrid mode: the O2O/hybrid loop on hopper", text, re.M), text
+
+
 @pytest.mark.parametrize("fault", sorted(BROKEN))
 def test_check_rejects_each_broken_module(fault, tmp_path):
     path = tmp_path / f"{fault}.py"
