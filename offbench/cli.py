@@ -390,7 +390,14 @@ def _sweep_and_report(spec: dict, args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from offbench import sweep
 
-    return _sweep_and_report(sweep.load_spec(args.spec), args)
+    spec = sweep.load_spec(args.spec)
+    if args.datasets:  # a subset of the spec: the same cells (and hashes) as the whole spec's
+        unknown = sorted(set(args.datasets) - set(spec.get("datasets", [])))
+        if unknown:
+            raise ValueError(f"--datasets {unknown} not in the spec's datasets "
+                             f"{spec.get('datasets')}")
+        spec["datasets"] = [d for d in spec["datasets"] if d in args.datasets]
+    return _sweep_and_report(spec, args)
 
 
 def resolve_profile(profile: str) -> str:
@@ -521,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run every cell of a sweep spec into a results store")
     p.add_argument("spec", help="sweep spec (TOML; see tasks/sweeps/)")
     p.add_argument("--out", help="also write the leaderboard of the spec's profile here")
+    p.add_argument("--datasets", nargs="+",
+                   help="run only these of the spec's datasets (same cells as the whole spec)")
     _add_sweep_options(p)
     p.set_defaults(func=cmd_sweep)
 

@@ -742,3 +742,18 @@ def test_offline_check_report_of_a_sweeps_cells(swept, tmp_path, capsys):
     info = json.loads((cell_of(root, "bc").path / "run.json").read_text())
     assert sorted(finals.last_score) == sorted(r["last_score"] for r in info["per_seed"].values())
     assert set(finals.algorithm) == {"bc"}
+
+
+def test_sweep_datasets_option_runs_a_subset_of_the_same_cells(swept, tmp_path, capsys):
+    from offbench import cli
+
+    root, _ = swept
+    spec = tmp_path / "two.toml"
+    spec.write_text(to_toml(tiny_spec(name="two", algorithms=["bc"], sinks=[],
+                                      datasets=[DATASET, "hopper-medium-100k"])))
+    assert cli.main(["sweep", str(spec), "--store", str(root), "--datasets", "nope"]) != 0
+    assert "--datasets ['nope'] not in the spec's datasets" in capsys.readouterr().err
+    # only DATASET: its bc cell is the one the fixture's sweep ran, so nothing runs
+    assert cli.main(["sweep", str(spec), "--store", str(root), "--datasets", DATASET]) == 0
+    assert "0 cell(s) ran, 1 complete before, 0 failed" in capsys.readouterr().out
+    assert "two" in json.loads((cell_of(root, "bc").path / "cell.json").read_text())["sweeps"]
