@@ -373,8 +373,16 @@ def _sweep_and_report(spec: dict, args: argparse.Namespace) -> int:
     from offbench.store import Store
 
     store = Store(args.store)
+    ray_options = None
+    if args.ray_address and args.executor != "ray":  # not silently a local run
+        raise ValueError("--ray-address needs --executor ray")
+    if args.executor == "ray":
+        from offbench.ray_executor import RayOptions
+
+        ray_options = RayOptions(args.ray_address, args.ray_cpus_per_cell,
+                                 args.ray_gpus_per_cell)
     result = sweep.run_sweep(spec, store, resume=args.resume, executor=args.executor,
-                             stop_after_cells=args.stop_after_cells)
+                             stop_after_cells=args.stop_after_cells, ray_options=ray_options)
     print(f"sweep '{spec['name']}': {len(result.ran)} cell(s) ran, {len(result.skipped)} "
           f"complete before, {len(result.failed)} failed; store {store.root}")
     for name, error in result.failed.items():
@@ -454,7 +462,16 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
                    help=f"results store (default {DEFAULT_STORE})")
     p.add_argument("--resume", action="store_true",
                    help="skip complete cells, continue interrupted ones from their checkpoints")
-    p.add_argument("--executor", default="local", choices=["local", "ray"])
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local: cells one after another here; ray: one Ray task per cell")
+    p.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="Ray cluster to send cells to (`auto`: the one this node is in; "
+                        "default $RAY_ADDRESS, else a new local Ray instance); the store must "
+                        "be on a filesystem every node mounts at the same path")
+    p.add_argument("--ray-cpus-per-cell", type=float, default=1.0, metavar="N",
+                   help="Ray CPUs one cell reserves (default 1)")
+    p.add_argument("--ray-gpus-per-cell", type=float, default=0.0, metavar="N",
+                   help="Ray GPUs one cell reserves (default 0; 1 on GPU nodes)")
     p.add_argument("--reps", type=int, default=5_000, help="bootstrap resamples (report)")
     p.add_argument("--stop-after-cells", type=int, help=argparse.SUPPRESS)  # crash tests
 

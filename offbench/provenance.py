@@ -53,7 +53,14 @@ def machine() -> dict[str, object]:
             "devices": [str(d) for d in jax.devices()]}
 
 
+# The command to record instead of this process's argv: set where the process is not the one
+# the user started (a Ray worker running a sweep's cell records the sweep's command).
+COMMAND: str | None = None
+
+
 def command_line() -> str:
+    if COMMAND is not None:
+        return COMMAND
     argv = [Path(sys.argv[0]).name] + sys.argv[1:]
     return " ".join(shlex.quote(a) for a in argv)
 

@@ -35,6 +35,10 @@ loop plugs in with `register_mode` without touching the sweep machinery. A mode'
 `run` returns the per-seed metrics table and leaves in the cell folder what `offbench run`
 leaves (metrics.csv, run.json with `per_seed` results, checkpoints); O2O/hybrid metrics the
 leaderboard shows (reports/leaderboard.py MODE_METRICS) go into `per_seed`.
+
+Executors (`run_sweep(executor=...)`): "local" runs the cells one after another in this
+process; "ray" runs each cell as one Ray task (offbench/ray_executor.py). Both run a cell with
+`run_cell`, so a store does not depend on which executor filled it.
 """
 
 from __future__ import annotations
@@ -47,9 +51,12 @@ import tomllib
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from offbench.store import CellDir, Store, canonical_json
+
+if TYPE_CHECKING:
+    from offbench.ray_executor import RayOptions
 
 SPEC_KEYS = {"name", "profile", "description", "algorithms", "datasets", "modes", "seeds",
              "first_seed", "set", "budget", "budgets", "algorithms_set", "sinks", "backend"}
@@ -394,11 +401,22 @@ def _ensure_datasets(datasets: list[str], log: Callable[[str], None]) -> None:
 
 def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str], None] = print,
               build_datasets: bool = True, executor: str = "local",
-              stop_after_cells: int | None = None) -> SweepResult:
+              stop_after_cells: int | None = None,
+              ray_options: RayOptions | None = None) -> SweepResult:
     """Run every cell of `spec` into `store`. Complete cells (of this sweep or of any other
     sharing the store) are skipped; unfinished ones (killed or failed) are continued only with
     `resume`. A cell that raises is recorded as failed (error and traceback in its status.json)
-    and the sweep goes on."""
+    and the sweep goes on. `executor`: "local" runs the cells one after another in this
+    process; "ray" sends each to a Ray cluster as one task (offbench/ray_executor.py; where
+    and with which resources: `ray_options`), into the same store folders."""
+    if executor not in ("local", "ray"):
+        raise ValueError(f"unknown executor '{executor}'; use 'local' or 'ray'")
+    if executor == "ray":  # before anything is built or written
+        from offbench import ray_executor
+
+        ray_executor.check_installed()
+        if stop_after_cells is not None:
+            raise ValueError("stop_after_cells is a test hook of the local executor")
     if build_datasets:  # first, so that every cell's config holds its dataset's fingerprint
         _ensure_datasets(_as_list(spec.get("datasets", []), "datasets"), log)
     cells = expand(spec, log)
@@ -411,14 +429,8 @@ def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str
                              f"did not complete in {store.root} (e.g. {unfinished[0]}); pass "
                              "--resume to continue them from their checkpoints")
     if executor == "ray":
-        import importlib.util
-
-        if importlib.util.find_spec("ray") is None:
-            raise ValueError("the ray executor needs the ray package, which offbench does not "
-                             "pin (pip install 'ray[default]'); or use --executor local")
-        raise ValueError("the ray executor is not implemented yet; use --executor local")
-    if executor != "local":
-        raise ValueError(f"unknown executor '{executor}'; use 'local'")
+        return ray_executor.run_cells(cells, store, spec["name"], resume,
+                                      ray_options or ray_executor.RayOptions(), log)
     result = SweepResult([], [], {})
     for index, cell in enumerate(cells):
         folder = store.register(cell.config, spec["name"])

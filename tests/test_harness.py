@@ -645,6 +645,99 @@ def test_sweep_killed_inside_a_cell_resumes_it_bit_for_bit(swept, env_root, tmp_
     pd.testing.assert_frame_equal(mine, reference, check_exact=True)
 
 
+# ---- the Ray executor ----------------------------------------------------------------------
+
+def test_ray_executor_gives_the_local_executors_store(swept, env_root, tmp_path, monkeypatch):
+    """The tiny sweep's two cells (bc, and a module that crashes) as Ray tasks on a local Ray
+    instance of 2 CPUs (both cells at once, each in its own worker process) land in the store
+    as the local executor's did: the same folders and configs, the crash recorded with its
+    error, bc's per-seed metrics bit for bit and the same leaderboard; then --resume skips the
+    complete cell and retries the failed one."""
+    import ray
+
+    root, _ = swept
+    # the workers import the code from here, and the test's module package, as the driver does
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(REPO), str(env_root / "code"), os.environ.get("PYTHONPATH", "")]))
+    mine = store.Store(tmp_path / "store")
+    logged: list[str] = []
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")  # Ray's telemetry: nothing leaves
+    # "local": a new instance, never a cluster that `ray start` left on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    try:
+        result = sweep.run_sweep(tiny_spec(), mine, log=logged.append, executor="ray")
+        again = sweep.run_sweep(tiny_spec(), mine, resume=True, log=logged.append,
+                                executor="ray")
+        # a cell no node can take would wait forever: refused on a local instance, else a note
+        from offbench import ray_executor
+
+        gpu = ray_executor.RayOptions(gpus_per_cell=1)
+        with pytest.raises(ValueError, match="no node of the Ray cluster has 1 CPU"):
+            ray_executor._check_resources(gpu, local=True, log=quiet)
+        ray_executor._check_resources(gpu, local=False, log=logged.append)
+        assert "or the cells wait until such a node joins" in logged[-1]
+    finally:
+        ray.shutdown()
+    bc, crash = cell_of(tmp_path / "store", "bc"), cell_of(tmp_path / "store", "harnesspkg.crash")
+    assert {bc.name, crash.name} == {cell_of(root, a).name for a in ("bc", "harnesspkg.crash")}
+    assert result.ran == [bc.name] and list(result.failed) == [crash.name] and not result.skipped
+    assert "boom: a deliberate crash" in result.failed[crash.name]
+    assert again.skipped == [bc.name] and again.ran == [] and list(again.failed) == [crash.name]
+    assert sum("submitted" in line for line in logged) == 3, logged
+    status = crash.status()
+    assert status["state"] == "failed" and "boom" in status["error"]
+    assert "ValueError" in status["traceback"]
+    assert bc.complete and bc.config() == cell_of(root, "bc").config()
+    reference = cell_of(root, "bc").path
+    pd.testing.assert_frame_equal(
+        pd.read_csv(bc.path / "metrics.csv").drop(columns="wall_s"),
+        pd.read_csv(reference / "metrics.csv").drop(columns="wall_s"), check_exact=True)
+    # run.json: the same per-seed results, settings, versions, machine and command (the
+    # sweep's, not the Ray worker's own argv); only the date and the times differ
+    run, ref_run = ({k: v for k, v in json.loads((p / "run.json").read_text()).items()
+                     if k not in ("date", "wall_s", "compile_s")} for p in (bc.path, reference))
+    assert run == ref_run and run["per_seed"] and "default_worker" not in run["command"]
+    assert (bc.path / "settings.json").read_text() == (reference / "settings.json").read_text()
+    assert (bc.path / "tensorboard").is_dir()
+    leaderboard.write_report(tmp_path / "store", tmp_path / "out", reps=200, log=quiet)
+    leaderboard.write_report(root, tmp_path / "reference", reps=200, log=quiet)
+    for name in ("leaderboard.csv", "aggregate.csv"):  # the reference store may hold more
+        ours, ref = (pd.read_csv(tmp_path / d / name).query("entry == 'bc'")
+                     .reset_index(drop=True) for d in ("out", "reference"))
+        assert len(ours) > 0
+        pd.testing.assert_frame_equal(ours, ref)
+
+
+def test_ray_executor_address_and_refusals(env_root, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from offbench import cli, ray_executor
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert ray_executor.resolve_address(None) == "local"  # not a cluster found lying around
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")
+    assert ray_executor.resolve_address(None) == "head:6379"
+    assert ray_executor.resolve_address("other:6379") == "other:6379"
+    args = cli.build_parser().parse_args(["sweep", "x.toml", "--executor", "ray",
+                                          "--ray-address", "h:1", "--ray-gpus-per-cell", "1"])
+    assert (args.ray_address, args.ray_cpus_per_cell, args.ray_gpus_per_cell) == ("h:1", 1, 1)
+    spec_path = tmp_path / "tiny.toml"
+    spec_path.write_text(to_toml(tiny_spec()))
+    assert cli.main(["sweep", str(spec_path), "--ray-address", "h:1", "--store",
+                     str(tmp_path)]) == 2
+    assert "--ray-address needs --executor ray" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="must be >= 0"):
+        ray_executor.RayOptions(cpus_per_cell=-1)
+    with pytest.raises(ValueError, match="unknown executor 'dask'"):
+        sweep.run_sweep(tiny_spec(), store.Store(tmp_path), executor="dask", log=quiet)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(ValueError, match=r"needs the ray package.*\[ray\]"):
+        sweep.run_sweep(tiny_spec(), store.Store(tmp_path), executor="ray", log=quiet)
+    assert not (tmp_path / "cells").exists()  # refused before anything was written
+
+
 # ---- offbench check ------------------------------------------------------------------------
 
 def run_check(target: str, overrides=()) -> tuple[bool, str]:
