@@ -79,6 +79,8 @@ def test_o2o_verdicts_and_per_seed_numbers_by_hand(tmp_path):
     assert verdicts.loc["cal_ql", "dip"] == pytest.approx(20.0 / 3)  # first online: 5, 15, 0
     assert verdicts.loc["cal_ql", "seeds_gained"] == "2/3"
     assert verdicts.loc["cal_ql", "verdict"] == "held"
+    # last-3 means (here all evaluations): offline 15 each; online 17.5, 20, 5 -> -2.5/3
+    assert verdicts.loc["cal_ql", "gain_last3"] == pytest.approx(-2.5 / 3)
     assert verdicts.loc["iql", "seeds_gained"] == "1/3"
     assert verdicts.loc["iql", "verdict"] == "NOT held"
     per_seed = pd.read_csv(out.with_suffix(".csv"))
