@@ -118,6 +118,8 @@ def test_hybrid_steps_to_threshold_and_verdicts_by_hand(tmp_path, medium_40):
     assert row["threshold"] == 40.0 and row["median steps with"] == 200.0
     assert np.isinf(row["median steps without"]) and row["reached without"] == "1/3"
     assert row["verdict"] == "held"
+    assert row["mean score with"] == pytest.approx((35.0 + 130.0 / 3 + 10.0) / 3)
+    assert row["mean score without"] == pytest.approx((46.0 / 3 + 5.0 + 5.0) / 3)
     (sim,) = result["sim"].to_dict("records")
     assert (sim["with real data"], sim["sim only"]) == ("h2o", "rlpd")
     assert sim["final with"] == 30.0 and sim["final sim only"] == 35.0

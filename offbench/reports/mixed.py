@@ -178,6 +178,9 @@ def data_verdicts(finals: pd.DataFrame) -> pd.DataFrame:
                     "reached with": f"{int(w.steps_to_threshold.notna().sum())}/{len(w)}",
                     "reached without": f"{int(b.steps_to_threshold.notna().sum())}/{len(b)}",
                     "final with": w.final_score.mean(), "final without": b.final_score.mean(),
+                    # the area under the curve: a reading beside the verdict, never deciding it
+                    "mean score with": w.mean_online_score.mean(),
+                    "mean score without": b.mean_online_score.mean(),
                     "verdict": verdict})
     return pd.DataFrame(rows)
 
@@ -360,7 +363,9 @@ def write_hybrid(store_root: Path | str, sweeps: list[str], out: Path, budget: s
             "= 0: from scratch). Steps to threshold: env steps of the first evaluation at or "
             "above it; a seed that never reaches it counts as infinitely many. Verdict: held "
             "when the median over seeds with data is lower (undecided when neither median is "
-            "reached).", "", _table(data.drop(columns="claim")), "",
+            "reached). The mean score over all online evaluations (area under the curve) and "
+            "the final score are shown beside it; they do not decide the verdict.", "",
+            _table(data.drop(columns="claim")), "",
             *_verdict_lines(data, lambda r: (
                 f"{r['with data']} vs {r['without']} on {r.dataset} (threshold "
                 f"{r.threshold:.1f}): median steps {_fmt(r['median steps with'])} vs "
