@@ -125,7 +125,7 @@ def test_hybrid_steps_to_threshold_and_verdicts_by_hand(tmp_path, medium_40):
     assert sim["final with"] == 30.0 and sim["final sim only"] == 35.0
     assert sim["verdict"] == "NOT held"
     text = out.read_text()
-    assert "median steps 200.0 vs not reached" in text
+    assert "median steps 200 vs not reached" in text
     assert "- **NOT held**: h2o vs rlpd on " + SIM + ": final 30.0 vs 35.0" in text
     assert len(pd.read_csv(out.with_suffix(".csv"))) == 10
 

@@ -244,7 +244,10 @@ def plot_curves(curves: pd.DataFrame, out_dir: Path, prefix: str,
 
 def _fmt(value: object) -> object:
     if isinstance(value, float):
-        return "not reached" if math.isinf(value) else "-" if math.isnan(value) else f"{value:.1f}"
+        if math.isinf(value) or math.isnan(value):
+            return "not reached" if math.isinf(value) else "-"
+        # env step counts read better without decimals
+        return f"{value:.0f}" if value.is_integer() and abs(value) >= 100 else f"{value:.1f}"
     return value
 
 
@@ -385,7 +388,9 @@ def write_hybrid(store_root: Path | str, sweeps: list[str], out: Path, budget: s
     for dataset, g in by_steps.groupby(level="dataset"):
         pivot = g.droplevel("dataset").unstack("algorithm").reset_index()
         text += [f"{dataset}:", "", _table(pivot.astype(float)), ""]
-    text += ["## Per seed", "", _table(per_seed.drop(columns="cell")), "",
+    shown = per_seed.drop(columns="cell").assign(  # NaN steps: never reached in the budget
+        steps_to_threshold=per_seed.steps_to_threshold.fillna(np.inf))
+    text += ["## Per seed", "", _table(shown), "",
              "## Learning curves", "", *[f"![{p}]({p})" for p in plots], "",
              *_commands(finals)]
     write_text_atomic(out, "\n".join(text))
