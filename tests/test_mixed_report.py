@@ -126,7 +126,7 @@ def test_hybrid_steps_to_threshold_and_verdicts_by_hand(tmp_path, medium_40):
     assert sim["verdict"] == "NOT held"
     text = out.read_text()
     assert "median steps 200 vs not reached" in text
-    assert "- **NOT held**: h2o vs rlpd on " + SIM + ": final 30.0 vs 35.0" in text
+    assert "- **NOT held**: h2o vs rlpd (`hidden=8,8`) on " + SIM + ": final 30.0 vs 35.0" in text
     assert len(pd.read_csv(out.with_suffix(".csv"))) == 10
 
 

@@ -199,7 +199,9 @@ def sim_verdicts(finals: pd.DataFrame) -> pd.DataFrame:
                     "sim only": baseline, "final with": w.final_score.mean(),
                     "final sim only": b.final_score.mean(),
                     "best with": w.best_score.mean(), "best sim only": b.best_score.mean(),
-                    "verdict": HELD if held else NOT_HELD})
+                    "verdict": HELD if held else NOT_HELD,
+                    # what the baseline is (e.g. an RLPD agent set to plain SAC)
+                    "sim only overrides": b.overrides.iloc[0]})
     return pd.DataFrame(rows)
 
 
@@ -380,10 +382,10 @@ def write_hybrid(store_root: Path | str, sweeps: list[str], out: Path, budget: s
             "(offbench/hybrid.py) and is evaluated on the real task; with real data "
             "(offline_ratio > 0) against the simulator-only entry (offline_ratio = 0). Verdict: "
             "held when the mean final score (last evaluation, real task) is higher.", "",
-            _table(sim.drop(columns="claim")), "",
+            _table(sim.drop(columns=["claim", "sim only overrides"])), "",
             *_verdict_lines(sim, lambda r: (
-                f"{r['with real data']} vs {r['sim only']} on {r.dataset}: final "
-                f"{r['final with']:.1f} vs {r['final sim only']:.1f}")), ""]
+                f"{r['with real data']} vs {r['sim only']} (`{r['sim only overrides']}`) on "
+                f"{r.dataset}: final {r['final with']:.1f} vs {r['final sim only']:.1f}")), ""]
     text += ["## Score vs env steps (mean over seeds)", ""]
     for dataset, g in by_steps.groupby(level="dataset"):
         pivot = g.droplevel("dataset").unstack("algorithm").reset_index()
