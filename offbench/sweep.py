@@ -396,7 +396,8 @@ def _ensure_datasets(datasets: list[str], log: Callable[[str], None]) -> None:
             continue
         if not name.path().exists():
             log(f"building dataset {name.short}")
-            data.build(name, log=log)
+        # an existing one is kept, or rebuilt if tasks/policies changed since it was built
+        data.build(name, log=log)
 
 
 def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str], None] = print,

@@ -110,6 +110,21 @@ def test_build_twice_gives_identical_bytes_and_minari_reads_it(tiny_policies, tm
         del os.environ["MINARI_DATASETS_PATH"]
 
 
+def test_a_dataset_of_replaced_policies_is_rebuilt(tiny_policies, tmp_path, monkeypatch):
+    name = data.DatasetName("hopper", "medium", SIZE)
+    logs: list[str] = []
+    path = data.build(name, root=tmp_path, log=logs.append)
+    data.build(name, root=tmp_path, log=logs.append)
+    assert "already built" in logs[-1]
+    # the medium policy re-selected since: tasks/policies records another checksum
+    monkeypatch.setattr(data_build, "policy_hashes", lambda task, kind: {"medium": "0" * 64})
+    logs.clear()
+    assert data.build(name, root=tmp_path, log=logs.append) == path
+    assert "built from other behaviour policies" in logs[0] and "rebuilding" in logs[0]
+    assert "episodes ->" in logs[-1]  # generated anew, and complete
+    assert json.loads((path / data_build.SIDECAR).read_text())["transitions"] == SIZE
+
+
 def test_every_field_round_trips(tiny_policies, tmp_path):
     episodes, _ = data_build.generate("hopper", "medium", SIZE, seed=3, log=lambda *_: None)
     data_build.write_minari(tmp_path, "test/hopper/roundtrip-v0", episodes, "hopper",

@@ -62,6 +62,13 @@ def kind_parts(task: str, kind: str) -> list[tuple[str, list[str] | None]]:
     raise ValueError(f"unknown dataset kind '{kind}'")
 
 
+def policy_hashes(task: str, kind: str) -> dict[str, str]:
+    """sha256 of each committed policy a dataset of `kind` is generated from (as recorded in
+    its sidecar's `policies_sha256`)."""
+    committed = policies.manifest(task)["policies"] if kind != "random" else {}
+    return {n: committed[n]["sha256"] for _, names in kind_parts(task, kind) for n in names or ()}
+
+
 def _part_key(seed: int, part: str) -> jax.Array:
     # The medium part of medium-expert is the medium dataset, byte for byte: keys depend on the
     # part's name, not on the kind being built.
@@ -176,7 +183,8 @@ def warnings_quiet():
 def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
           command: str | None = None, force: bool = False, log: Callable = print) -> Path:
     """Build dataset `name` under the data root; returns its folder. An existing dataset built
-    with the same seed and policies is kept (nothing to do); `force` rebuilds it."""
+    with the same seed and policies is kept (nothing to do); one built from other behaviour
+    policies (tasks/policies re-selected since) is stale and rebuilt; `force` rebuilds it."""
     root = data_root(root)
     final = name.path(root)
     if final.exists() and not force:
@@ -184,9 +192,16 @@ def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
         if sidecar.exists():
             info = json.loads(sidecar.read_text())
             if info.get("seed") == seed:
-                log(f"{name.short}: already built in {final}")
-                return final
-        raise FileExistsError(f"{final} already exists (built with other settings, or not by "
+                if info.get("policies_sha256") == policy_hashes(name.task, name.kind):
+                    log(f"{name.short}: already built in {final}")
+                    return final
+                # generated data of ours: rebuilt deterministically from the committed
+                # policies, and the old folder is replaced only once the new one is complete
+                log(f"{name.short}: built from other behaviour policies than tasks/policies "
+                    "now holds; rebuilding")
+                force = True
+        if not force:
+            raise FileExistsError(f"{final} already exists (built with other settings, or not by "
                               "offbench); pass --force to rebuild it")
     ref_min, ref_max = policies.reference_scores(name.task)
     log(f"{name.short}: generating {name.size} transitions per part (seed {seed})")
