@@ -390,8 +390,11 @@ def _sweep_and_report(spec: dict, args: argparse.Namespace) -> int:
     if getattr(args, "out", None):
         from offbench.reports import leaderboard
 
+        # exactly this sweep's cells: not stale cells of an older dataset version, nor other
+        # sweeps' cells of the same profile (learning checks) that happen to share the store
         leaderboard.write_report(store.root, Path(args.out), profile=spec["profile"],
-                                 reps=args.reps)
+                                 reps=args.reps, cells={*result.ran, *result.skipped,
+                                                        *result.failed})
     return 1 if result.failed else 0
 
 

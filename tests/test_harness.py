@@ -277,9 +277,10 @@ def test_a_write_killed_midway_leaves_the_old_file_or_none(tmp_path):
 
 
 def make_cell(root: Path, algorithm: str, dataset: str, per_seed: dict, profile: str = "cpu",
-              updates: int = 100, mode: str = "offline", complete: bool = True) -> store.CellDir:
+              updates: int = 100, mode: str = "offline", complete: bool = True,
+              dataset_sha256: str | None = None) -> store.CellDir:
     """A finished cell written by hand: per_seed = {seed: (last, best) or dict}."""
-    config = {"algorithm": algorithm, "module": f"baselines.{algorithm}", "dataset": dataset,
+    config = {**({"dataset_sha256": dataset_sha256} if dataset_sha256 else {}),"algorithm": algorithm, "module": f"baselines.{algorithm}", "dataset": dataset,
               "mode": mode, "budget": {"updates": updates, "eval_every": 50,
                                        "eval_episodes": 10, "checkpoint_every": 50,
                                        "episode_length": None, "backend": "mujoco"},
@@ -419,6 +420,20 @@ def test_o2o_metrics_table_when_runs_record_them(tmp_path):
     cells = table_row(section, "| hopper-medium | cal_ql")
     # pretrain 40, 60 -> 50 ± 10 (population std); dip 10, 30 -> 20 ± 10
     assert cells[2:] == ["50.0 ± 10.0", "20.0 ± 10.0", "70.0 ± 0.0", "0.4 ± 0.0"]
+
+
+def test_two_versions_of_a_dataset_are_never_pooled(tmp_path, capsys):
+
+    root = tmp_path / "store"
+    old = make_cell(root, "xalg", "hopper-medium", {0: (1.0, 2.0)}, dataset_sha256="aaa")
+    new = make_cell(root, "xalg", "hopper-medium", {0: (9.0, 9.0)}, dataset_sha256="bbb")
+    with pytest.raises(ValueError, match="2 versions of dataset hopper-medium"):
+        leaderboard.write_report(root, tmp_path / "out", reps=100, log=quiet)
+    # a sweep's report names its own cells: only the current version is read
+    result = leaderboard.write_report(root, tmp_path / "out", reps=100, log=quiet,
+                                      cells={new.name})["cpu"]
+    assert result["table"].set_index("entry").loc["xalg"].last_mean == 9.0
+    assert old.name != new.name
 
 
 def test_profiles_are_never_mixed(tmp_path):

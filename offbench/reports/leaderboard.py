@@ -53,13 +53,17 @@ def budget_text(mode: str, budget: dict) -> str:
                      if k not in ("checkpoint_every", "backend"))
 
 
-def load_store(store: Store, sweeps: Collection[str] | None = None
+def load_store(store: Store, sweeps: Collection[str] | None = None,
+               cells: Collection[str] | None = None
                ) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[str, str]]]:
     """(tidy per-seed table, learning-curve rows, (profile, name) of cells not complete).
-    sweeps: only the cells these sweeps (their specs' names) asked for (learning checks)."""
+    sweeps: only the cells these sweeps (their specs' names) asked for (learning checks);
+    cells: only these cell folders (the cells of one sweep run, e.g. `make bench`)."""
     finals, curves, incomplete = [], [], []
     for cell in store.cells():
         if sweeps is not None and not set(sweeps) & set(cell.sweeps()):
+            continue
+        if cells is not None and cell.name not in cells:
             continue
         if not cell.complete:
             profile = cell.config().get("profile")
@@ -75,7 +79,8 @@ def load_store(store: Store, sweeps: Collection[str] | None = None
                 "dataset": config["dataset"], "task": info.get("task"),
                 "budget": budget_text(config["mode"], config["budget"]),
                 "overrides": " ".join(config.get("overrides", [])), "cell": cell.name,
-                "git_commit": info.get("git_commit"), "wall_s": info.get("wall_s")}
+                "git_commit": info.get("git_commit"), "wall_s": info.get("wall_s"),
+                "dataset_sha256": config.get("dataset_sha256")}
         for seed, result in info["per_seed"].items():
             finals.append({**base, "seed": int(seed), **result})
         metrics = pd.read_csv(cell.path / "metrics.csv")
@@ -84,6 +89,18 @@ def load_store(store: Store, sweeps: Collection[str] | None = None
         curves.append(metrics)
     finals_df = pd.DataFrame(finals)
     curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    if len(finals_df):
+        # a dataset rebuilt from re-selected policies keeps its id; never pool its versions
+        versions = finals_df.groupby(["profile", "dataset"]).dataset_sha256.nunique(
+            dropna=False)
+        mixed = versions[versions > 1]
+        if len(mixed):
+            profile, dataset = mixed.index[0]
+            raise ValueError(
+                f"{store.root} holds cells of {mixed.iloc[0]} versions of dataset {dataset} "
+                f"(profile {profile}; it was rebuilt from other behaviour policies): report "
+                "one sweep's cells (`offbench sweep SPEC --out DIR` or `make bench`) or move "
+                "the cells of the old version out of the store")
     return finals_df, curves_df, incomplete
 
 
@@ -363,10 +380,11 @@ def write_profile(finals: pd.DataFrame, curves: pd.DataFrame, out: Path, reps: i
 
 
 def write_report(store_root: Path | str, out: Path | str, profile: str | None = None,
-                 reps: int = 5_000, log: Callable[[str], None] = print
-                 ) -> dict[str, dict[str, pd.DataFrame]]:
-    """Leaderboards of a store: OUT/ for one profile, OUT/<profile>/ for each of several."""
-    finals, curves, incomplete = load_store(Store(store_root))
+                 reps: int = 5_000, log: Callable[[str], None] = print,
+                 cells: Collection[str] | None = None) -> dict[str, dict[str, pd.DataFrame]]:
+    """Leaderboards of a store: OUT/ for one profile, OUT/<profile>/ for each of several.
+    cells: only these cell folders (a sweep's current cells; default every cell)."""
+    finals, curves, incomplete = load_store(Store(store_root), cells=cells)
     if finals.empty:
         raise ValueError(f"{store_root} holds no complete cell to report"
                          + (f" ({len(incomplete)} incomplete)" if incomplete else ""))
