@@ -280,7 +280,8 @@ def make_cell(root: Path, algorithm: str, dataset: str, per_seed: dict, profile:
               updates: int = 100, mode: str = "offline", complete: bool = True,
               dataset_sha256: str | None = None) -> store.CellDir:
     """A finished cell written by hand: per_seed = {seed: (last, best) or dict}."""
-    config = {**({"dataset_sha256": dataset_sha256} if dataset_sha256 else {}),"algorithm": algorithm, "module": f"baselines.{algorithm}", "dataset": dataset,
+    config = {**({"dataset_sha256": dataset_sha256} if dataset_sha256 else {}),
+              "algorithm": algorithm, "module": f"baselines.{algorithm}", "dataset": dataset,
               "mode": mode, "budget": {"updates": updates, "eval_every": 50,
                                        "eval_episodes": 10, "checkpoint_every": 50,
                                        "episode_length": None, "backend": "mujoco"},
