@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "offbench needs Python 3.11 (set PYTHON=/path/to/python3.11)"'
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip==25.3
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ray]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,ray,wandb]'
 	$(BIN)/pip check
 	$(BIN)/python -c 'from offbench.envs import mujoco_ffi; print("built", mujoco_ffi.build())' \
 	  || echo "note: C++ MuJoCo step not built; the C backend will use its Python fallback"
@@ -114,7 +114,7 @@ datasets: setup
 lock:
 	rm -rf /tmp/offbench-lock && $(PYTHON) -m venv /tmp/offbench-lock
 	/tmp/offbench-lock/bin/pip install --quiet --upgrade pip==25.3
-	/tmp/offbench-lock/bin/pip install --quiet '.[dev,ray]'
+	/tmp/offbench-lock/bin/pip install --quiet '.[dev,ray,wandb]'
 	/tmp/offbench-lock/bin/pip check
 	(echo "# Full resolved dependency set (pip freeze of a fresh venv), used as pip constraints."; \
 	 echo "# Regenerate with: make lock"; \

@@ -75,7 +75,7 @@ def open_sinks(names: tuple[str, ...] | list[str], folder: Path, config: dict,
             opened.append(TensorBoardSink(folder))
         elif importlib.util.find_spec("wandb") is None:
             log("wandb sink skipped: the wandb package is not installed "
-                "(pip install wandb; it is not pinned by offbench)")
+                "(pip install -c constraints.txt -e '.[wandb]'; make setup installs it)")
         else:
             opened.append(WandbSink(folder, config))
     return opened

@@ -866,3 +866,54 @@ def test_sweep_datasets_option_runs_a_subset_of_the_same_cells(swept, tmp_path, 
     assert cli.main(["sweep", str(spec), "--store", str(root), "--datasets", DATASET]) == 0
     assert "0 cell(s) ran, 1 complete before, 0 failed" in capsys.readouterr().out
     assert "two" in json.loads((cell_of(root, "bc").path / "cell.json").read_text())["sweeps"]
+
+
+def read_wandb_history(run_file: Path) -> list[dict]:
+    """History rows of an offline W&B run file: a 7-byte header (":W&B", magic, version), then
+    LevelDB-log records (crc32, length, type) in 32 KiB blocks holding wandb's Record protos.
+    Read here independently of wandb's own reader (its Python one left the package)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, i, buffer, rows = run_file.read_bytes(), 32768, 7, b"", []
+    assert data[:4] == b":W&B"
+    while i + 7 <= len(data):
+        room = block - i % block
+        if room < 7:  # a block's tail too short for a header is padding
+            i += room
+            continue
+        _, length, kind = struct.unpack("<IHB", data[i:i + 7])
+        if length == 0 and kind == 0:
+            break
+        buffer += data[i + 7:i + 7 + length]
+        i += 7 + length
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(buffer)
+            buffer = b""
+            if record.WhichOneof("record_type") == "history":
+                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                             for item in record.history.item})
+    return rows
+
+
+def test_wandb_sink_logs_what_metrics_csv_holds_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="the wandb extra is not installed (make setup installs it)")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    rows = [{"seed": 0, "period": 0, "updates": 10, "eval_return": 1.5, "critic_loss": 2.0},
+            {"seed": 1, "period": 0, "updates": 10, "eval_return": 2.5, "critic_loss": 3.0},
+            {"seed": 0, "period": 1, "updates": 20, "eval_return": 4.5, "critic_loss": 1.0}]
+    from offbench import sinks
+
+    (sink,) = sinks.open_sinks(["wandb"], tmp_path, {"algorithm": "bc"}, log=quiet)
+    sink.write(rows[:2])
+    sink.write(rows[2:])
+    sink.close()
+    (run_file,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    logged = {}
+    for row in read_wandb_history(run_file):
+        for key, value in row.items():
+            if not key.startswith("_"):
+                logged[(key, row["_step"])] = value
+    assert logged == {(f"seed{r['seed']}/{k}", r["updates"]): r[k]
+                      for r in rows for k in ("eval_return", "critic_loss")}
