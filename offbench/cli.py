@@ -159,7 +159,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_mixed(args: argparse.Namespace, algo, algo_config, given: set) -> int:
     """`offbench run --mode o2o|hybrid`."""
     import dataclasses
-    import json
 
     from offbench import hybrid, o2o
     from offbench.data import load
@@ -326,18 +325,9 @@ def cmd_report_offline(args: argparse.Namespace) -> int:
         raise ValueError("report-offline: give run folders, or --sweep NAME (with --store) for "
                          "the cells a sweep ran into a results store, not both")
     if args.sweep:
-        from offbench.store import Store
+        from offbench.store import Store, sweep_cells
 
-        store = Store(args.store)
-        cells = [c for c in store.cells()
-                 if args.sweep in json.loads((c.path / "cell.json").read_text())["sweeps"]]
-        if not cells:
-            raise ValueError(f"no cell of sweep '{args.sweep}' in store {store.root}; run "
-                             f"`offbench sweep SPEC --store {store.root}` first")
-        unfinished = [c.name for c in cells if not c.complete]
-        if unfinished:
-            raise ValueError(f"{len(unfinished)} cell(s) of sweep '{args.sweep}' have not "
-                             f"finished (e.g. {unfinished[0]}); rerun the sweep with --resume")
+        cells = sweep_cells(Store(args.store), [args.sweep], label=f"sweep '{args.sweep}'")
         runs = [c.path for c in cells]
     else:
         runs = _run_dirs(args.runs, "run.json", "a run folder (from `offbench run`)")

@@ -121,3 +121,18 @@ class Store:
 
     def complete_cells(self) -> list[CellDir]:
         return [c for c in self.cells() if c.complete]
+
+
+def sweep_cells(store: Store, sweeps: list[str], label: str | None = None) -> list[CellDir]:
+    """The cells the named sweeps ran; an error unless there are some and all are complete.
+    label: how messages name the sweeps (default "sweep(s) [...]")."""
+    label = label or f"sweep(s) {sweeps}"
+    cells = [c for c in store.cells() if set(sweeps) & set(c.sweeps())]
+    if not cells:
+        raise ValueError(f"no cell of {label} in store {store.root}; run "
+                         f"`offbench sweep SPEC --store {store.root}` first")
+    unfinished = [c.name for c in cells if not c.complete]
+    if unfinished:
+        raise ValueError(f"{len(unfinished)} cell(s) of {label} have not finished "
+                         f"(e.g. {unfinished[0]}); rerun the sweep with --resume")
+    return cells

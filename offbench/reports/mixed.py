@@ -39,26 +39,13 @@ from offbench import hybrid, metrics, policies  # noqa: E402
 from offbench.io import write_text_atomic  # noqa: E402
 from offbench.provenance import record  # noqa: E402
 from offbench.reports import leaderboard  # noqa: E402
-from offbench.store import Store  # noqa: E402
+from offbench.store import Store, sweep_cells  # noqa: E402
 
 HELD, NOT_HELD, UNDECIDED = "held", "NOT held", "undecided"
 NEAR_RANDOM = 10.0  # a pre-train score below this is flagged: the claim is then nearly trivial
 
 
 # ---- loading ------------------------------------------------------------------------------
-
-def sweep_cells(store: Store, sweeps: list[str]) -> list:
-    """The cells the named sweeps ran; an error unless there are some and all are complete."""
-    cells = [c for c in store.cells() if set(sweeps) & set(c.sweeps())]
-    if not cells:
-        raise ValueError(f"no cell of sweep(s) {sweeps} in store {store.root}; run "
-                         f"`offbench sweep SPEC --store {store.root}` first")
-    unfinished = [c.name for c in cells if not c.complete]
-    if unfinished:
-        raise ValueError(f"{len(unfinished)} cell(s) of sweep(s) {sweeps} have not finished "
-                         f"(e.g. {unfinished[0]}); rerun the sweep with --resume")
-    return cells
-
 
 def load(store_root: Path | str, sweeps: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-seed table, learning-curve rows) of the sweeps' cells, both with the cell's resolved
