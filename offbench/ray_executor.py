@@ -212,4 +212,6 @@ def _run_cell_task(config: dict, sinks: tuple[str, ...], path: str, resume: bool
 
     offbench.enable_compilation_cache()
     provenance.COMMAND = command
-    return sweep.run_cell(sweep.Cell(config, sinks), CellDir(Path(path)), resume=resume)
+    # progress lines go to the worker's stdout, which Ray forwards to the driver
+    return sweep.run_cell(sweep.Cell(config, sinks), CellDir(Path(path)), resume=resume,
+                          log=print)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,37 @@ class WandbSink:
 
     def close(self) -> None:
         self.run.finish()
+
+
+class ProgressSink:
+    """One log line per chunk for a sweep's cell (sweeps run without a progress bar): where the
+    loop is and the mean evaluation over seeds, so a long cell is visibly alive."""
+
+    def __init__(self, label: str, log: Callable[[str], None] = print):
+        self.label, self.log = label, log
+        self.start = time.perf_counter()
+
+    def write(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        last = max(row.get("period", 0) for row in rows)
+        latest = [row for row in rows if row.get("period", 0) == last]
+        where = ", ".join(f"{c} {int(latest[0][c])}" for c in STEP_COLUMNS if c in latest[0])
+        scores = [row["normalized_score"] for row in latest
+                  if math.isfinite(row.get("normalized_score", math.nan))]
+        returns = [row["eval_return"] for row in latest
+                   if math.isfinite(row.get("eval_return", math.nan))]
+        if scores:
+            result = f"score {sum(scores) / len(scores):.1f}"
+        elif returns:
+            result = f"return {sum(returns) / len(returns):.1f}"
+        else:
+            result = "no finite evaluation"
+        self.log(f"    {self.label}: {where or f'period {last}'}: {result} (mean of "
+                 f"{len(latest)} seeds), {time.perf_counter() - self.start:.0f} s")
+
+    def close(self) -> None:
+        pass
 
 
 def open_sinks(names: tuple[str, ...] | list[str], folder: Path, config: dict,

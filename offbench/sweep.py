@@ -445,7 +445,7 @@ def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str
             result.skipped.append(folder.name)
             continue
         log(f"[{index + 1}/{len(cells)}] running: {cell.label} -> {folder.path}")
-        error = run_cell(cell, folder, resume=resume)
+        error = run_cell(cell, folder, resume=resume, log=log)
         if error is None:
             result.ran.append(folder.name)
         else:
@@ -458,8 +458,10 @@ def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str
     return result
 
 
-def run_cell(cell: Cell, folder: CellDir, resume: bool) -> str | None:
-    """Train one cell; returns None or the error (also written to the cell's status.json)."""
+def run_cell(cell: Cell, folder: CellDir, resume: bool,
+             log: Callable[[str], None] | None = None) -> str | None:
+    """Train one cell; returns None or the error (also written to the cell's status.json).
+    log: where a progress line goes after every chunk (None: no progress lines)."""
     from offbench import sinks as sink_module
 
     mode = get_mode(cell.config["mode"])
@@ -471,6 +473,8 @@ def run_cell(cell: Cell, folder: CellDir, resume: bool) -> str | None:
     start = time.perf_counter()
     try:
         opened = sink_module.open_sinks(cell.sinks, folder.path, cell.config)
+        if log is not None:
+            opened.append(sink_module.ProgressSink(cell.label, log))
         table = mode.run(cell, folder.path, resume_cell, opened)
     except Exception as err:  # noqa: BLE001 - a crashing cell must not end the sweep
         message = f"{type(err).__name__}: {err}"

@@ -469,10 +469,13 @@ def test_two_budgets_in_one_profile_are_separate_rows(tmp_path):
 
 # ---- sweeps (tiny training) ----------------------------------------------------------------
 
+SWEPT_LOG: list[str] = []  # what the `swept` sweep logged
+
+
 @pytest.fixture(scope="module")
 def swept(env_root):
     root = env_root / "store"
-    result = sweep.run_sweep(tiny_spec(), store.Store(root), log=quiet)
+    result = sweep.run_sweep(tiny_spec(), store.Store(root), log=SWEPT_LOG.append)
     return root, result
 
 
@@ -495,6 +498,18 @@ def test_crashing_cell_is_recorded_and_the_sweep_goes_on(swept):
         (0, 100), (0, 200), (1, 100), (1, 200)]
     assert bc.config()["algo_config"]["hidden"] == [32, 32]
     assert json.loads((bc.path / "cell.json").read_text())["sweeps"][0] == "tiny"
+
+
+def test_a_running_cell_logs_a_progress_line_per_chunk(swept):
+    root, _ = swept
+    metrics = pd.read_csv(cell_of(root, "bc").path / "metrics.csv")
+    progress = [line for line in SWEPT_LOG if line.startswith("    bc ")]
+    # one line per chunk (checkpoint_every 100 = one evaluation period here), with the mean
+    # normalized score over the seeds of that period's evaluation
+    assert len(progress) == metrics.period.nunique() == 2
+    for line, (updates, rows) in zip(progress, metrics.groupby("updates"), strict=True):
+        assert f"updates {int(updates)}:" in line
+        assert f"score {rows.normalized_score.mean():.1f} (mean of 2 seeds)" in line
 
 
 def test_resume_skips_complete_cells_and_retries_failed_ones(swept):
