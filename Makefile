@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export OFFBENCH_CACHE ?= $(HOME)/.cache/offbench
 export JAX_COMPILATION_CACHE_DIR ?= $(OFFBENCH_CACHE)/jax
 
-.PHONY: setup test lint bench perf online-check offline-check o2o-check hybrid-check policies \
+.PHONY: setup test lint bench perf online-check offline-check offline-diagnosis o2o-check hybrid-check policies \
   datasets lock clean
 
 setup: $(STAMP)
@@ -66,6 +66,15 @@ offline-check: setup
 	$(BIN)/offbench report-offline --sweep offline-check --store $(STORE) \
 	  --out results/offline/check.md \
 	  --budget "20k updates per seed, 3 vmapped seeds, 2x64 networks, 5 evaluation episodes every 5000 updates, 100k-transition datasets (tasks/sweeps/offline-check.toml)"
+
+# Why algorithms miss the check on walker2d-medium-expert -> results/offline/diagnosis.md: one
+# suspected cause per variant at the check's budget (tasks/sweeps/offline-diagnosis.toml),
+# reported beside the check's own cells of that dataset.
+offline-diagnosis: setup
+	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis.toml --store $(STORE) --resume
+	$(BIN)/offbench report-offline --sweep offline-check --sweep offline-diagnosis \
+	  --datasets walker2d-medium-expert-100k --store $(STORE) --out results/offline/diagnosis.md \
+	  --budget "as the offline check (tasks/sweeps/offline-check.toml): 20k updates per seed, 3 vmapped seeds, 2x64 networks, 5 evaluation episodes every 5000 updates; variants: tasks/sweeps/offline-diagnosis.toml"
 
 # O2O learning check -> results/o2o/check.md: Cal-QL and IQL pre-trained offline, then
 # fine-tuned online, on two datasets, 3 vmapped seeds, at the CPU budget of

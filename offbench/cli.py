@@ -327,7 +327,14 @@ def cmd_report_offline(args: argparse.Namespace) -> int:
     if args.sweep:
         from offbench.store import Store, sweep_cells
 
-        cells = sweep_cells(Store(args.store), [args.sweep], label=f"sweep '{args.sweep}'")
+        label = f"sweep '{args.sweep[0]}'" if len(args.sweep) == 1 else None
+        cells = sweep_cells(Store(args.store), args.sweep, label=label)
+        if args.datasets:
+            known = {c.config()["dataset"] for c in cells}
+            if set(args.datasets) - known:
+                raise ValueError(f"--datasets {sorted(set(args.datasets) - known)}: no cell of "
+                                 f"those sweeps has them (they have {sorted(known)})")
+            cells = [c for c in cells if c.config()["dataset"] in args.datasets]
         runs = [c.path for c in cells]
     else:
         runs = _run_dirs(args.runs, "run.json", "a run folder (from `offbench run`)")
@@ -568,7 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report-offline", help="offline learning-check report from run folders")
     p.add_argument("runs", nargs="*", help="run folders (from `offbench run --out`)")
-    p.add_argument("--sweep", help="instead: every cell this sweep (its spec's name) ran")
+    p.add_argument("--sweep", action="append",
+                   help="instead: every cell this sweep (its spec's name) ran; repeat for several")
+    p.add_argument("--datasets", nargs="+", help="with --sweep: only these datasets' cells")
     p.add_argument("--store", default=DEFAULT_STORE, help="results store of --sweep")
     p.add_argument("--out", default="results/offline/check.md")
     p.add_argument("--budget", default="as in each run's settings",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,16 +123,40 @@ class Store:
         return [c for c in self.cells() if c.complete]
 
 
-def sweep_cells(store: Store, sweeps: list[str], label: str | None = None) -> list[CellDir]:
+def sweep_cells(store: Store, sweeps: list[str], label: str | None = None,
+                log: Callable[[str], None] = print) -> list[CellDir]:
     """The cells the named sweeps ran; an error unless there are some and all are complete.
+    A dataset rebuilt from re-selected behaviour policies keeps its id, so a sweep run before
+    and after holds cells of both versions: only the current version's are returned (the
+    others are named in the log), and a mix with no current version to pick is an error.
     label: how messages name the sweeps (default "sweep(s) [...]")."""
+    from offbench.sweep import dataset_fingerprint
+
     label = label or f"sweep(s) {sweeps}"
     cells = [c for c in store.cells() if set(sweeps) & set(c.sweeps())]
     if not cells:
         raise ValueError(f"no cell of {label} in store {store.root}; run "
                          f"`offbench sweep SPEC --store {store.root}` first")
-    unfinished = [c.name for c in cells if not c.complete]
+    by_dataset: dict[str, list[CellDir]] = {}
+    for cell in cells:
+        by_dataset.setdefault(cell.config()["dataset"], []).append(cell)
+    kept: list[CellDir] = []
+    for dataset, group in by_dataset.items():
+        versions = {c.config().get("dataset_sha256") for c in group}
+        if len(versions) > 1:
+            current = dataset_fingerprint(dataset)
+            if current not in versions:
+                raise ValueError(
+                    f"{label} holds cells of {len(versions)} versions of dataset {dataset} and "
+                    "none is the dataset now on disk; build it (`offbench datasets build`) and "
+                    "rerun the sweep with --resume, or move the old cells out of the store")
+            old = [c.name for c in group if c.config().get("dataset_sha256") != current]
+            log(f"{label}: {len(old)} cell(s) of an older version of {dataset} left out "
+                f"(e.g. {old[0]})")
+            group = [c for c in group if c.config().get("dataset_sha256") == current]
+        kept.extend(group)
+    unfinished = [c.name for c in kept if not c.complete]
     if unfinished:
         raise ValueError(f"{len(unfinished)} cell(s) of {label} have not finished "
                          f"(e.g. {unfinished[0]}); rerun the sweep with --resume")
-    return cells
+    return kept

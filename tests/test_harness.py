@@ -437,6 +437,24 @@ def test_two_versions_of_a_dataset_are_never_pooled(tmp_path, capsys):
     assert old.name != new.name
 
 
+def test_a_sweeps_cells_are_those_of_the_dataset_version_on_disk(tmp_path, monkeypatch):
+    root = tmp_path / "store"
+    old = make_cell(root, "xalg", "hopper-medium", {0: (1.0, 2.0)}, dataset_sha256="aaa")
+    new = make_cell(root, "xalg", "hopper-medium", {0: (9.0, 9.0)}, dataset_sha256="bbb")
+    other = make_cell(root, "xalg", "walker2d-medium", {0: (5.0, 5.0)}, dataset_sha256="ccc")
+    logged: list[str] = []
+    # no dataset on disk is either version: which cells belong together cannot be decided
+    monkeypatch.setattr(sweep, "dataset_fingerprint", lambda dataset: None)
+    with pytest.raises(ValueError, match="2 versions of dataset hopper-medium and none is"):
+        store.sweep_cells(store.Store(root), ["hand"], log=logged.append)
+    # the rebuilt dataset is on disk: its cells, and the old version's are named as left out
+    monkeypatch.setattr(sweep, "dataset_fingerprint", {"hopper-medium": "bbb"}.get)
+    cells = store.sweep_cells(store.Store(root), ["hand"], log=logged.append)
+    assert sorted(c.name for c in cells) == sorted([new.name, other.name])
+    assert logged == [f"sweep(s) ['hand']: 1 cell(s) of an older version of hopper-medium "
+                      f"left out (e.g. {old.name})"]
+
+
 def test_profiles_are_never_mixed(tmp_path):
     root = tmp_path / "store"
     make_cell(root, "bc", "hopper-medium", {0: (10.0, 10.0), 1: (20.0, 20.0)}, profile="cpu")
@@ -866,6 +884,28 @@ def test_offline_check_report_of_a_sweeps_cells(swept, tmp_path, capsys):
     info = json.loads((cell_of(root, "bc").path / "run.json").read_text())
     assert sorted(finals.last_score) == sorted(r["last_score"] for r in info["per_seed"].values())
     assert set(finals.algorithm) == {"bc"}
+    # a grid's cells are labelled by their variant, beside another sweep's cells in one report
+    sweep.run_sweep(tiny_spec(name="grid", algorithms=["bc"], sinks=[], algorithms_set={
+        "bc": {"grid": {"batch_size": ["32"]}}}), store.Store(root), log=quiet)
+    assert cli.main(["report-offline", "--sweep", "bc-only", "--sweep", "grid", "--store",
+                     str(root), "--out", str(tmp_path / "both.md")]) == 0
+    both = pd.read_csv(tmp_path / "both.csv")
+    assert sorted(set(both.algorithm)) == ["bc", "bc[batch_size=32]"]
+    assert "| bc[batch_size=32] |" in (tmp_path / "both.md").read_text().replace("  ", " ")
+    assert cli.main(["report-offline", "--sweep", "grid", "--store", str(root), "--datasets",
+                     "hopper-medium", "--out", str(tmp_path / "none.md")]) != 0
+    assert "--datasets ['hopper-medium']: no cell" in capsys.readouterr().err
+    # a grid's cells are labelled by their variant, beside another sweep's cells in one report
+    sweep.run_sweep(tiny_spec(name="grid", algorithms=["bc"], sinks=[], algorithms_set={
+        "bc": {"grid": {"batch_size": ["32"]}}}), store.Store(root), log=quiet)
+    assert cli.main(["report-offline", "--sweep", "bc-only", "--sweep", "grid", "--store",
+                     str(root), "--out", str(tmp_path / "both.md")]) == 0
+    both = pd.read_csv(tmp_path / "both.csv")
+    assert sorted(set(both.algorithm)) == ["bc", "bc[batch_size=32]"]
+    assert "| bc[batch_size=32] |" in (tmp_path / "both.md").read_text().replace("  ", " ")
+    assert cli.main(["report-offline", "--sweep", "grid", "--store", str(root), "--datasets",
+                     "hopper-medium", "--out", str(tmp_path / "none.md")]) != 0
+    assert "--datasets ['hopper-medium']: no cell" in capsys.readouterr().err
 
 
 def test_sweep_datasets_option_runs_a_subset_of_the_same_cells(swept, tmp_path, capsys):

@@ -18,24 +18,41 @@ from offbench.io import write_text_atomic  # noqa: E402
 from offbench.provenance import record  # noqa: E402
 
 
+def run_label(run_dir: Path, info: dict) -> str:
+    """The algorithm, with its hyperparameter variant when the run is a sweep cell of a grid
+    (cell.json's `variant`), e.g. `rebrac[normalize_obs=true]`."""
+    cell = run_dir / "cell.json"
+    variant = json.loads(cell.read_text())["config"].get("variant") if cell.exists() else ""
+    return info["algorithm"] + (f"[{variant}]" if variant else "")
+
+
 def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-seed final table, all metrics rows), each row tagged with algorithm and dataset."""
+    """(per-seed final table, all metrics rows), each row tagged with algorithm (its label,
+    with any variant) and dataset."""
     finals, curves = [], []
     for run_dir in run_dirs:
         info = json.loads((run_dir / "run.json").read_text())
         if "per_seed" not in info:
             raise ValueError(f"{run_dir} has not finished (run.json has no results); finish it "
                              "with --resume first")
+        label = run_label(run_dir, info)
         metrics = pd.read_csv(run_dir / "metrics.csv")
-        metrics["algorithm"], metrics["dataset"] = info["algorithm"], info["dataset"]
+        metrics["algorithm"], metrics["dataset"] = label, info["dataset"]
         curves.append(metrics)
         for seed, result in info["per_seed"].items():
-            finals.append({"algorithm": info["algorithm"], "dataset": info["dataset"],
+            finals.append({"algorithm": label, "dataset": info["dataset"],
                            "task": info.get("task"), "seed": int(seed), **result,
                            "updates": info["offline_config"]["updates"],
                            "eval_episodes": info["offline_config"]["eval_episodes"],
                            "command": info.get("command")})
-    return pd.DataFrame(finals), pd.concat(curves, ignore_index=True)
+    finals = pd.DataFrame(finals)
+    runs = finals.drop_duplicates(["dataset", "algorithm", "updates"])
+    twice = runs[runs.duplicated(["dataset", "algorithm"])]
+    if len(twice):  # never pool two budgets under one name
+        row = twice.iloc[0]
+        raise ValueError(f"{row.algorithm} on {row.dataset} was run with several update budgets "
+                         "among these runs; report each budget separately")
+    return finals, pd.concat(curves, ignore_index=True)
 
 
 def score_table(finals: pd.DataFrame) -> pd.DataFrame:
