@@ -649,6 +649,9 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # long commands' output usually goes to a log file: a line there as soon as it is printed
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = "offbench " + " ".join(sys.argv[1:] if argv is None else argv)
