@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export OFFBENCH_CACHE ?= $(HOME)/.cache/offbench
 export JAX_COMPILATION_CACHE_DIR ?= $(OFFBENCH_CACHE)/jax
 
-.PHONY: setup test lint bench perf online-check offline-check offline-diagnosis o2o-check hybrid-check policies \
+.PHONY: setup test lint bench perf online-check offline-check offline-diagnosis o2o-check o2o-check-long hybrid-check policies \
   datasets lock clean
 
 setup: $(STAMP)
@@ -83,6 +83,14 @@ o2o-check: setup
 	$(BIN)/offbench sweep tasks/sweeps/o2o-check.toml --store $(STORE) --resume
 	$(BIN)/offbench report-o2o --sweep o2o-check --store $(STORE) --out results/o2o/check.md \
 	  --budget "4000 offline updates then 8000 online env steps (UTD 1) per seed, 3 vmapped seeds, 2x64 networks, 5 evaluation episodes every 1000 updates / env steps, 100k-transition datasets (tasks/sweeps/o2o-check.toml; papers: 1M + 1M, 2x256/3x256)"
+
+# Its follow-up on hopper-medium-replay (tasks/sweeps/o2o-check-long.toml): 5x the pre-training,
+# twice the online phase -> results/o2o/long/check.md
+o2o-check-long: setup
+	$(BIN)/offbench sweep tasks/sweeps/o2o-check-long.toml --store $(STORE) --resume
+	$(BIN)/offbench report-o2o --sweep o2o-check-long --store $(STORE) \
+	  --out results/o2o/long/check.md \
+	  --budget "20000 offline updates then 16000 online env steps (UTD 1) per seed, 3 vmapped seeds, 2x64 networks, 5 evaluation episodes every 2000 updates / env steps, hopper-medium-replay-100k (tasks/sweeps/o2o-check-long.toml; papers: 1M + 1M, 2x256/3x256)"
 
 # Hybrid learning check -> results/hybrid/check.md: RLPD with vs without the offline data
 # (tasks/sweeps/hybrid-check.toml) and H2O vs SAC on a mismatched simulator evaluated on the
