@@ -39,6 +39,10 @@ from offbench.provenance import record
 
 POLICIES_DIR = TASKS_DIR / "policies"
 REFERENCE_EPISODES = 100
+# What published SAC reaches at 1M env steps on the Gymnasium v5 tasks (the datasets issue's
+# bar for an expert policy; SAC paper / CleanRL / CORL's online runs): datasets.md says per
+# task whether our expert reaches it.
+PUBLISHED_SAC_1M = {"halfcheetah": 9000.0, "hopper": 3000.0, "walker2d": 4000.0, "ant": 4000.0}
 SELECTION_EPISODES = 20  # per candidate snapshot when searching for `medium`
 MEDIUM_FRACTION = 1 / 3
 MEDIUM_REPLAY_SNAPSHOTS = 4  # evenly spaced in training time, the last one is `medium`

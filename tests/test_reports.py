@@ -64,3 +64,29 @@ def test_offline_check_table_and_orderings_by_hand(tmp_path, monkeypatch):
     assert "- held: iql beats bc on hopper-medium-replay (55.0 vs 25.0)" in text
     assert "- held: bc scores above medium level on hopper-medium-expert (50.0 vs" in text
     assert "- NOT held: iql scores above medium level on hopper-medium-expert (37.0 vs" in text
+
+
+def test_datasets_report_says_whether_each_expert_reaches_published_sac(tmp_path, monkeypatch):
+    from offbench import policies
+    from offbench.reports import datasets as datasets_report
+
+    experts = {"halfcheetah": 8999.5, "hopper": 3000.0}  # just short of 9000; exactly 3000
+
+    def manifest(task):
+        return {"policies": {"expert": {"return_mean": experts[task]}},
+                "training_run": {"trained_env_steps": 1_000_000,
+                                 "target_env_steps": 1_000_000}}
+    monkeypatch.setattr(policies, "manifest", manifest)
+    monkeypatch.setattr(policies, "reference_table", lambda: pd.DataFrame({"task": []}))
+    columns = ["transitions", "episodes", "whole_episodes", "return_mean", "return_min",
+               "return_max", "normalized", "tq", "saco", "ref_min", "ref_max", "sha256"]
+    df = pd.DataFrame([{"task": task, "kind": "expert", **dict.fromkeys(columns, 1)}
+                       for task in experts])
+    out = tmp_path / "datasets.md"
+    datasets_report.write_report(df, out, "offbench datasets report", 1000)
+    lines = out.read_text().splitlines()
+    cheetah = next(line for line in lines if line.startswith("- halfcheetah: SAC"))
+    hopper = next(line for line in lines if line.startswith("- hopper: SAC"))
+    assert "expert return 8999.5, SHORT of published SAC at 1M env steps (>= 9000)" in cheetah
+    assert "expert return 3000.0, at or above published SAC" in hopper
+    assert "PROVISIONAL" not in out.read_text()  # both runs reached their planned length

@@ -55,8 +55,13 @@ def write_report(df: pd.DataFrame, out: Path, command: str, size: int) -> None:
     trained, unfinished = [], []
     for task in df.task.unique():
         info = policies.manifest(task)["training_run"]
+        expert = policies.manifest(task)["policies"]["expert"]["return_mean"]
+        bar = policies.PUBLISHED_SAC_1M.get(task)
+        verdict = ("" if bar is None else f"; expert return {expert:.1f}, "
+                   f"{'at or above' if expert >= bar else 'SHORT of'} published SAC at 1M "
+                   f"env steps (>= {bar:.0f})")
         trained.append(f"- {task}: SAC trained for {info['trained_env_steps']:,} of "
-                       f"{info['target_env_steps']:,} planned env steps")
+                       f"{info['target_env_steps']:,} planned env steps{verdict}")
         if info["trained_env_steps"] < info["target_env_steps"]:
             unfinished.append(task)
     warning = ([f"**PROVISIONAL**: the behaviour policies of {', '.join(unfinished)} come from "
