@@ -2,7 +2,9 @@
 
 import json
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from offbench.reports import online as report
 
@@ -46,6 +48,10 @@ def test_offline_check_table_and_orderings_by_hand(tmp_path, monkeypatch):
         run.mkdir()
         rows = [{"seed": s, "period": 0, "updates": 100, "normalized_score": last}
                 for s, (last, _) in enumerate(per_seed)]
+        if algo == "iql":  # a critic whose mean Q goes 40, 50 -> 60, 90 over two evaluations
+            rows = [{**row, "q_mean": q} for row, q in zip(rows, (40.0, 50.0), strict=True)]
+            rows += [{**row, "period": 1, "updates": 200, "q_mean": q}
+                     for row, q in zip(rows, (60.0, 90.0), strict=True)]
         pd.DataFrame(rows).to_csv(run / "metrics.csv", index=False)
         info = {"algorithm": algo, "dataset": dataset, "task": "hopper", "command": f"run {algo}",
                 "offline_config": {"updates": 100, "eval_episodes": 10},
@@ -64,6 +70,10 @@ def test_offline_check_table_and_orderings_by_hand(tmp_path, monkeypatch):
     assert "- held: iql beats bc on hopper-medium-replay (55.0 vs 25.0)" in text
     assert "- held: bc scores above medium level on hopper-medium-expert (50.0 vs" in text
     assert "- NOT held: iql scores above medium level on hopper-medium-expert (37.0 vs" in text
+    # seed means 45 -> 75: +67% over the last period; bc logs no q_mean
+    assert table.loc[("hopper-medium-replay", "iql"), "q_growth"] == pytest.approx(30 / 45)
+    assert np.isnan(table.loc[("hopper-medium-replay", "bc"), "q_growth"])
+    assert "| +67%" in text
 
 
 def test_datasets_report_says_whether_each_expert_reaches_published_sac(tmp_path, monkeypatch):

@@ -65,6 +65,23 @@ def score_table(finals: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
+def q_growth(curves: pd.DataFrame) -> pd.Series:
+    """Per (dataset, algorithm): the relative change of the critic's mean Q (`q_mean`, mean over
+    seeds) over the last evaluation period, (Q_last - Q_prev) / |Q_prev|. A critic still far
+    from its fixed point keeps rising (tens of % per period); a converged one hardly moves.
+    NaN where the algorithm logs no q_mean or ran one evaluation period."""
+    if "q_mean" not in curves:
+        return pd.Series(dtype=float)
+    means = curves.groupby(["dataset", "algorithm", "updates"]).q_mean.mean().dropna()
+
+    def growth(series: pd.Series) -> float:
+        if len(series) < 2:
+            return float("nan")
+        last, prev = series.iloc[-1], series.iloc[-2]
+        return float((last - prev) / abs(prev)) if prev else float("nan")
+    return means.groupby(level=["dataset", "algorithm"]).apply(growth)
+
+
 def expectations(table: pd.DataFrame) -> list[tuple[str, bool, str]]:
     """(statement, held, detail) for the orderings issue 5 asks about."""
     checks = []
@@ -108,6 +125,9 @@ def write_report(run_dirs: list[Path], out: Path, budget: str) -> pd.DataFrame:
     out.parent.mkdir(parents=True, exist_ok=True)
     finals, curves = load_runs(run_dirs)
     table = score_table(finals)
+    growth = q_growth(curves)
+    table["q_growth"] = [growth.get((d, a), float("nan"))
+                         for d, a in zip(table.dataset, table.algorithm, strict=True)]
     write_text_atomic(out.with_suffix(".csv"), finals.to_csv(index=False))
     checks = expectations(table)
     plots = plot_curves(curves, out.parent)
@@ -115,6 +135,7 @@ def write_report(run_dirs: list[Path], out: Path, budget: str) -> pd.DataFrame:
     shown = table.assign(
         last=[f"{m:.1f} ± {s:.1f}" for m, s in zip(table["last"], table.last_std, strict=True)],
         best=[f"{m:.1f} ± {s:.1f}" for m, s in zip(table.best, table.best_std, strict=True)],
+        q_growth=["" if pd.isna(g) else f"{100 * g:+.0f}%" for g in table.q_growth],
     ).drop(columns=["last_std", "best_std"])
     text = [
         "# Offline learning check", "",
@@ -125,7 +146,10 @@ def write_report(run_dirs: list[Path], out: Path, budget: str) -> pd.DataFrame:
         "Normalized score = 100 * (return - ref_min) / (ref_max - ref_min) with the task's "
         "reference scores (tasks/policies); last = final evaluation, best = best evaluation "
         "(CORL reports both), mean ± std over seeds; each evaluation averages `eval_episodes` "
-        "episodes of the deterministic policy.",
+        "episodes of the deterministic policy. q_growth: how much the critic's mean Q "
+        "(mean over seeds) changed over the last evaluation period, relative to where it was: "
+        "a critic still far from its fixed point rises by tens of % per period, one near it "
+        "hardly moves (empty: the algorithm logs no q_mean).",
         "", shown.to_markdown(index=False), "", "## Expected orderings", "",
         *[f"- {'held' if held else 'NOT held'}: {text} ({detail})"
           for text, held, detail in checks], "",
