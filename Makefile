@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export OFFBENCH_CACHE ?= $(HOME)/.cache/offbench
 export JAX_COMPILATION_CACHE_DIR ?= $(OFFBENCH_CACHE)/jax
 
-.PHONY: setup test lint bench perf online-check offline-check offline-diagnosis o2o-check o2o-check-long hybrid-check policies \
+.PHONY: setup test lint bench perf online-check offline-check offline-check-long offline-diagnosis o2o-check o2o-check-long hybrid-check policies \
   datasets lock clean
 
 setup: $(STAMP)
@@ -66,6 +66,14 @@ offline-check: setup
 	$(BIN)/offbench report-offline --sweep offline-check --store $(STORE) \
 	  --out results/offline/check.md \
 	  --budget "20k updates per seed, 3 vmapped seeds, 2x64 networks, 5 evaluation episodes every 5000 updates, 100k-transition datasets (tasks/sweeps/offline-check.toml)"
+
+# Its follow-up with 5x the updates on walker2d-medium-expert (tasks/sweeps/offline-check-long.toml)
+# -> results/offline/long/check.md
+offline-check-long: setup
+	$(BIN)/offbench sweep tasks/sweeps/offline-check-long.toml --store $(STORE) --resume
+	$(BIN)/offbench report-offline --sweep offline-check-long --store $(STORE) \
+	  --out results/offline/long/check.md \
+	  --budget "100k updates per seed, 3 vmapped seeds, 2x64 networks, 5 evaluation episodes every 10000 updates, walker2d-medium-expert-100k (tasks/sweeps/offline-check-long.toml; papers: 1M updates, 2x256/3x256, 10 episodes)"
 
 # Why algorithms miss the check on walker2d-medium-expert -> results/offline/diagnosis.md: one
 # suspected cause per variant at the check's budget (tasks/sweeps/offline-diagnosis.toml),
