@@ -22,7 +22,9 @@ declared sizes; no env, no files) it checks:
 - the o2o and hybrid modes, when declared: the one compiled O2O/hybrid loop (offbench/o2o.py)
   for a few updates and env steps on hopper, through the phase switch (o2o), with the
   algorithm's own offline ratio, UTD and warm-up actions (`online_update` if it has one).
-  The `online` mode is checked as a known name (its loop is SAC-style `offbench train-online`).
+- the online mode, when declared: the online loop of `offbench train-online`
+  (offbench/online.py) for 4 env steps on hopper with updates after one warm-up step, finite
+  returns, no NaN/Inf in the parameters.
 """
 
 from __future__ import annotations
@@ -261,6 +263,10 @@ class Checker:
             self.step("offline mode: 2 periods of the offline loop on hopper (episodes of 5 "
                       "steps), finite returns, no divergence",
                       lambda: self.offline_loop(config, fields))
+        if "online" in tuple(m.MODES) and not self.failures:
+            self.step("online mode: the online loop on hopper (4 env steps with updates after "
+                      "1 warm-up step), finite returns and parameters",
+                      lambda: self.online_loop(config))
         for mode in ("o2o", "hybrid"):
             if mode in tuple(m.MODES) and not self.failures:
                 phases = "2 offline updates, then " if mode == "o2o" else ""
@@ -296,6 +302,26 @@ class Checker:
         if returns.shape != (loop.periods,) or not np.isfinite(returns).all():
             raise CheckFailed(f"evaluation returns are {returns}; expected finite numbers")
 
+
+    def online_loop(self, config: Any) -> None:
+        """The declared online mode end to end in offbench/online.py's compiled loop: env steps
+        into the replay buffer, updates, evaluation on a real (short) env."""
+        import jax
+
+        from offbench import offline, online
+
+        loop = online.OnlineConfig(env_steps=4, warmup_steps=1, eval_every=2, eval_episodes=2,
+                                   checkpoint_every=2, episode_length=5, backend="mujoco")
+        problem = online.Problem(self.module, config, "hopper", loop)
+        carry = online.init_carry(problem, jax.random.PRNGKey(9))
+        chunk = jax.jit(online.make_chunk(problem, loop.periods))
+        carry, (metrics, _) = chunk(carry, 0)
+        if not bool(offline.all_finite(carry.algo)):
+            raise CheckFailed("the online loop left NaN/Inf in the algorithm's state")
+        returns = np.asarray(metrics["eval_return"])
+        if returns.shape != (loop.periods,) or not np.isfinite(returns).all():
+            raise CheckFailed(f"evaluation returns are {returns}; expected {loop.periods} "
+                              "finite numbers")
 
     def mixed_loop(self, config: Any, fields: tuple[str, ...], mode: str) -> None:
         """A declared o2o or hybrid mode end to end in offbench/o2o.py's compiled loop: mixed

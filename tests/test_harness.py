@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -812,6 +813,30 @@ def test_check_runs_the_hybrid_loop_a_module_declares():
     assert ok, text
     assert "update under jit: 20 updates" in text, text
     assert re.search(r"^ok +hybrid mode: the O2O/hybrid loop on hopper", text, re.M), text
+    assert re.search(r"^ok +online mode: the online loop on hopper", text, re.M), text
+
+
+def test_check_runs_the_online_loop_a_module_declares(tmp_path, monkeypatch):
+    from offbench import online
+
+    path = tmp_path / "onl.py"
+    path.write_text(module_text().replace('MODES = ("offline",)', 'MODES = ("offline", "online")'))
+    ok, text = run_check(str(path))
+    assert ok and re.search(r"^ok +online mode: the online loop on hopper", text, re.M), text
+    # a loop whose evaluations come back NaN fails that step, with the numbers
+    real = online.make_chunk
+
+    def nan_returns(problem, periods):
+        chunk = real(problem, periods)
+
+        def broken(carry, first):
+            carry, (metrics, snaps) = chunk(carry, first)
+            return carry, ({**metrics, "eval_return": metrics["eval_return"] * jnp.nan}, snaps)
+        return broken
+    monkeypatch.setattr(online, "make_chunk", nan_returns)
+    ok, text = run_check(str(path))
+    assert not ok and re.search(r"^FAIL +online mode.*evaluation returns are \[nan nan\]", text,
+                                re.M), text
 
 
 @pytest.mark.parametrize("fault", sorted(BROKEN))
