@@ -125,6 +125,22 @@ def test_a_dataset_of_replaced_policies_is_rebuilt(tiny_policies, tmp_path, monk
     assert json.loads((path / data_build.SIDECAR).read_text())["transitions"] == SIZE
 
 
+def test_a_random_dataset_is_rebuilt_when_the_reference_scores_change(tiny_policies, tmp_path,
+                                                                       monkeypatch):
+    # no behaviour policy, but its metadata normalizes scores with the expert's return
+    name = data.DatasetName("hopper", "random", SIZE)
+    logs: list[str] = []
+    path = data.build(name, root=tmp_path, log=logs.append)
+    ref_min, ref_max = policies.reference_scores("hopper")
+    monkeypatch.setattr(policies, "reference_scores", lambda task: (ref_min, ref_max + 1.0))
+    logs.clear()
+    assert data.build(name, root=tmp_path, log=logs.append) == path
+    assert "reference scores" in logs[0] and "rebuilding" in logs[0]
+    sidecar = json.loads((path / data_build.SIDECAR).read_text())
+    assert sidecar["reference_scores"] == {"ref_min": ref_min, "ref_max": ref_max + 1.0}
+    assert data.load(name.short, root=tmp_path).metadata["ref_max"] == ref_max + 1.0
+
+
 def test_every_field_round_trips(tiny_policies, tmp_path):
     episodes, _ = data_build.generate("hopper", "medium", SIZE, seed=3, log=lambda *_: None)
     data_build.write_minari(tmp_path, "test/hopper/roundtrip-v0", episodes, "hopper",

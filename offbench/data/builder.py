@@ -184,7 +184,8 @@ def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
           command: str | None = None, force: bool = False, log: Callable = print) -> Path:
     """Build dataset `name` under the data root; returns its folder. An existing dataset built
     with the same seed and policies is kept (nothing to do); one built from other behaviour
-    policies (tasks/policies re-selected since) is stale and rebuilt; `force` rebuilds it."""
+    policies or reference scores (tasks/policies re-selected since) is stale and rebuilt;
+    `force` rebuilds it."""
     root = data_root(root)
     final = name.path(root)
     if final.exists() and not force:
@@ -192,13 +193,19 @@ def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
         if sidecar.exists():
             info = json.loads(sidecar.read_text())
             if info.get("seed") == seed:
-                if info.get("policies_sha256") == policy_hashes(name.task, name.kind):
+                ref_min, ref_max = policies.reference_scores(name.task)
+                same_refs = info.get("reference_scores") == {"ref_min": ref_min,
+                                                             "ref_max": ref_max}
+                if info.get("policies_sha256") == policy_hashes(name.task, name.kind) \
+                        and same_refs:
                     log(f"{name.short}: already built in {final}")
                     return final
                 # generated data of ours: rebuilt deterministically from the committed
-                # policies, and the old folder is replaced only once the new one is complete
-                log(f"{name.short}: built from other behaviour policies than tasks/policies "
-                    "now holds; rebuilding")
+                # policies, and the old folder is replaced only once the new one is complete.
+                # A random dataset has no policy but records the reference scores that
+                # normalize its scores, which change with the expert.
+                log(f"{name.short}: built from other behaviour policies or reference scores "
+                    "than tasks/policies now holds; rebuilding")
                 force = True
         if not force:
             raise FileExistsError(f"{final} already exists (built with other settings, or not by "
