@@ -72,7 +72,7 @@ offline-check: setup
 offline-check-long: setup
 	$(BIN)/offbench sweep tasks/sweeps/offline-check-long.toml --store $(STORE) --resume
 	$(BIN)/offbench report-offline --sweep offline-check-long --store $(STORE) \
-	  --out results/offline/long/check.md \
+	  --out results/offline/long/check.md --title "Offline learning check, 5x the updates" \
 	  --budget "100k updates per seed, 3 vmapped seeds, 2x64 networks, 5 evaluation episodes every 10000 updates, walker2d-medium-expert-100k (tasks/sweeps/offline-check-long.toml; papers: 1M updates, 2x256/3x256, 10 episodes)"
 
 # Why algorithms miss the check on walker2d-medium-expert -> results/offline/diagnosis.md: one
@@ -82,6 +82,7 @@ offline-diagnosis: setup
 	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis.toml --store $(STORE) --resume
 	$(BIN)/offbench report-offline --sweep offline-check --sweep offline-diagnosis \
 	  --datasets walker2d-medium-expert-100k --store $(STORE) --out results/offline/diagnosis.md \
+	  --title "Offline check diagnosis: walker2d-medium-expert" \
 	  --budget "as the offline check (tasks/sweeps/offline-check.toml): 20k updates per seed, 3 vmapped seeds, 2x64 networks, 5 evaluation episodes every 5000 updates; variants: tasks/sweeps/offline-diagnosis.toml"
 
 # O2O learning check -> results/o2o/check.md: Cal-QL and IQL pre-trained offline, then

@@ -338,7 +338,7 @@ def cmd_report_offline(args: argparse.Namespace) -> int:
         runs = [c.path for c in cells]
     else:
         runs = _run_dirs(args.runs, "run.json", "a run folder (from `offbench run`)")
-    report.write_report(runs, Path(args.out), args.budget)
+    report.write_report(runs, Path(args.out), args.budget, args.title)
     print(f"wrote {args.out}")
     return 0
 
@@ -578,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", action="append",
                    help="instead: every cell this sweep (its spec's name) ran; repeat for several")
     p.add_argument("--datasets", nargs="+", help="with --sweep: only these datasets' cells")
+    p.add_argument("--title", default="Offline learning check", help="the report's heading")
     p.add_argument("--store", default=DEFAULT_STORE, help="results store of --sweep")
     p.add_argument("--out", default="results/offline/check.md")
     p.add_argument("--budget", default="as in each run's settings",

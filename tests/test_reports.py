@@ -74,6 +74,12 @@ def test_offline_check_table_and_orderings_by_hand(tmp_path, monkeypatch):
     assert table.loc[("hopper-medium-replay", "iql"), "q_growth"] == pytest.approx(30 / 45)
     assert np.isnan(table.loc[("hopper-medium-replay", "bc"), "q_growth"])
     assert "| +67%" in text
+    # a second report in the same folder keeps its own plots and has its own title
+    offline_report.write_report(runs, tmp_path / "diagnosis.md", "tiny", title="Why")
+    for stem in ("check", "diagnosis"):
+        assert (tmp_path / f"{stem}_hopper-medium-replay.png").stat().st_size > 1000
+    assert (tmp_path / "diagnosis.md").read_text().startswith("# Why\n")
+    assert text.startswith("# Offline learning check\n")
 
 
 def test_datasets_report_says_whether_each_expert_reaches_published_sac(tmp_path, monkeypatch):

@@ -102,7 +102,9 @@ def expectations(table: pd.DataFrame) -> list[tuple[str, bool, str]]:
     return checks
 
 
-def plot_curves(curves: pd.DataFrame, out_dir: Path) -> list[str]:
+def plot_curves(curves: pd.DataFrame, out_dir: Path, prefix: str = "check") -> list[str]:
+    """One PNG per dataset, PREFIX_DATASET.png (the report's file stem: reports sharing a
+    folder keep their own plots)."""
     names = []
     for dataset, rows in curves.groupby("dataset"):
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -113,7 +115,7 @@ def plot_curves(curves: pd.DataFrame, out_dir: Path) -> list[str]:
             ax.fill_between(mean.index, mean - std, mean + std, alpha=0.2)
         ax.set(title=dataset, xlabel="updates", ylabel="normalized score")
         ax.legend(fontsize=7)
-        name = f"check_{dataset.replace('/', '_')}.png"
+        name = f"{prefix}_{dataset.replace('/', '_')}.png"
         fig.tight_layout()
         fig.savefig(out_dir / name, dpi=100)
         plt.close(fig)
@@ -121,7 +123,8 @@ def plot_curves(curves: pd.DataFrame, out_dir: Path) -> list[str]:
     return names
 
 
-def write_report(run_dirs: list[Path], out: Path, budget: str) -> pd.DataFrame:
+def write_report(run_dirs: list[Path], out: Path, budget: str,
+                 title: str = "Offline learning check") -> pd.DataFrame:
     out.parent.mkdir(parents=True, exist_ok=True)
     finals, curves = load_runs(run_dirs)
     table = score_table(finals)
@@ -130,7 +133,7 @@ def write_report(run_dirs: list[Path], out: Path, budget: str) -> pd.DataFrame:
                          for d, a in zip(table.dataset, table.algorithm, strict=True)]
     write_text_atomic(out.with_suffix(".csv"), finals.to_csv(index=False))
     checks = expectations(table)
-    plots = plot_curves(curves, out.parent)
+    plots = plot_curves(curves, out.parent, out.stem)
     prov = record()
     shown = table.assign(
         last=[f"{m:.1f} ± {s:.1f}" for m, s in zip(table["last"], table.last_std, strict=True)],
@@ -138,7 +141,7 @@ def write_report(run_dirs: list[Path], out: Path, budget: str) -> pd.DataFrame:
         q_growth=["" if pd.isna(g) else f"{100 * g:+.0f}%" for g in table.q_growth],
     ).drop(columns=["last_std", "best_std"])
     text = [
-        "# Offline learning check", "",
+        f"# {title}", "",
         f"Report by `{prov['command']}` at commit `{prov['git_commit']}` on {prov['date']}; "
         f"machine: {prov['machine']['cpu']}, {prov['machine']['cores']} cores. Each run's own "
         "command, commit and versions are in its run.json (commands listed below).", "",
