@@ -188,12 +188,12 @@ def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
     `force` rebuilds it."""
     root = data_root(root)
     final = name.path(root)
+    ref_min, ref_max = policies.reference_scores(name.task)
     if final.exists() and not force:
         sidecar = final / SIDECAR
         if sidecar.exists():
             info = json.loads(sidecar.read_text())
             if info.get("seed") == seed:
-                ref_min, ref_max = policies.reference_scores(name.task)
                 same_refs = info.get("reference_scores") == {"ref_min": ref_min,
                                                              "ref_max": ref_max}
                 if info.get("policies_sha256") == policy_hashes(name.task, name.kind) \
@@ -210,7 +210,6 @@ def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
         if not force:
             raise FileExistsError(f"{final} already exists (built with other settings, or not by "
                               "offbench); pass --force to rebuild it")
-    ref_min, ref_max = policies.reference_scores(name.task)
     log(f"{name.short}: generating {name.size} transitions per part (seed {seed})")
     episodes, hashes = generate(name.task, name.kind, name.size, seed, log)
     command = command or f"offbench datasets build {name.short} --seed {seed}"

@@ -54,8 +54,9 @@ def write_report(df: pd.DataFrame, out: Path, command: str, size: int) -> None:
     prov = record()
     trained, unfinished = [], []
     for task in df.task.unique():
-        info = policies.manifest(task)["training_run"]
-        expert = policies.manifest(task)["policies"]["expert"]["return_mean"]
+        manifest = policies.manifest(task)
+        info = manifest["training_run"]
+        expert = manifest["policies"]["expert"]["return_mean"]
         bar = policies.PUBLISHED_SAC_1M.get(task)
         verdict = ("" if bar is None else f"; expert return {expert:.1f}, "
                    f"{'at or above' if expert >= bar else 'SHORT of'} published SAC at 1M "
