@@ -53,16 +53,13 @@ def budget_text(mode: str, budget: dict) -> str:
                      if k not in ("checkpoint_every", "backend"))
 
 
-def load_store(store: Store, sweeps: Collection[str] | None = None,
-               cells: Collection[str] | None = None
+def load_store(store: Store, cells: Collection[str] | None = None
                ) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[str, str]]]:
     """(tidy per-seed table, learning-curve rows, (profile, name) of cells not complete).
-    sweeps: only the cells these sweeps (their specs' names) asked for (learning checks);
-    cells: only these cell folders (the cells of one sweep run, e.g. `make bench`)."""
+    cells: only these cell folders (the cells of one sweep run, e.g. `make bench`, or a
+    learning check's: `store.sweep_cells`)."""
     finals, curves, incomplete = [], [], []
     for cell in store.cells():
-        if sweeps is not None and not set(sweeps) & set(cell.sweeps()):
-            continue
         if cells is not None and cell.name not in cells:
             continue
         if not cell.complete:

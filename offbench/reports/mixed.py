@@ -52,7 +52,8 @@ def load(store_root: Path | str, sweeps: list[str]) -> tuple[pd.DataFrame, pd.Da
     offline ratio and budget, and the per-seed table with its command and compile time."""
     store = Store(store_root)
     cells = {c.name: c for c in sweep_cells(store, sweeps)}
-    finals, curves, _ = leaderboard.load_store(store, sweeps=sweeps)
+    # exactly those cells (sweep_cells already left out a rebuilt dataset's old version)
+    finals, curves, _ = leaderboard.load_store(store, cells=set(cells))
     extra = []
     for name, cell in cells.items():
         budget = cell.config()["budget"]
