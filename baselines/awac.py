@@ -42,6 +42,7 @@ from baselines.iql import (
     critic_net,
     gaussian_sample,
     policy_params,
+    q_values,
     twin_td_loss,
 )
 from offbench.algorithms import EnvSpec, Transition
@@ -50,8 +51,8 @@ MODES = ("offline", "o2o")
 # O2O: AWAC was designed for fine-tuning; CORL's algorithms/finetune/awac.py keeps the offline
 # settings and appends env transitions to the buffer holding the dataset (the dataset's share
 # shrinks as the buffer grows); our loop keeps a fixed --offline-ratio instead.
-__all__ = ["Config", "MODES", "init", "update", "act", "policy_params", "GaussianActor",
-           "critic_loss", "actor_loss"]
+__all__ = ["Config", "MODES", "init", "update", "act", "policy_params", "q_values",
+           "GaussianActor", "critic_loss", "actor_loss"]
 
 
 @dataclasses.dataclass(frozen=True)

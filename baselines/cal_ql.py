@@ -24,11 +24,12 @@ from __future__ import annotations
 import dataclasses
 
 from baselines import cql
-from baselines.cql import act, init, policy_params, update
+from baselines.cql import act, init, policy_params, q_values, update
 
 MODES = ("offline", "o2o")
 DATASET_FIELDS = ("mc_returns",)
-__all__ = ["Config", "MODES", "DATASET_FIELDS", "init", "update", "act", "policy_params"]
+__all__ = ["Config", "MODES", "DATASET_FIELDS", "init", "update", "act", "policy_params",
+           "q_values"]
 
 
 @dataclasses.dataclass(frozen=True)

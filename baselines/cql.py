@@ -291,3 +291,4 @@ def update(state: CQLState, batch: Transition, key: jax.Array) -> tuple[CQLState
 
 act = sac.act
 policy_params = sac.policy_params
+q_values = sac.q_values

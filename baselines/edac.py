@@ -153,3 +153,7 @@ def act(state: EDACState, obs: jax.Array, key: jax.Array, deterministic: bool) -
 
 def policy_params(state: EDACState) -> dict:
     return sac.policy_params(state.sac)
+
+
+def q_values(state: EDACState, obs: jax.Array, action: jax.Array) -> jax.Array:
+    return sac.q_values(state.sac, obs, action)

@@ -169,6 +169,11 @@ def policy_params(state) -> dict:
     return state.actor
 
 
+def q_values(state, obs: jax.Array, action: jax.Array) -> jax.Array:
+    """Q_i(s, a) of both critics (not the targets), shape (2, batch); AWAC's too."""
+    return critic_net(state.config).apply(state.critic, obs, action)
+
+
 # --- IQL --------------------------------------------------------------------------------------
 
 def value_net(config: Config) -> MLP:

@@ -111,3 +111,4 @@ def update(state: TD3State, batch: Transition, key: jax.Array) -> tuple[TD3State
 
 act = td3_bc.act
 policy_params = td3_bc.policy_params
+q_values = td3_bc.q_values

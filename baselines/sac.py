@@ -184,3 +184,8 @@ def act(state: SACState, obs: jax.Array, key: jax.Array, deterministic: bool) ->
 def policy_params(state: SACState) -> dict:
     """The actor's parameters: all `act` needs besides the config (kept as behaviour policies)."""
     return state.actor
+
+
+def q_values(state: SACState, obs: jax.Array, action: jax.Array) -> jax.Array:
+    """Q_i(s, a) of every critic (not the targets), shape (num_critics, batch)."""
+    return networks(state.config, state.spec)[1].apply(state.critic, obs, action)

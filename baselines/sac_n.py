@@ -139,3 +139,4 @@ def init(key: jax.Array, spec: EnvSpec, config: Config | None = None,
 update = sac.update
 act = sac.act
 policy_params = sac.policy_params
+q_values = sac.q_values

@@ -43,13 +43,13 @@ import jax.numpy as jnp
 import optax
 
 from baselines import td3_bc
-from baselines.td3_bc import TD3State, act, policy, policy_params
+from baselines.td3_bc import TD3State, act, policy, policy_params, q_values
 from offbench.algorithms import EnvSpec, Transition
 from offbench.networks import MLP
 
 MODES = ("offline", "o2o")
 LOG_STD_MIN, LOG_STD_MAX = -4.0, 15.0
-__all__ = ["Config", "MODES", "init", "update", "online_update", "act", "policy_params",
+__all__ = ["Config", "MODES", "init", "update", "online_update", "act", "policy_params", "q_values",
            "neg_elbo"]
 
 

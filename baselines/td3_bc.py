@@ -121,6 +121,11 @@ def critics(critic_params, state: TD3State, obs: jax.Array, action: jax.Array) -
     return networks(state.config, state.spec)[1].apply(critic_params, obs, action)
 
 
+def q_values(state: TD3State, obs: jax.Array, action: jax.Array) -> jax.Array:
+    """Q_i(s, a) of the critics (not the targets), shape (2, batch)."""
+    return critics(state.critic, state, obs, action)
+
+
 def target_action(state: TD3State, next_obs: jax.Array, key: jax.Array) -> jax.Array:
     """Target policy smoothing: clip(pi'(s') + clip(N(0, sigma^2), -c, c), -1, 1)."""
     cfg = state.config

@@ -11,7 +11,9 @@ An algorithm is one module `baselines/NAME.py` (or any importable module) defini
 Optional: `policy_params(state) -> pytree`, the parameters `act` uses (saved by
 `train-online --snapshots`, e.g. for behaviour policies); `online_update(state, batch, key)`,
 used instead of `update` in the online phase of O2O/hybrid runs (WSRL, SPOT); `BATCH_FIELDS`
-with "from_dataset" to have O2O/hybrid minibatches mark their dataset rows (H2O).
+with "from_dataset" to have O2O/hybrid minibatches mark their dataset rows (H2O);
+`q_values(state, obs, action) -> (num_critics, batch)`, the critics' Q-values (not the
+targets'), read by `offbench probe` (offbench/probe.py).
 
 `update` and `act` must be pure (jit- and vmap-able); the configuration lives inside `state`
 as static data (see `baselines/sac.py`). The harness owns loops, sampling, vmapping over seeds,
@@ -97,6 +99,17 @@ def _parse_value(raw: str, annotation: Any, key: str) -> Any:
             return None
         return _parse_value(raw, args[0], key)
     raise ValueError(f"--set {key}: cannot parse values of type {annotation}")
+
+
+def config_from_dict(config_class: type, values: dict) -> Any:
+    """A Config from its `dataclasses.asdict` record (run.json, settings.json): JSON lists back
+    to tuples; a key the class does not have is an error (the module changed since)."""
+    names = {f.name for f in dataclasses.fields(config_class)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"{config_class.__module__}.Config has no field(s) {sorted(unknown)}: "
+                         "the run was made by another version of the module")
+    return config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def apply_overrides(config: Any, overrides: list[str]) -> Any:

@@ -318,28 +318,49 @@ def _run_dirs(paths: list[str], required: str, what: str) -> list[Path]:
     return runs
 
 
+def _selected_runs(args: argparse.Namespace, command: str) -> list[Path]:
+    """Run folders given as paths, or the cells `--sweep NAME`s ran (optionally --datasets)."""
+    if bool(args.runs) == bool(args.sweep):
+        raise ValueError(f"{command}: give run folders, or --sweep NAME (with --store) for "
+                         "the cells a sweep ran into a results store, not both")
+    if not args.sweep:
+        return _run_dirs(args.runs, "run.json", "a run folder (from `offbench run`)")
+    from offbench.store import Store, sweep_cells
+
+    label = f"sweep '{args.sweep[0]}'" if len(args.sweep) == 1 else None
+    cells = sweep_cells(Store(args.store), args.sweep, label=label)
+    if args.datasets:
+        known = {c.config()["dataset"] for c in cells}
+        if set(args.datasets) - known:
+            raise ValueError(f"--datasets {sorted(set(args.datasets) - known)}: no cell of "
+                             f"those sweeps has them (they have {sorted(known)})")
+        cells = [c for c in cells if c.config()["dataset"] in args.datasets]
+    return [c.path for c in cells]
+
+
 def cmd_report_offline(args: argparse.Namespace) -> int:
     from offbench.reports import offline as report
 
-    if bool(args.runs) == bool(args.sweep):
-        raise ValueError("report-offline: give run folders, or --sweep NAME (with --store) for "
-                         "the cells a sweep ran into a results store, not both")
-    if args.sweep:
-        from offbench.store import Store, sweep_cells
-
-        label = f"sweep '{args.sweep[0]}'" if len(args.sweep) == 1 else None
-        cells = sweep_cells(Store(args.store), args.sweep, label=label)
-        if args.datasets:
-            known = {c.config()["dataset"] for c in cells}
-            if set(args.datasets) - known:
-                raise ValueError(f"--datasets {sorted(set(args.datasets) - known)}: no cell of "
-                                 f"those sweeps has them (they have {sorted(known)})")
-            cells = [c for c in cells if c.config()["dataset"] in args.datasets]
-        runs = [c.path for c in cells]
-    else:
-        runs = _run_dirs(args.runs, "run.json", "a run folder (from `offbench run`)")
-    report.write_report(runs, Path(args.out), args.budget, args.title)
+    report.write_report(_selected_runs(args, "report-offline"), Path(args.out), args.budget,
+                        args.title)
     print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from offbench import probe
+
+    runs = probe.with_critics(_selected_runs(args, "probe"))
+    if not runs:
+        raise ValueError("probe: none of these runs has a critic to probe")
+    if args.out:
+        table = probe.write_report(runs, Path(args.out), args.samples, args.title)
+        print(f"wrote {args.out}")
+    else:
+        table = pd.concat([probe.probe_run(r, args.samples) for r in runs], ignore_index=True)
+    print(probe.summary(table).round(2).to_string(index=False))
     return 0
 
 
@@ -584,6 +605,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", default="as in each run's settings",
                    help="a sentence stating the compute budget, printed in the report")
     p.set_defaults(func=cmd_report_offline)
+
+    p = sub.add_parser("probe", help="what trained offline agents' critics think of the "
+                       "data, their policy and random actions (offbench/probe.py)")
+    p.add_argument("runs", nargs="*", help="offline run folders or store cells")
+    p.add_argument("--sweep", action="append",
+                   help="instead: every cell this sweep ran; repeat for several")
+    p.add_argument("--datasets", nargs="+", help="with --sweep: only these datasets' cells")
+    p.add_argument("--store", default=DEFAULT_STORE, help="results store of --sweep")
+    p.add_argument("--samples", type=int, default=2048, help="dataset states probed")
+    p.add_argument("--out", help="write a Markdown report here (and a CSV beside it)")
+    p.add_argument("--title", default="Critic probe", help="the report's heading")
+    p.set_defaults(func=cmd_probe)
 
     for name, what in (("o2o", "O2O"), ("hybrid", "hybrid")):
         p = sub.add_parser(f"report-{name}",

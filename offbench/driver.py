@@ -61,6 +61,32 @@ def _checkpointer(directory: Path):
     return ocp.CheckpointManager(directory.resolve(), options=options)
 
 
+def _seed_keys(first_seed: int, seeds: int) -> jax.Array:
+    return jnp.stack([jax.random.PRNGKey(first_seed + s) for s in range(seeds)])
+
+
+def _restore(manager: Any, init_fn: Callable, keys: jax.Array) -> tuple[Any, int]:
+    """The latest checkpoint, restored into the structure `init_fn(keys)` has."""
+    import orbax.checkpoint as ocp
+
+    done = manager.latest_step()
+    abstract = jax.eval_shape(init_fn, keys)
+    return manager.restore(done, args=ocp.args.StandardRestore(abstract)), done
+
+
+def restore_latest(out: Path, init: Callable[[jax.Array], Any], seeds: int,
+                   first_seed: int) -> tuple[Any, int]:
+    """The carry (all seeds) of the latest checkpoint in run folder `out`, and its period."""
+    directory = Path(out) / "checkpoints"
+    if not directory.is_dir():
+        raise ValueError(f"{out} has no checkpoints folder: nothing to restore")
+    manager = _checkpointer(directory)
+    if manager.latest_step() is None:
+        raise ValueError(f"{directory} holds no checkpoint yet (the run saves one every "
+                         "checkpoint_every updates)")
+    return _restore(manager, jax.jit(jax.vmap(init)), _seed_keys(first_seed, seeds))
+
+
 def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any],
         make_chunk: Callable[[int], Callable], seeds: int, first_seed: int, periods: int,
         periods_per_chunk: int, units_per_period: int, unit: str, resume: bool,
@@ -79,16 +105,14 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
 
     out = Path(out)
     settings = check_settings(out, settings, resume)
-    keys = jnp.stack([jax.random.PRNGKey(first_seed + s) for s in range(seeds)])
+    keys = _seed_keys(first_seed, seeds)
     init_fn = jax.jit(jax.vmap(init))
     manager = _checkpointer(out / "checkpoints")
     metrics_path = out / "metrics.csv"
     rows: list[dict] = []
     done = 0
     if resume and manager.latest_step() is not None:
-        done = manager.latest_step()
-        abstract = jax.eval_shape(init_fn, keys)
-        carry = manager.restore(done, args=ocp.args.StandardRestore(abstract))
+        carry, done = _restore(manager, init_fn, keys)
         if metrics_path.exists():
             # round_trip: the default parser can be 1 ulp off, and resumed rows must be exact
             rows = (pd.read_csv(metrics_path, float_precision="round_trip")

@@ -24,6 +24,7 @@ seeds are unaffected. Its evaluations are of that last finite policy, and report
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 from pathlib import Path
 from typing import Any
@@ -270,11 +271,10 @@ def summarize(table: pd.DataFrame) -> dict:
     return {"per_seed": out}
 
 
-def train(algo_name: str, dataset_id: str, seeds: int, config: OfflineConfig, algo_config: Any,
-          out: Path, resume: bool = False, first_seed: int = 0, progress: bool = True,
-          stop_after_chunks: int | None = None, data_root: str | Path | None = None,
-          dataset: Dataset | None = None, on_rows: Any = None) -> pd.DataFrame:
-    """Train `seeds` seeds of an offline algorithm on a dataset; returns per-seed metrics."""
+def setup(algo_name: str, dataset_id: str, config: OfflineConfig, algo_config: Any,
+          data_root: str | Path | None = None, dataset: Dataset | None = None
+          ) -> tuple[Problem, dict[str, jax.Array]]:
+    """The Problem of an offline run and the device arrays its minibatches come from."""
     from offbench.algorithms import load_algorithm
     from offbench.data import load
 
@@ -282,11 +282,7 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: OfflineConfig, al
     if "offline" not in algo.MODES:
         raise ValueError(f"algorithm '{algo_name}' does not support offline training "
                          f"(its modes: {list(algo.MODES)})")
-    out = Path(out)
     config = dataclasses.replace(config, backend=config.backend or envs.default_backend())
-    settings = {"algorithm": algo_name, "dataset": dataset_id, "seeds": seeds,
-                "first_seed": first_seed, "offline_config": dataclasses.asdict(config),
-                "algo_config": dataclasses.asdict(algo_config)}
     fields = tuple(getattr(algo, "DATASET_FIELDS", ()))
     if dataset is None:
         dataset = load(dataset_id, data_root, derived=fields,
@@ -295,14 +291,53 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: OfflineConfig, al
     meta = dataset.metadata
     problem = Problem(algo, algo_config, dataset.task, config, mean, std,
                       meta.get("ref_min"), meta.get("ref_max"))
+    return problem, arrays
+
+
+def train(algo_name: str, dataset_id: str, seeds: int, config: OfflineConfig, algo_config: Any,
+          out: Path, resume: bool = False, first_seed: int = 0, progress: bool = True,
+          stop_after_chunks: int | None = None, data_root: str | Path | None = None,
+          dataset: Dataset | None = None, on_rows: Any = None) -> pd.DataFrame:
+    """Train `seeds` seeds of an offline algorithm on a dataset; returns per-seed metrics."""
+    problem, arrays = setup(algo_name, dataset_id, config, algo_config, data_root, dataset)
+    config = problem.config
+    settings = {"algorithm": algo_name, "dataset": dataset_id, "seeds": seeds,
+                "first_seed": first_seed, "offline_config": dataclasses.asdict(config),
+                "algo_config": dataclasses.asdict(algo_config)}
     return driver.run(
-        out=out, settings={**settings, "task": dataset.task}, mode="offline",
+        out=Path(out), settings={**settings, "task": problem.task}, mode="offline",
         init=_seed_index_init(problem, arrays, first_seed, seeds),
         make_chunk=lambda n: make_chunk(problem, n), seeds=seeds, first_seed=first_seed,
         periods=config.periods, periods_per_chunk=config.periods_per_chunk,
         units_per_period=config.eval_every, unit="update", resume=resume, progress=progress,
         static_args=(arrays,), stop_after_chunks=stop_after_chunks, summarize=summarize,
         on_rows=on_rows)
+
+
+def restore(out: Path, data_root: str | Path | None = None
+            ) -> tuple[Problem, dict[str, jax.Array], Carry, int]:
+    """An offline run folder's latest checkpoint (all seeds), with its Problem and arrays:
+    (problem, arrays, carry, evaluation periods done). For inspecting trained agents."""
+    from offbench.algorithms import config_from_dict, load_algorithm
+
+    out = Path(out)
+    settings_path = out / "settings.json"
+    if not settings_path.exists():
+        raise ValueError(f"{out} is not a run folder (no settings.json); pass the folder of "
+                         "an `offbench run` or a store cell")
+    settings = json.loads(settings_path.read_text())
+    if "offline_config" not in settings:
+        raise ValueError(f"{out} is not an offline run (mode: {settings.get('mode', 'online')}"
+                         "); only offline runs can be restored here")
+    algo = load_algorithm(settings["algorithm"])
+    algo_config = config_from_dict(algo.Config, settings["algo_config"])
+    config = OfflineConfig(**settings["offline_config"])
+    problem, arrays = setup(settings["algorithm"], settings["dataset"], config, algo_config,
+                            data_root)
+    seeds, first_seed = settings["seeds"], settings["first_seed"]
+    init = _seed_index_init(problem, arrays, first_seed, seeds)
+    carry, done = driver.restore_latest(out, init, seeds, first_seed)
+    return problem, arrays, carry, done
 
 
 def seed_position(first_seed: int, seeds: int):
