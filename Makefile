@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export OFFBENCH_CACHE ?= $(HOME)/.cache/offbench
 export JAX_COMPILATION_CACHE_DIR ?= $(OFFBENCH_CACHE)/jax
 
-.PHONY: setup test lint bench perf online-check offline-check offline-check-long offline-diagnosis offline-diagnosis-ensemble o2o-check o2o-check-long hybrid-check policies \
+.PHONY: setup test lint bench perf online-check offline-check offline-check-long offline-diagnosis offline-diagnosis-ensemble o2o-check o2o-check-long o2o-diagnosis hybrid-check policies \
   datasets lock clean
 
 setup: $(STAMP)
@@ -103,6 +103,16 @@ o2o-check: setup
 	$(BIN)/offbench sweep tasks/sweeps/o2o-check.toml --store $(STORE) --resume
 	$(BIN)/offbench report-o2o --sweep o2o-check --store $(STORE) --out results/o2o/check.md \
 	  --budget "4000 offline updates then 8000 online env steps (UTD 1) per seed, 3 vmapped seeds, 2x64 networks, 5 evaluation episodes every 1000 updates / env steps, 100k-transition datasets (tasks/sweeps/o2o-check.toml; papers: 1M + 1M, 2x256/3x256)"
+
+# Cal-QL's collapsing pre-training, diagnosed (tasks/sweeps/o2o-diagnosis-calql.toml): Cal-QL
+# and CQL offline side by side -> results/o2o/diagnosis.md, critic probe results/o2o/probe.md
+o2o-diagnosis: setup
+	$(BIN)/offbench sweep tasks/sweeps/o2o-diagnosis-calql.toml --store $(STORE) --resume
+	$(BIN)/offbench report-offline --sweep o2o-diagnosis-calql --store $(STORE) \
+	  --out results/o2o/diagnosis.md --title "Cal-QL diagnosis: its offline pre-training beside CQL's, hopper-medium-replay" \
+	  --budget "8000 offline updates per seed, 3 vmapped seeds, 2x64 networks, 5 evaluation episodes every 1000 updates, hopper-medium-replay-100k (tasks/sweeps/o2o-diagnosis-calql.toml)"
+	$(BIN)/offbench probe --sweep o2o-diagnosis-calql --store $(STORE) \
+	  --out results/o2o/probe.md --title "Critic probe: Cal-QL and CQL after 8000 offline updates, hopper-medium-replay"
 
 # Its follow-up on hopper-medium-replay (tasks/sweeps/o2o-check-long.toml): 5x the pre-training,
 # twice the online phase -> results/o2o/long/check.md

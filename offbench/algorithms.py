@@ -102,14 +102,18 @@ def _parse_value(raw: str, annotation: Any, key: str) -> Any:
 
 
 def config_from_dict(config_class: type, values: dict) -> Any:
-    """A Config from its `dataclasses.asdict` record (run.json, settings.json): JSON lists back
-    to tuples; a key the class does not have is an error (the module changed since)."""
-    names = {f.name for f in dataclasses.fields(config_class)}
-    unknown = set(values) - names
+    """A Config from its `dataclasses.asdict` record (run.json, settings.json, cell.json): JSON
+    lists back to tuples where the field is a tuple; a key the class does not have is an error
+    (the record was made by another version of the module)."""
+    unknown = set(values) - {f.name for f in dataclasses.fields(config_class)}
     if unknown:
         raise ValueError(f"{config_class.__module__}.Config has no field(s) {sorted(unknown)}: "
                          "the run was made by another version of the module")
-    return config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    hints = typing.get_type_hints(config_class)
+    return config_class(**{
+        key: tuple(value) if isinstance(value, list)
+        and typing.get_origin(hints.get(key)) is tuple else value
+        for key, value in values.items()})
 
 
 def apply_overrides(config: Any, overrides: list[str]) -> Any:

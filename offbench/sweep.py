@@ -238,23 +238,9 @@ def _as_list(value: Any, key: str) -> list:
 
 def algo_config_from(config: dict) -> Any:
     """The algorithm's Config object from a cell's resolved config."""
-    from offbench.algorithms import load_algorithm
+    from offbench.algorithms import config_from_dict, load_algorithm
 
-    algo = load_algorithm(config["algorithm"])
-    return _config_from_dict(algo.Config, config["algo_config"])
-
-
-def _config_from_dict(cls: type, values: dict) -> Any:
-    # JSON turned tuples into lists; the frozen dataclass wants its own types back
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    fixed = {}
-    for key, value in values.items():
-        if isinstance(value, list) and typing.get_origin(hints.get(key)) is tuple:
-            value = tuple(value)
-        fixed[key] = value
-    return cls(**fixed)
+    return config_from_dict(load_algorithm(config["algorithm"]).Config, config["algo_config"])
 
 
 def dataset_key(dataset: str) -> str:

@@ -990,3 +990,18 @@ def test_wandb_sink_logs_what_metrics_csv_holds_offline(tmp_path, monkeypatch):
                 logged[(key, row["_step"])] = value
     assert logged == {(f"seed{r['seed']}/{k}", r["updates"]): r[k]
                       for r in rows for k in ("eval_return", "critic_loss")}
+
+
+SWEEP_SPECS = sorted((Path(__file__).resolve().parents[1] / "tasks" / "sweeps").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SWEEP_SPECS, ids=lambda p: p.stem)
+def test_every_committed_sweep_spec_expands(path):
+    # a typo in a spec behind a make target would otherwise surface only when someone runs it
+    spec = sweep.load_spec(path)
+    cells = sweep.expand(spec, quiet)
+    assert cells and all(c.config["seeds"] == spec.get("seeds", 1) for c in cells)
+    if spec["name"] == "offline-diagnosis-ensemble":  # its grid crosses two typed fields
+        configs = {(tuple(c.config["algo_config"]["hidden"]),
+                    c.config["algo_config"]["num_critics"]) for c in cells}
+        assert configs == {((64, 64), 20), ((64, 64), 50), ((256, 256), 20), ((256, 256), 50)}
