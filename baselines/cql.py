@@ -75,8 +75,9 @@ class Config(sac.Config):
     target_action_gap: float = -1.0  # tau of the Lagrange variant (cql_target_action_gap)
     bc_steps: int = 0  # the actor maximizes log pi(a_data|s) for the first bc_steps updates
     orthogonal_init: bool = True  # critics: orthogonal kernels (gain sqrt2, output 1e-2)
-    # Cal-QL: policy-action Q in the regularizer >= MC return-to-go. NB the harness computes
-    # mc_returns from the recorded rewards, before reward_scale/bias/normalization.
+    # Cal-QL: policy-action Q in the regularizer >= MC return-to-go. The harness computes
+    # mc_returns from the rewards the critic learns, after reward_scale/bias/normalization
+    # (offbench/offline.py prepare), so the bound is in the critic's units.
     calql: bool = False
     # Applied by the harness (offbench/offline.py)
     normalize_obs: bool = True  # CORL: normalize=True
