@@ -88,16 +88,16 @@ offline-diagnosis: setup
 	  --title "Offline check diagnosis: walker2d-medium-expert" \
 	  --budget "as the offline check (tasks/sweeps/offline-check.toml): 20k updates per seed, 3 vmapped seeds, 2x64 networks, 5 evaluation episodes every 5000 updates; variants: tasks/sweeps/offline-diagnosis.toml"
 
-# SAC-N's miss there, probed (tasks/sweeps/offline-diagnosis-ensemble.toml): ensemble size x
-# critic width -> results/offline/diagnosis-ensemble.md and the critic probe of each cell,
+# SAC-N's miss there (tasks/sweeps/offline-diagnosis-ensemble.toml): ensemble size ->
+# results/offline/diagnosis-ensemble.md and the critic probe of each cell,
 # results/offline/probe-ensemble.md
 offline-diagnosis-ensemble: setup
 	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-ensemble.toml --store $(STORE) --resume
 	$(BIN)/offbench report-offline --sweep offline-diagnosis-ensemble --store $(STORE) \
-	  --out results/offline/diagnosis-ensemble.md --title "SAC-N diagnosis: ensemble size x critic width, walker2d-medium-expert" \
+	  --out results/offline/diagnosis-ensemble.md --title "SAC-N diagnosis: ensemble size, walker2d-medium-expert" \
 	  --budget "as the offline check: 20k updates per seed, 3 vmapped seeds, 5 evaluation episodes every 5000 updates; variants: tasks/sweeps/offline-diagnosis-ensemble.toml"
 	$(BIN)/offbench probe --sweep offline-diagnosis-ensemble --store $(STORE) \
-	  --out results/offline/probe-ensemble.md --title "Critic probe: SAC-N, ensemble size x critic width, walker2d-medium-expert"
+	  --out results/offline/probe-ensemble.md --title "Critic probe: SAC-N by ensemble size, walker2d-medium-expert"
 
 # O2O learning check -> results/o2o/check.md: Cal-QL and IQL pre-trained offline, then
 # fine-tuned online, on two datasets, 3 vmapped seeds, at the CPU budget of
