@@ -110,6 +110,9 @@ def test_probe_bad_input(minari_root, tmp_path, monkeypatch):
                   progress=False)
     with pytest.raises(ValueError, match="no critic to probe"):
         probe.probe_run(out)
+    notes = []  # a sweep's BC cell is left out of a probe report, and said so
+    assert probe.with_critics([out], log=notes.append) == []
+    assert "bc has no critic" in notes[0]
     with pytest.raises(ValueError, match="samples must be at least 1"):
         probe.probe_run(out, samples=0)
     online = tmp_path / "online"
