@@ -5,6 +5,7 @@ SAC steps trained in the test itself, so the tests do not depend on the committe
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -387,3 +388,19 @@ def test_builds_are_deterministic_in_the_seed_only(tiny_policies, tmp_path):
     a = data_build.generate("hopper", "full-replay", 1000, seed=0, log=lambda *_: None)[0]
     b = data_build.generate("hopper", "full-replay", 1000, seed=1, log=lambda *_: None)[0]
     assert not np.array_equal(a[0]["actions"], b[0]["actions"])
+
+
+def test_make_policies_retrains_the_committed_widths():
+    # `make policies` must reproduce what tasks/policies/ holds: each task's network width in
+    # the Makefile equals the one its committed policies record (and were trained with)
+    root = Path(__file__).resolve().parents[1]
+    widths = dict(re.findall(r"^POLICY_HIDDEN_(\w+) \?= ([\d,]+)$",
+                             (root / "Makefile").read_text(), re.M))
+    committed = {p.parent.name: json.loads(p.read_text())
+                 for p in (root / "tasks" / "policies").glob("*/policies.json")}
+    assert committed and set(widths) == set(committed)
+    for task, record in committed.items():
+        hidden = [int(h) for h in widths[task].split(",")]
+        assert hidden == record["hidden"], task
+        trained = record["training_run"]["settings"]["algo_config"]["hidden"]
+        assert trained == record["hidden"], task
