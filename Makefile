@@ -40,14 +40,16 @@ bench: setup
 	$(BIN)/offbench bench --profile $(PROFILE) --store $(STORE) --out results --resume \
 	  $(if $(ALGOS),--algos $(ALGOS))
 
-# perf o2o: 250 env steps per timed run; at UTD 20 with 4 seeds that is 20k RLPD updates (10
-# critics, 2x256) per run, minutes on 2 CPU cores (its default, 2000, would take hours there)
+# perf o2o: 250 env steps per timed run, 2 runs; at UTD 20 with 4 seeds one run is 20k RLPD
+# updates (10 critics, 2x256), minutes on 2 CPU cores (its defaults, 2000 steps x 3 runs, would
+# take hours there)
 PERF_O2O_STEPS ?= 250
+PERF_O2O_REPEATS ?= 2
 perf: setup
 	$(BIN)/offbench perf envs --out results/perf
 	$(BIN)/offbench perf online --out results/perf
 	$(BIN)/offbench perf offline --out results/perf
-	$(BIN)/offbench perf o2o --env-steps $(PERF_O2O_STEPS) --out results/perf
+	$(BIN)/offbench perf o2o --env-steps $(PERF_O2O_STEPS) --repeats $(PERF_O2O_REPEATS) --out results/perf
 
 # SAC learning check -> results/online/sac.md. Hours of CPU; rerunning resumes from the
 # checkpoints, which live in the cache (outside the work tree, so a fresh checkout keeps them).
