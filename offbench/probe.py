@@ -62,6 +62,7 @@ def probe_run(folder: Path, samples: int = 2048, seed: int = 0,
     """One row per seed of an offline run folder (or store cell): the probe at its latest
     checkpoint, with that checkpoint's update count and the seed's last normalized score."""
     from offbench import offline
+    from offbench.reports.offline import run_label  # ALGO[variant] for a grid's cells
 
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
@@ -81,7 +82,7 @@ def probe_run(folder: Path, samples: int = 2048, seed: int = 0,
     for position in range(settings["seeds"]):
         state = jax.tree.map(lambda x, p=position: x[p], carry.algo)
         seed_number = settings["first_seed"] + position
-        row = {"run": folder.name, "algorithm": settings["algorithm"],
+        row = {"run": folder.name, "algorithm": run_label(folder, settings),
                "dataset": settings["dataset"], "seed": seed_number,
                "updates": done * problem.config.eval_every,
                "diverged": bool(carry.diverged[position]),
