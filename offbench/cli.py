@@ -348,8 +348,6 @@ def cmd_report_offline(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from offbench import probe
 
     runs = probe.with_critics(_selected_runs(args, "probe"))
@@ -359,7 +357,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         table = probe.write_report(runs, Path(args.out), args.samples, args.title)
         print(f"wrote {args.out}")
     else:
-        table = pd.concat([probe.probe_run(r, args.samples) for r in runs], ignore_index=True)
+        table = probe.probe_runs(runs, args.samples)
     print(probe.summary(table).round(2).to_string(index=False))
     return 0
 

@@ -93,6 +93,11 @@ def probe_run(folder: Path, samples: int = 2048, seed: int = 0,
     return pd.DataFrame(rows)
 
 
+def probe_runs(folders: list[Path], samples: int = 2048) -> pd.DataFrame:
+    """probe_run of every folder, one table."""
+    return pd.concat([probe_run(f, samples) for f in folders], ignore_index=True)
+
+
 def with_critics(folders: list[Path], log=print) -> list[Path]:
     """The run folders whose algorithm has critics to probe (the others are named and left
     out, e.g. BC in a sweep's cells)."""
@@ -150,7 +155,7 @@ def write_report(folders: list[Path], out: Path, samples: int = 2048,
     from offbench.io import write_text_atomic
     from offbench.provenance import record
 
-    table = pd.concat([probe_run(f, samples) for f in folders], ignore_index=True)
+    table = probe_runs(folders, samples)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out.with_suffix(".csv"), table.to_csv(index=False))
     prov = record()
