@@ -404,3 +404,20 @@ def test_make_policies_retrains_the_committed_widths():
         assert hidden == record["hidden"], task
         trained = record["training_run"]["settings"]["algo_config"]["hidden"]
         assert trained == record["hidden"], task
+
+
+def test_make_policies_trains_each_task_as_long_as_its_committed_run():
+    # a run stopped short on purpose (training_run.stopped_early) is reproduced by training
+    # that long (POLICY_STEPS_<task>); every other task trains its planned length
+    root = Path(__file__).resolve().parents[1]
+    makefile = (root / "Makefile").read_text()
+    default = int(re.search(r"^POLICY_STEPS \?= (\d+)$", makefile, re.M).group(1))
+    per_task = {t: int(n) for t, n in re.findall(r"^POLICY_STEPS_(\w+) \?= (\d+)$", makefile, re.M)}
+    for path in (root / "tasks" / "policies").glob("*/policies.json"):
+        run = json.loads(path.read_text())["training_run"]
+        steps = per_task.get(path.parent.name, default)
+        if "stopped_early" in run:
+            assert steps == run["trained_env_steps"] == run["stopped_early"]["env_steps"]
+            assert run["stopped_early"]["reason"]
+        else:
+            assert steps == run["trained_env_steps"] == run["target_env_steps"], path.parent.name

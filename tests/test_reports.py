@@ -106,3 +106,31 @@ def test_datasets_report_says_whether_each_expert_reaches_published_sac(tmp_path
     assert "expert return 8999.5, SHORT of published SAC at 1M env steps (>= 9000)" in cheetah
     assert "expert return 3000.0, at or above published SAC" in hopper
     assert "PROVISIONAL" not in out.read_text()  # both runs reached their planned length
+
+
+@pytest.mark.parametrize("stopped_early, provisional", [(None, True),
+                                                        ({"reason": "plateaued"}, False)])
+def test_datasets_report_is_provisional_only_for_runs_still_unfinished(
+        tmp_path, monkeypatch, stopped_early, provisional):
+    # a run short of its planned length makes the report provisional, unless its manifest
+    # records that it was stopped there on purpose (and why: the reason is printed)
+    from offbench import policies
+    from offbench.reports import datasets as datasets_report
+
+    def manifest(task):
+        run = {"trained_env_steps": 400_000, "target_env_steps": 1_000_000}
+        if stopped_early:
+            run["stopped_early"] = stopped_early
+        return {"policies": {"expert": {"return_mean": 3200.0}}, "training_run": run}
+    monkeypatch.setattr(policies, "manifest", manifest)
+    monkeypatch.setattr(policies, "reference_table", lambda: pd.DataFrame({"task": []}))
+    columns = ["transitions", "episodes", "whole_episodes", "return_mean", "return_min",
+               "return_max", "normalized", "tq", "saco", "ref_min", "ref_max", "sha256"]
+    df = pd.DataFrame([{"task": "hopper", "kind": "expert", **dict.fromkeys(columns, 1)}])
+    out = tmp_path / "datasets.md"
+    datasets_report.write_report(df, out, "offbench datasets report", 1000)
+    text = out.read_text()
+    assert ("**PROVISIONAL**: the behaviour policies of hopper" in text) == provisional
+    line = next(x for x in text.splitlines() if x.startswith("- hopper: SAC"))
+    assert "400,000 of 1,000,000 planned env steps" in line
+    assert ("stopped there on purpose: plateaued" in line) == (not provisional)

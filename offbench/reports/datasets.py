@@ -61,9 +61,13 @@ def write_report(df: pd.DataFrame, out: Path, command: str, size: int) -> None:
         verdict = ("" if bar is None else f"; expert return {expert:.1f}, "
                    f"{'at or above' if expert >= bar else 'SHORT of'} published SAC at 1M "
                    f"env steps (>= {bar:.0f})")
+        # a run stopped short on purpose says why in its manifest (training_run.stopped_early);
+        # one that merely has not finished yet makes the whole report provisional
+        stopped = info.get("stopped_early")
+        why = f" (stopped there on purpose: {stopped['reason']})" if stopped else ""
         trained.append(f"- {task}: SAC trained for {info['trained_env_steps']:,} of "
-                       f"{info['target_env_steps']:,} planned env steps{verdict}")
-        if info["trained_env_steps"] < info["target_env_steps"]:
+                       f"{info['target_env_steps']:,} planned env steps{why}{verdict}")
+        if info["trained_env_steps"] < info["target_env_steps"] and not stopped:
             unfinished.append(task)
     warning = ([f"**PROVISIONAL**: the behaviour policies of {', '.join(unfinished)} come from "
                 "SAC runs that have not reached their planned length (see below); the expert "
