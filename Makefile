@@ -72,13 +72,14 @@ offline-check: setup
 	  --out results/offline/check.md \
 	  --budget "20k updates per seed, 3 vmapped seeds, 2x64 networks, 5 evaluation episodes every 5000 updates, 100k-transition datasets (tasks/sweeps/offline-check.toml)"
 
-# Its follow-up with 5x the updates on walker2d-medium-expert (tasks/sweeps/offline-check-long.toml)
+# Its follow-up with 5x the updates on walker2d-medium-expert and hopper-medium-replay
+# (tasks/sweeps/offline-check-long.toml; ~2 h on 2 cores)
 # -> results/offline/long/check.md
 offline-check-long: setup
 	$(BIN)/offbench sweep tasks/sweeps/offline-check-long.toml --store $(STORE) --resume
 	$(BIN)/offbench report-offline --sweep offline-check-long --store $(STORE) \
 	  --out results/offline/long/check.md --title "Offline learning check, 5x the updates" \
-	  --budget "100k updates per seed, 3 vmapped seeds, 2x64 networks, 5 evaluation episodes every 10000 updates, walker2d-medium-expert-100k (tasks/sweeps/offline-check-long.toml; papers: 1M updates, 2x256/3x256, 10 episodes)"
+	  --budget "100k updates per seed, 3 vmapped seeds, 2x64 networks, 5 evaluation episodes every 10000 updates, walker2d-medium-expert-100k and hopper-medium-replay-100k (tasks/sweeps/offline-check-long.toml; papers: 1M updates, 2x256/3x256, 10 episodes)"
 
 # Why algorithms miss the check on walker2d-medium-expert -> results/offline/diagnosis.md: one
 # suspected cause per variant at the check's budget (tasks/sweeps/offline-diagnosis.toml),
