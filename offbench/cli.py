@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
 import offbench
+from offbench import provenance
 
 SWEEPS_DIR = Path(__file__).resolve().parents[1] / "tasks" / "sweeps"
 DEFAULT_STORE = str(Path.home() / ".cache" / "offbench" / "store")
@@ -686,16 +688,23 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.reconfigure(line_buffering=True)
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.command_line = "offbench " + " ".join(sys.argv[1:] if argv is None else argv)
+    args.command_line = "offbench " + shlex.join(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     offbench.enable_compilation_cache()
+    # run.json and reports record this command, not the process's argv: started as
+    # `python -c ...` or `python -m offbench`, argv[0] would not say how to rerun it
+    outer = provenance.COMMAND
+    if outer is None:
+        provenance.COMMAND = args.command_line
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:  # bad input: one line
         print(f"offbench {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        provenance.COMMAND = outer
 
 
 if __name__ == "__main__":

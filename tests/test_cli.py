@@ -36,3 +36,20 @@ def test_unknown_task_in_perf_is_one_clear_error():
     assert out.returncode == 2
     assert "unknown task 'humanoid'" in out.stderr and "Traceback" not in out.stderr
     assert not Path("/tmp/offbench-should-not-exist").exists()
+
+
+def test_records_the_offbench_command_however_the_process_was_started(monkeypatch):
+    # started as `python -c "from offbench.cli import main; main()" ...`, argv[0] is "-c": the
+    # command a run.json or report records must still be one that reruns it
+    from offbench import cli, provenance
+
+    seen = {}
+
+    def policies_list(args):
+        seen["command"] = provenance.record()["command"]
+        return 0
+    monkeypatch.setattr(sys, "argv", ["-c", "policies", "list", "a b", "--seed", "3"])
+    monkeypatch.setattr(cli, "cmd_policies", policies_list)
+    assert cli.main() == 0
+    assert seen["command"] == "offbench policies list 'a b' --seed 3"
+    assert provenance.COMMAND is None  # restored: the next command in this process is its own
