@@ -17,15 +17,23 @@ DEFAULT_STORE = str(Path.home() / ".cache" / "offbench" / "store")
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     import offbench.envs as envs
+    from offbench import policies
 
     default = envs.default_backend()
-    print(f"{'task':12s} {'gymnasium':15s} {'obs':>4s} {'act':>4s} {'steps':>6s}  backends")
+    print(f"{'task':12s} {'gymnasium':15s} {'obs':>4s} {'act':>4s} {'steps':>6s} "
+          f"{'ref_min':>9s} {'ref_max':>9s}  backends")
     for name in envs.task_names():
         env = envs.make(name, default, wrap=False)
         backends = ", ".join(b + (" (default)" if b == default else "") for b in envs.BACKENDS)
+        try:
+            refs = " ".join(f"{r:9.1f}" for r in policies.reference_scores(name))
+        except FileNotFoundError:  # a task without committed behaviour policies
+            refs = f"{'-':>9s} {'-':>9s}"
         print(f"{name:12s} {env.spec.gymnasium_id:15s} {env.observation_size:4d} "
-              f"{env.action_size:4d} {env.spec.episode_length:6d}  {backends}")
-    print(f"\ndynamics overrides (scale factors): {', '.join(envs.DYNAMICS_OVERRIDES)}")
+              f"{env.action_size:4d} {env.spec.episode_length:6d} {refs}  {backends}")
+    print("\nref_min/ref_max: the reference scores normalized scores use (mean return of uniform "
+          "random actions / of the expert policy; tasks/policies/TASK/policies.json)")
+    print(f"dynamics overrides (scale factors): {', '.join(envs.DYNAMICS_OVERRIDES)}")
     return 0
 
 

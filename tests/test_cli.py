@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import offbench
+from offbench import policies
 
 OFFBENCH = str(Path(sys.executable).parent / "offbench")
 
@@ -28,6 +29,10 @@ def test_tasks_lists_sizes_and_backends():
     for task, (obs, act) in expected.items():
         assert task in rows, out.stdout
         assert (int(rows[task][2]), int(rows[task][3])) == (obs, act)
+        # the reference scores normalization uses, as measured and committed with the policies
+        ref_min, ref_max = policies.reference_scores(task)
+        assert (float(rows[task][5]), float(rows[task][6])) == (round(ref_min, 1),
+                                                                 round(ref_max, 1))
         assert "mjx" in out.stdout and "mujoco" in out.stdout
 
 
