@@ -121,7 +121,8 @@ def test_datasets_report_is_provisional_only_for_runs_still_unfinished(
         run = {"trained_env_steps": 400_000, "target_env_steps": 1_000_000}
         if stopped_early:
             run["stopped_early"] = stopped_early
-        return {"policies": {"expert": {"return_mean": 3200.0}}, "training_run": run}
+        return {"policies": {"expert": {"return_mean": 3200.0}, "medium": {"normalized": 44.9}},
+                "training_run": run}
     monkeypatch.setattr(policies, "manifest", manifest)
     monkeypatch.setattr(policies, "reference_table", lambda: pd.DataFrame({"task": []}))
     columns = ["transitions", "episodes", "whole_episodes", "return_mean", "return_min",
@@ -134,3 +135,4 @@ def test_datasets_report_is_provisional_only_for_runs_still_unfinished(
     line = next(x for x in text.splitlines() if x.startswith("- hopper: SAC"))
     assert "400,000 of 1,000,000 planned env steps" in line
     assert ("stopped there on purpose: plateaued" in line) == (not provisional)
+    assert "medium 44.9 normalized (goal 33.3: the nearest snapshot)" in line

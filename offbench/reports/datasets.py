@@ -65,8 +65,14 @@ def write_report(df: pd.DataFrame, out: Path, command: str, size: int) -> None:
         # one that merely has not finished yet makes the whole report provisional
         stopped = info.get("stopped_early")
         why = f" (stopped there on purpose: {stopped['reason']})" if stopped else ""
+        # D4RL's medium is "about one third" of the expert; snapshots are 10k env steps apart,
+        # so the nearest one can be well off when the score jumps between two of them
+        medium = manifest["policies"].get("medium", {}).get("normalized")
+        medium_text = ("" if medium is None else f"; medium {medium:.1f} normalized (goal "
+                       f"{100 * policies.MEDIUM_FRACTION:.1f}: the nearest snapshot)")
         trained.append(f"- {task}: SAC trained for {info['trained_env_steps']:,} of "
-                       f"{info['target_env_steps']:,} planned env steps{why}{verdict}")
+                       f"{info['target_env_steps']:,} planned env steps{why}{verdict}"
+                       f"{medium_text}")
         if info["trained_env_steps"] < info["target_env_steps"] and not stopped:
             unfinished.append(task)
     warning = ([f"**PROVISIONAL**: the behaviour policies of {', '.join(unfinished)} come from "
