@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export OFFBENCH_CACHE ?= $(HOME)/.cache/offbench
 export JAX_COMPILATION_CACHE_DIR ?= $(OFFBENCH_CACHE)/jax
 
-.PHONY: setup test lint bench perf online-check offline-check offline-check-long offline-diagnosis offline-diagnosis-ensemble o2o-check o2o-check-long o2o-diagnosis hybrid-check policies \
+.PHONY: setup test lint bench perf online-check offline-check offline-check-long offline-diagnosis offline-diagnosis-ensemble o2o-check o2o-check-long o2o-diagnosis hybrid-check hybrid-check-long policies \
   datasets lock clean
 
 setup: $(STAMP)
@@ -138,6 +138,14 @@ hybrid-check: setup
 	$(BIN)/offbench report-hybrid --sweep hybrid-check --sweep hybrid-check-sim --store $(STORE) \
 	  --out results/hybrid/check.md \
 	  --budget "12000 online env steps per seed after 1000 random-action steps, 3 vmapped seeds, 2x64 networks (H2O's discriminators too), RLPD at UTD 2 (paper: 20), H2O and SAC at UTD 1, 5 evaluation episodes every 1000 env steps, 100k-transition datasets (tasks/sweeps/hybrid-check*.toml; papers: 1M env steps, 2x256/3x256)"
+
+# Its follow-up with twice the env steps where the check's thresholds were not reached in the
+# median (tasks/sweeps/hybrid-check-long.toml) -> results/hybrid/long/check.md (~50 min)
+hybrid-check-long: setup
+	$(BIN)/offbench sweep tasks/sweeps/hybrid-check-long.toml --store $(STORE) --resume
+	$(BIN)/offbench report-hybrid --sweep hybrid-check-long --store $(STORE) \
+	  --out results/hybrid/long/check.md \
+	  --budget "follow-up of results/hybrid/check.md: 24000 online env steps per seed (twice the check's) after 1000 random-action steps, otherwise identical (3 vmapped seeds, 2x64 networks, RLPD at UTD 2, 5 evaluation episodes every 1000 env steps; tasks/sweeps/hybrid-check-long.toml)"
 
 # Behaviour policies for the datasets: SAC (published defaults; networks per task: 2x128 where
 # that reached the published SAC return at 1M steps -- a 128-wide hidden layer costs a quarter

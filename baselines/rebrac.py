@@ -17,9 +17,19 @@ configs/rebrac/) and of CORL (algorithms/offline/rebrac.py and configs/offline/r
 Adam 1e-3 for actor and critic, 3x256 ReLU nets, LayerNorm in the critic only (actor_ln: false
 in every locomotion config), batch 1024, gamma 0.99, tau 5e-3, policy noise 0.2, noise clip 0.5,
 policy frequency 2, normalize_q true, and NO observation normalization (normalize_states: false;
-so normalize_obs=False here). `expl_noise` 0.03 is rebrac_finetune.py's, used only by
-`act(deterministic=False)` (o2o; the o2o loop must then supply next_actions for online
-transitions too, as ReBRAC's fine-tuning does with the policy's noisy action at s').
+so normalize_obs=False here). `expl_noise` 0.03 is rebrac_finetune.py's (CORL's
+algorithms/finetune/rebrac.py uses 0.0), used only by `act(deterministic=False)` (o2o; the o2o
+loop must then supply next_actions for online transitions too, as ReBRAC's fine-tuning does with
+the policy's noisy action at s').
+
+Fine-tuning (`online_update`, the O2O loop's hook), as CORL's algorithms/finetune/rebrac.py does
+it: the critic's penalty is dropped (beta_2 = 0 online) and the actor's decays linearly over the
+online updates, beta_1 * max(MIN_DECAY_COEF, 1 - t / online_updates) with MIN_DECAY_COEF 0.5
+(CORL's min_decay_coef) and t counting online updates (the loop passes where fine-tuning starts
+and how many updates it has); half of each minibatch stays the dataset's (the loop's default
+offline ratio, CORL's mixing_ratio 0.5). CORL's fine-tuning runs also use Adam 3e-4 and batch
+256 in both phases (its antmaze configs: critic 5e-5); ours keep the offline settings above
+unless set.
 
 actor_bc_coef (beta_1) and critic_bc_coef (beta_2) are tuned PER DATASET and must be set with
 `--set actor_bc_coef=... --set critic_bc_coef=...`. The defaults (0.01, 0.01) are hopper-medium's.
@@ -55,6 +65,7 @@ from offbench.algorithms import EnvSpec, Transition
 
 MODES = ("offline", "o2o")
 DATASET_FIELDS = ("next_actions",)
+MIN_DECAY_COEF = 0.5  # the actor penalty's floor online, as a fraction of beta_1 (CORL's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,32 +92,60 @@ def init(key: jax.Array, spec: EnvSpec, config: Config | None = None, dataset=No
     return td3_bc.init_state(key, spec, config or Config())
 
 
-def critic_loss(critic_params, state: TD3State, batch: Transition, key: jax.Array):
-    """TD3's loss with beta_2 * ||a' - a'_data||^2 subtracted from the next state's value."""
+def critic_loss(critic_params, state: TD3State, batch: Transition, key: jax.Array,
+                critic_bc_coef: float | jax.Array | None = None):
+    """TD3's loss with beta_2 * ||a' - a'_data||^2 subtracted from the next state's value
+    (beta_2: critic_bc_coef, the config's unless given)."""
     if "next_actions" not in batch.extra:
         raise ValueError("ReBRAC's critic needs batch.extra['next_actions'] (the dataset's action "
                          "at s'); loops provide the fields listed in DATASET_FIELDS")
+    beta_2 = state.config.critic_bc_coef if critic_bc_coef is None else critic_bc_coef
     next_action, next_v = td3_bc.next_value(state, batch.next_obs, key)
     penalty = jnp.sum((next_action - batch.extra["next_actions"]) ** 2, axis=-1)
-    next_v = next_v - state.config.critic_bc_coef * penalty
+    next_v = next_v - beta_2 * penalty
     loss, info = td3_bc.td_loss(critic_params, state, batch, next_v)
     return loss, {**info, "critic_bc_penalty": penalty.mean()}
 
 
-def actor_loss(actor_params, state: TD3State, batch: Transition):
-    """mean(beta_1 ||pi(s) - a||^2 - lambda min_i Q_i(s, pi(s)))."""
+def actor_loss(actor_params, state: TD3State, batch: Transition,
+               actor_bc_coef: float | jax.Array | None = None):
+    """mean(beta_1 ||pi(s) - a||^2 - lambda min_i Q_i(s, pi(s))) (beta_1: actor_bc_coef, the
+    config's unless given)."""
     cfg = state.config
+    beta_1 = cfg.actor_bc_coef if actor_bc_coef is None else actor_bc_coef
     action = td3_bc.policy(actor_params, state, batch.obs)
     q = td3_bc.critics(state.critic, state, batch.obs, action).min(axis=0)
     lmbda = jax.lax.stop_gradient(1.0 / jnp.abs(q).mean()) if cfg.normalize_q else 1.0
     penalty = jnp.sum((action - batch.action) ** 2, axis=-1)
-    loss = jnp.mean(cfg.actor_bc_coef * penalty - lmbda * q)
+    loss = jnp.mean(beta_1 * penalty - lmbda * q)
     return loss, {"actor_loss": loss, "actor_bc_penalty": penalty.mean(),
                   "lambda": jnp.asarray(lmbda, jnp.float32), "q_policy": q.mean()}
 
 
 def update(state: TD3State, batch: Transition, key: jax.Array) -> tuple[TD3State, dict]:
     return td3_bc.td3_update(state, batch, key, critic_loss, actor_loss)
+
+
+def online_bc_coefs(config: Config, online_update_index: jax.Array, online_updates: int
+                    ) -> tuple[jax.Array, jax.Array]:
+    """(beta_1, beta_2) at fine-tuning's update `online_update_index` (0 first): the actor's
+    penalty decayed linearly to MIN_DECAY_COEF of itself over `online_updates`, the critic's
+    dropped."""
+    t = jnp.asarray(online_update_index, jnp.float32)
+    decay = jnp.maximum(MIN_DECAY_COEF, 1.0 - t / max(1, online_updates))
+    return config.actor_bc_coef * decay, jnp.zeros((), jnp.float32)
+
+
+def online_update(state: TD3State, batch: Transition, key: jax.Array, *, online_start: int = 0,
+                  online_updates: int = 1_000_000) -> tuple[TD3State, dict]:
+    """Fine-tuning: TD3 with online_bc_coefs' penalties. The O2O loop passes online_start (the
+    update count where fine-tuning began: the offline updates) and online_updates (its budget;
+    CORL's default 1M)."""
+    beta_1, beta_2 = online_bc_coefs(state.config, state.steps - online_start, online_updates)
+    state, info = td3_bc.td3_update(
+        state, batch, key, lambda *a: critic_loss(*a, critic_bc_coef=beta_2),
+        lambda *a: actor_loss(*a, actor_bc_coef=beta_1))
+    return state, {**info, "actor_bc_coef": beta_1}
 
 
 act = td3_bc.act

@@ -174,10 +174,10 @@ def _run_mixed(args: argparse.Namespace, algo, algo_config, given: set) -> int:
     from offbench.data import load
 
     data_id, _ = hybrid.split(args.dataset)  # a bad hybrid name fails before anything runs
-    changes = {k: v for k, v in getattr(algo, "O2O_SETTINGS", {}).items() if k not in given}
+    algo_config = o2o.fine_tuning_config(algo, algo_config, args.mode, given)
     if args.utd is not None and hasattr(algo_config, "utd"):
-        changes["utd"] = args.utd  # the algorithm's UTD is the loop's (RLPD)
-    algo_config = dataclasses.replace(algo_config, **changes)
+        # the algorithm's UTD is the loop's (RLPD)
+        algo_config = dataclasses.replace(algo_config, utd=args.utd)
     offline_updates = args.offline_updates if args.offline_updates is not None else (
         0 if args.mode == "hybrid" else 1_000_000)
     defaults = o2o.MixedConfig()

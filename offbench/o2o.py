@@ -34,6 +34,8 @@ iteration's `utd` updates); the flag and `diverged_at` (in updates) carry over t
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import math
 import types
 from collections.abc import Callable
@@ -171,14 +173,31 @@ def mixed_sample(arrays: dict[str, jax.Array], buffer: replay.ReplayBuffer, key:
     return batch
 
 
-def online_view(algo: types.ModuleType) -> Any:
+def online_view(algo: types.ModuleType, config: MixedConfig | None = None) -> Any:
     """The algorithm as the online phase runs it: its `online_update` in place of `update`
     when it defines one (an algorithm whose fine-tuning differs from its pre-training: WSRL,
-    SPOT's lambda schedule); else the module itself."""
+    SPOT's lambda schedule, ReBRAC's decaying penalties); else the module itself. An
+    `online_update` with `online_start`/`online_updates` parameters is told where fine-tuning
+    starts (the offline updates) and how many updates it has (online steps x UTD)."""
     if not hasattr(algo, "online_update"):
         return algo
+    update = algo.online_update
+    if config is not None and "online_start" in inspect.signature(update).parameters:
+        update = functools.partial(update, online_start=config.offline_updates,
+                                   online_updates=config.online_steps * (config.utd or 1))
     attrs = {k: getattr(algo, k) for k in dir(algo) if not k.startswith("__")}
-    return types.SimpleNamespace(**{**attrs, "update": algo.online_update})
+    return types.SimpleNamespace(**{**attrs, "update": update})
+
+
+def fine_tuning_config(algo: types.ModuleType, algo_config: Any, mode: str,
+                       given: set[str] | frozenset[str] = frozenset()) -> Any:
+    """An O2O run's algorithm config: the algorithm's published fine-tuning settings
+    (`O2O_SETTINGS`, e.g. IQL's constant actor learning rate) over its offline ones, except
+    the keys the user set (`given`). Other modes: unchanged."""
+    if mode != "o2o":
+        return algo_config
+    changes = {k: v for k, v in getattr(algo, "O2O_SETTINGS", {}).items() if k not in given}
+    return dataclasses.replace(algo_config, **changes)
 
 
 class Carry(online.Carry):
@@ -213,7 +232,7 @@ class Problem:
                                        self.ref_min, self.ref_max)
         fields = tuple(k for k in prep.arrays if k not in offline.BASE_FIELDS)
         self.online = online.Problem(
-            online_view(self.algo), self.algo_config, self.task, cfg.online_config(),
+            online_view(self.algo, cfg), self.algo_config, self.task, cfg.online_config(),
             obs_mean=prep.obs_mean, obs_std=prep.obs_std, reward_scale=prep.reward_scale,
             reward_bias=prep.reward_bias, extra_fields=fields,
             discount=getattr(self.algo_config, "discount", 0.99),

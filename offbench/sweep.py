@@ -180,11 +180,9 @@ def _mixed_budget(mode: str) -> Callable[[dict, Any], dict]:
 
 def _mixed_algo_config(mode: str) -> Callable[[Any, dict, set, Any], Any]:
     def adjust(config: Any, budget: dict, given: set, algo: Any) -> Any:
-        if mode != "o2o":
-            return config
-        # published fine-tuning settings (e.g. IQL's constant actor LR), as `offbench run` does
-        changes = {k: v for k, v in getattr(algo, "O2O_SETTINGS", {}).items() if k not in given}
-        return dataclasses.replace(config, **changes)
+        from offbench import o2o
+
+        return o2o.fine_tuning_config(algo, config, mode, given)  # as `offbench run` does
     return adjust
 
 

@@ -254,6 +254,57 @@ def test_o2o_vmapped_seeds_equal_seeds_run_alone(minari_root, tmp_path):
         assert seed0[k] == pytest.approx(v)
 
 
+# the O2O algorithms without a test of their own through the loop (ReBRAC above; Cal-QL, IQL,
+# SPOT, WSRL in their modules' tests and test_harness; EDAC's loop code is SAC-N's):
+# pre-train, switch, fine-tune
+FINE_TUNED = {
+    "awac": {},
+    "cql": {"cql_n_actions": 2},
+    "td3_bc": {},
+    "edac": {"num_critics": 3},
+}
+
+
+@pytest.mark.parametrize("name", sorted(FINE_TUNED))
+def test_offline_algorithms_fine_tune_through_the_switch(name, minari_root, tmp_path):
+    from offbench.algorithms import load_algorithm
+
+    algo = load_algorithm(name)
+    cfg = algo.Config(hidden=(16, 16), batch_size=16, **FINE_TUNED[name])
+    df = o2o.train(name, DATASET, 1, TINY, cfg, tmp_path / name, progress=False)
+    assert list(df.phase) == ["offline"] * 2 + ["online"] * 3
+    assert list(df.env_steps) == [0, 0, 50, 100, 150]
+    assert (df.diverged == 0).all() and np.isfinite(df.normalized_score).all()
+    online_rows = df[df.phase == "online"]
+    losses = [c for c in df.columns if c.endswith("critic_loss")]
+    assert losses and np.isfinite(online_rows[losses].to_numpy()).all()  # updates ran online
+
+
+def test_online_view_tells_fine_tuning_its_budget():
+    # ReBRAC's penalties decay over the online updates: the loop passes where they start
+    # (after the offline updates) and how many there are (online env steps x UTD)
+    from baselines import spot
+
+    config = dataclasses.replace(TINY, utd=3)
+    view = o2o.online_view(rebrac, config)
+    assert view.update.func is rebrac.online_update
+    assert view.update.keywords == {"online_start": 100, "online_updates": 450}
+    assert view.act is rebrac.act
+    assert o2o.online_view(spot, config).update is spot.online_update  # takes no budget
+    assert o2o.online_view(rlpd, config) is rlpd  # no fine-tuning of its own
+
+
+def test_published_fine_tuning_settings_apply_to_o2o_runs_only():
+    from baselines import iql
+
+    base = iql.Config()
+    assert base.actor_lr_schedule != "constant"
+    assert o2o.fine_tuning_config(iql, base, "o2o").actor_lr_schedule == "constant"
+    assert o2o.fine_tuning_config(iql, base, "hybrid") == base
+    given = dataclasses.replace(base, actor_lr_schedule="cosine")  # the user's --set wins
+    assert o2o.fine_tuning_config(iql, given, "o2o", {"actor_lr_schedule"}) == given
+
+
 def run_cli(*args, env=None):
     return subprocess.run([OFFBENCH, *args], capture_output=True, text=True, timeout=900,
                           env=env)

@@ -228,3 +228,31 @@ def test_published_defaults():
     assert cfg.critic_layer_norm and not cfg.actor_layer_norm and cfg.normalize_q
     assert not cfg.normalize_obs  # ReBRAC's configs: normalize_states false
     assert rebrac.DATASET_FIELDS == ("next_actions",) and set(rebrac.MODES) == {"offline", "o2o"}
+
+
+online_update = jax.jit(functools.partial(rebrac.online_update, online_start=100, online_updates=8))
+offline_update = jax.jit(rebrac.update)
+
+
+@pytest.mark.parametrize("online_index, decay", [(0, 1.0), (2, 0.75), (4, 0.5), (40, 0.5)])
+def test_fine_tuning_drops_the_critic_penalty_and_decays_the_actors(online_index, decay):
+    # CORL's finetune/rebrac.py: online, beta_2 = 0 and beta_1 * max(0.5, 1 - t / online
+    # updates); here 8 online updates, so t = 2 is a quarter of the way and t >= 4 at the floor
+    state = make_state(critic_bc_coef=0.5, actor_bc_coef=0.3)
+    state = state.replace(steps=jnp.asarray(100 + online_index, state.steps.dtype))
+    batch, key = rebrac_batch(), jax.random.PRNGKey(5)
+    new, info = online_update(state, batch, key)
+    b = as_np(batch)
+    target, _ = np_target(make_state(critic_bc_coef=0.0), b, key)  # no critic penalty
+    expected_critic, _ = np_critic_loss(state.critic, target, b)
+    np.testing.assert_allclose(float(info["critic_loss"]), expected_critic, rtol=1e-5)
+    np.testing.assert_allclose(float(info["actor_bc_coef"]), 0.3 * decay, rtol=1e-6)
+    # the actor's loss, on the critic after this update's critic step, with the decayed beta_1
+    after_critic = state.replace(critic=new.critic,
+                                 config=dataclasses.replace(state.config,
+                                                            actor_bc_coef=0.3 * decay))
+    expected_actor, _, _ = np_actor_loss(state.actor, after_critic, b)
+    np.testing.assert_allclose(float(info["actor_loss"]), expected_actor, rtol=1e-5)
+    # offline, the same update keeps both penalties at their configured values
+    _, offline_info = offline_update(state, batch, key)
+    assert not np.isclose(float(offline_info["critic_loss"]), expected_critic, rtol=1e-5)

@@ -80,6 +80,10 @@ def test_offline_check_table_and_orderings_by_hand(tmp_path, monkeypatch):
         assert (tmp_path / f"{stem}_hopper-medium-replay.png").stat().st_size > 1000
     assert (tmp_path / "diagnosis.md").read_text().startswith("# Why\n")
     assert text.startswith("# Offline learning check\n")
+    assert "## Expected orderings" in text
+    # runs on which no ordering is defined (IQL alone): no empty orderings section
+    offline_report.write_report([runs[1]], tmp_path / "alone.md", "tiny")
+    assert "## Expected orderings" not in (tmp_path / "alone.md").read_text()
 
 
 def test_datasets_report_says_whether_each_expert_reaches_published_sac(tmp_path, monkeypatch):

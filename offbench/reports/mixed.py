@@ -353,7 +353,9 @@ def write_hybrid(store_root: Path | str, sweeps: list[str], out: Path, budget: s
             "## Claim: with the offline data, the threshold is reached in fewer env steps", "",
             "Each algorithm with the dataset in half of every minibatch (offline_ratio > 0) "
             "against the same algorithm, budget and hyperparameters without it (offline_ratio "
-            "= 0: from scratch). Steps to threshold: env steps of the first evaluation at or "
+            "= 0: from scratch; for RLPD that is SAC with RLPD's design choices -- ensemble, "
+            "LayerNorm, UTD -- the from-scratch baseline of the RLPD paper, so the data is the "
+            "only difference). Steps to threshold: env steps of the first evaluation at or "
             "above it; a seed that never reaches it counts as infinitely many. Verdict: held "
             "when the median over seeds with data is lower (undecided when neither median is "
             "reached). The mean score over all online evaluations (area under the curve) and "

@@ -153,9 +153,11 @@ def write_report(run_dirs: list[Path], out: Path, budget: str,
         "(mean over seeds) changed over the last evaluation period, relative to where it was: "
         "a critic still far from its fixed point rises by tens of % per period, one near it "
         "hardly moves (empty: the algorithm logs no q_mean).",
-        "", shown.to_markdown(index=False), "", "## Expected orderings", "",
-        *[f"- {'held' if held else 'NOT held'}: {text} ({detail})"
-          for text, held, detail in checks], "",
+        "", shown.to_markdown(index=False), "",
+        # a section only where an ordering applies (a diagnosis of other datasets has none)
+        *(["## Expected orderings", "",
+           *[f"- {'held' if held else 'NOT held'}: {text} ({detail})"
+             for text, held, detail in checks], ""] if checks else []),
         "## Learning curves", "", *[f"![{p}]({p})" for p in plots], "",
         "## Commands", "", *sorted({f"- `{c}`" for c in finals.command.dropna()}), ""]
     write_text_atomic(out, "\n".join(text))
