@@ -163,7 +163,7 @@ POLICY_STEPS_hopper ?= 400000
 POLICY_HIDDEN_halfcheetah ?= 256,256
 POLICY_HIDDEN_hopper ?= 256,256
 POLICY_HIDDEN_walker2d ?= 128,128
-POLICY_HIDDEN_ant ?= 128,128
+POLICY_HIDDEN_ant ?= 256,256
 POLICY_RUNS := $(OFFBENCH_CACHE)/runs/policies
 policies: setup
 	$(foreach t,$(POLICY_TASKS),$(BIN)/offbench train-online sac $(t) \
