@@ -178,13 +178,16 @@ def online_view(algo: types.ModuleType, config: MixedConfig | None = None) -> An
     when it defines one (an algorithm whose fine-tuning differs from its pre-training: WSRL,
     SPOT's lambda schedule, ReBRAC's decaying penalties); else the module itself. An
     `online_update` with `online_start`/`online_updates` parameters is told where fine-tuning
-    starts (the offline updates) and how many updates it has (online steps x UTD)."""
+    starts (the offline updates) and how many updates it has: `utd` per iteration of
+    `num_envs` env steps, after the warm-up (as make_chunk counts them)."""
     if not hasattr(algo, "online_update"):
         return algo
     update = algo.online_update
     if config is not None and "online_start" in inspect.signature(update).parameters:
+        iterations = math.ceil((config.online_steps - (config.warmup_steps or 0))
+                               / config.num_envs)
         update = functools.partial(update, online_start=config.offline_updates,
-                                   online_updates=config.online_steps * (config.utd or 1))
+                                   online_updates=max(1, iterations) * (config.utd or 1))
     attrs = {k: getattr(algo, k) for k in dir(algo) if not k.startswith("__")}
     return types.SimpleNamespace(**{**attrs, "update": update})
 

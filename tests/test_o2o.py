@@ -282,13 +282,14 @@ def test_offline_algorithms_fine_tune_through_the_switch(name, minari_root, tmp_
 
 def test_online_view_tells_fine_tuning_its_budget():
     # ReBRAC's penalties decay over the online updates: the loop passes where they start
-    # (after the offline updates) and how many there are (online env steps x UTD)
+    # (after the offline updates) and how many there are: 150 env steps, the first 30 random
+    # warm-up, in iterations of 2 envs -> 60 iterations of 3 updates
     from baselines import spot
 
-    config = dataclasses.replace(TINY, utd=3)
+    config = dataclasses.replace(TINY, utd=3, warmup_steps=30)
     view = o2o.online_view(rebrac, config)
     assert view.update.func is rebrac.online_update
-    assert view.update.keywords == {"online_start": 100, "online_updates": 450}
+    assert view.update.keywords == {"online_start": 100, "online_updates": 180}
     assert view.act is rebrac.act
     assert o2o.online_view(spot, config).update is spot.online_update  # takes no budget
     assert o2o.online_view(rlpd, config) is rlpd  # no fine-tuning of its own
