@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import offbench
 from baselines import sac
 from offbench import data, online, policies
 from offbench.data import builder as data_build
@@ -94,7 +95,14 @@ def test_build_twice_gives_identical_bytes_and_minari_reads_it(tiny_policies, tm
     sidecar = json.loads(files_a[data_build.SIDECAR])
     for rel, digest in sidecar["sha256"].items():
         assert hashlib.sha256(files_a[rel]).hexdigest() == digest
-    assert sidecar["policies_sha256"]  # the policies it was made from are recorded
+    # what it was made from and by: each policy's checksum as committed, command, version
+    committed = policies.manifest("hopper")["policies"]
+    assert set(sidecar["policies_sha256"]) == set(policies.manifest("hopper")["replay_policies"]
+                                                  ["medium-replay"])
+    for policy, digest in sidecar["policies_sha256"].items():
+        assert digest == committed[policy]["sha256"]
+    assert sidecar["command"] and sidecar["git_commit"] and sidecar["seed"] == 0
+    assert sidecar["version"] == offbench.__version__
     assert sidecar["transitions"] == SIZE
 
     import minari
