@@ -65,7 +65,9 @@ from offbench.algorithms import EnvSpec, Transition
 
 MODES = ("offline", "o2o")
 DATASET_FIELDS = ("next_actions",)
-MIN_DECAY_COEF = 0.5  # the actor penalty's floor online, as a fraction of beta_1 (CORL's)
+# the actor penalty's floor online, as a fraction of beta_1 (CORL's min_decay_coef; a constant,
+# not a Config field: Config is what the results store keys cells by, and this value is not tuned)
+MIN_DECAY_COEF = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
