@@ -114,6 +114,17 @@ class MixedConfig:
     def online_periods(self) -> int:
         return self.online_steps // self.eval_every
 
+    @property
+    def warmup_iterations(self) -> int:
+        """Online loop iterations (num_envs env steps each) of warm-up, without updates."""
+        return math.ceil((self.warmup_steps or 0) / self.num_envs)
+
+    @property
+    def online_updates(self) -> int:
+        """Gradient updates of the whole online phase: utd per iteration after the warm-up."""
+        iterations = self.online_periods * (self.eval_every // self.num_envs)
+        return max(0, iterations - self.warmup_iterations) * (self.utd or 1)
+
     def online_config(self) -> online.OnlineConfig:
         return online.OnlineConfig(
             env_steps=self.online_steps, num_envs=self.num_envs,
@@ -178,16 +189,13 @@ def online_view(algo: types.ModuleType, config: MixedConfig | None = None) -> An
     when it defines one (an algorithm whose fine-tuning differs from its pre-training: WSRL,
     SPOT's lambda schedule, ReBRAC's decaying penalties); else the module itself. An
     `online_update` with `online_start`/`online_updates` parameters is told where fine-tuning
-    starts (the offline updates) and how many updates it has: `utd` per iteration of
-    `num_envs` env steps, after the warm-up (as make_chunk counts them)."""
+    starts (the offline updates) and how many updates it has (MixedConfig.online_updates)."""
     if not hasattr(algo, "online_update"):
         return algo
     update = algo.online_update
     if config is not None and "online_start" in inspect.signature(update).parameters:
-        iterations = math.ceil((config.online_steps - (config.warmup_steps or 0))
-                               / config.num_envs)
         update = functools.partial(update, online_start=config.offline_updates,
-                                   online_updates=max(1, iterations) * (config.utd or 1))
+                                   online_updates=max(1, config.online_updates))
     attrs = {k: getattr(algo, k) for k in dir(algo) if not k.startswith("__")}
     return types.SimpleNamespace(**{**attrs, "update": update})
 
@@ -266,7 +274,7 @@ def make_chunk(problem: Problem, periods: int):
                             problem.mark_source)
 
     iters = problem.online.config.iterations_per_period
-    warmup_iters = math.ceil((cfg.warmup_steps or 0) / cfg.num_envs)
+    warmup_iters = cfg.warmup_iterations
 
     def guard(carry: Carry, new_state: Any, out: dict, it: jax.Array):
         # diverged_at counts updates through both phases (this iteration's first update)

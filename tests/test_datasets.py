@@ -96,11 +96,10 @@ def test_build_twice_gives_identical_bytes_and_minari_reads_it(tiny_policies, tm
     for rel, digest in sidecar["sha256"].items():
         assert hashlib.sha256(files_a[rel]).hexdigest() == digest
     # what it was made from and by: each policy's checksum as committed, command, version
-    committed = policies.manifest("hopper")["policies"]
-    assert set(sidecar["policies_sha256"]) == set(policies.manifest("hopper")["replay_policies"]
-                                                  ["medium-replay"])
+    manifest = policies.manifest("hopper")
+    assert set(sidecar["policies_sha256"]) == set(manifest["replay_policies"]["medium-replay"])
     for policy, digest in sidecar["policies_sha256"].items():
-        assert digest == committed[policy]["sha256"]
+        assert digest == manifest["policies"][policy]["sha256"]
     assert sidecar["command"] and sidecar["git_commit"] and sidecar["seed"] == 0
     assert sidecar["version"] == offbench.__version__
     assert sidecar["transitions"] == SIZE
@@ -398,14 +397,19 @@ def test_builds_are_deterministic_in_the_seed_only(tiny_policies, tmp_path):
     assert not np.array_equal(a[0]["actions"], b[0]["actions"])
 
 
+def makefile_and_committed_policies() -> tuple[str, dict[str, dict]]:
+    """The Makefile's text and task -> the committed tasks/policies/TASK/policies.json."""
+    root = Path(__file__).resolve().parents[1]
+    committed = {p.parent.name: json.loads(p.read_text())
+                 for p in (root / "tasks" / "policies").glob("*/policies.json")}
+    return (root / "Makefile").read_text(), committed
+
+
 def test_make_policies_retrains_the_committed_widths():
     # `make policies` must reproduce what tasks/policies/ holds: each task's network width in
     # the Makefile equals the one its committed policies record (and were trained with)
-    root = Path(__file__).resolve().parents[1]
-    widths = dict(re.findall(r"^POLICY_HIDDEN_(\w+) \?= ([\d,]+)$",
-                             (root / "Makefile").read_text(), re.M))
-    committed = {p.parent.name: json.loads(p.read_text())
-                 for p in (root / "tasks" / "policies").glob("*/policies.json")}
+    makefile, committed = makefile_and_committed_policies()
+    widths = dict(re.findall(r"^POLICY_HIDDEN_(\w+) \?= ([\d,]+)$", makefile, re.M))
     assert committed and set(widths) == set(committed)
     for task, record in committed.items():
         hidden = [int(h) for h in widths[task].split(",")]
@@ -417,15 +421,14 @@ def test_make_policies_retrains_the_committed_widths():
 def test_make_policies_trains_each_task_as_long_as_its_committed_run():
     # a run stopped short on purpose (training_run.stopped_early) is reproduced by training
     # that long (POLICY_STEPS_<task>); every other task trains its planned length
-    root = Path(__file__).resolve().parents[1]
-    makefile = (root / "Makefile").read_text()
+    makefile, committed = makefile_and_committed_policies()
     default = int(re.search(r"^POLICY_STEPS \?= (\d+)$", makefile, re.M).group(1))
     per_task = {t: int(n) for t, n in re.findall(r"^POLICY_STEPS_(\w+) \?= (\d+)$", makefile, re.M)}
-    for path in (root / "tasks" / "policies").glob("*/policies.json"):
-        run = json.loads(path.read_text())["training_run"]
-        steps = per_task.get(path.parent.name, default)
+    for task, record in committed.items():
+        run = record["training_run"]
+        steps = per_task.get(task, default)
         if "stopped_early" in run:
             assert steps == run["trained_env_steps"] == run["stopped_early"]["env_steps"]
             assert run["stopped_early"]["reason"]
         else:
-            assert steps == run["trained_env_steps"] == run["target_env_steps"], path.parent.name
+            assert steps == run["trained_env_steps"] == run["target_env_steps"], task

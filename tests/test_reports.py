@@ -86,30 +86,37 @@ def test_offline_check_table_and_orderings_by_hand(tmp_path, monkeypatch):
     assert "## Expected orderings" not in (tmp_path / "alone.md").read_text()
 
 
-def test_datasets_report_says_whether_each_expert_reaches_published_sac(tmp_path, monkeypatch):
+def write_datasets_report(tmp_path, monkeypatch, manifest, tasks) -> str:
+    """results/datasets.md's text for `tasks` (one expert row each, placeholder statistics),
+    with `manifest(task)` standing in for the committed policies.json."""
     from offbench import policies
     from offbench.reports import datasets as datasets_report
 
+    monkeypatch.setattr(policies, "manifest", manifest)
+    monkeypatch.setattr(policies, "reference_table", lambda: pd.DataFrame({"task": []}))
+    columns = ["transitions", "episodes", "whole_episodes", "return_mean", "return_min",
+               "return_max", "normalized", "tq", "saco", "ref_min", "ref_max", "sha256"]
+    df = pd.DataFrame([{"task": task, "kind": "expert", **dict.fromkeys(columns, 1)}
+                       for task in tasks])
+    out = tmp_path / "datasets.md"
+    datasets_report.write_report(df, out, "offbench datasets report", 1000)
+    return out.read_text()
+
+
+def test_datasets_report_says_whether_each_expert_reaches_published_sac(tmp_path, monkeypatch):
     experts = {"halfcheetah": 8999.5, "hopper": 3000.0}  # just short of 9000; exactly 3000
 
     def manifest(task):
         return {"policies": {"expert": {"return_mean": experts[task]}},
                 "training_run": {"trained_env_steps": 1_000_000,
                                  "target_env_steps": 1_000_000}}
-    monkeypatch.setattr(policies, "manifest", manifest)
-    monkeypatch.setattr(policies, "reference_table", lambda: pd.DataFrame({"task": []}))
-    columns = ["transitions", "episodes", "whole_episodes", "return_mean", "return_min",
-               "return_max", "normalized", "tq", "saco", "ref_min", "ref_max", "sha256"]
-    df = pd.DataFrame([{"task": task, "kind": "expert", **dict.fromkeys(columns, 1)}
-                       for task in experts])
-    out = tmp_path / "datasets.md"
-    datasets_report.write_report(df, out, "offbench datasets report", 1000)
-    lines = out.read_text().splitlines()
+    text = write_datasets_report(tmp_path, monkeypatch, manifest, experts)
+    lines = text.splitlines()
     cheetah = next(line for line in lines if line.startswith("- halfcheetah: SAC"))
     hopper = next(line for line in lines if line.startswith("- hopper: SAC"))
     assert "expert return 8999.5, SHORT of published SAC at 1M env steps (>= 9000)" in cheetah
     assert "expert return 3000.0, at or above published SAC" in hopper
-    assert "PROVISIONAL" not in out.read_text()  # both runs reached their planned length
+    assert "PROVISIONAL" not in text  # both runs reached their planned length
 
 
 @pytest.mark.parametrize("stopped_early, provisional", [(None, True),
@@ -118,23 +125,13 @@ def test_datasets_report_is_provisional_only_for_runs_still_unfinished(
         tmp_path, monkeypatch, stopped_early, provisional):
     # a run short of its planned length makes the report provisional, unless its manifest
     # records that it was stopped there on purpose (and why: the reason is printed)
-    from offbench import policies
-    from offbench.reports import datasets as datasets_report
-
     def manifest(task):
         run = {"trained_env_steps": 400_000, "target_env_steps": 1_000_000}
         if stopped_early:
             run["stopped_early"] = stopped_early
         return {"policies": {"expert": {"return_mean": 3200.0}, "medium": {"normalized": 44.9}},
                 "training_run": run}
-    monkeypatch.setattr(policies, "manifest", manifest)
-    monkeypatch.setattr(policies, "reference_table", lambda: pd.DataFrame({"task": []}))
-    columns = ["transitions", "episodes", "whole_episodes", "return_mean", "return_min",
-               "return_max", "normalized", "tq", "saco", "ref_min", "ref_max", "sha256"]
-    df = pd.DataFrame([{"task": "hopper", "kind": "expert", **dict.fromkeys(columns, 1)}])
-    out = tmp_path / "datasets.md"
-    datasets_report.write_report(df, out, "offbench datasets report", 1000)
-    text = out.read_text()
+    text = write_datasets_report(tmp_path, monkeypatch, manifest, ["hopper"])
     assert ("**PROVISIONAL**: the behaviour policies of hopper" in text) == provisional
     line = next(x for x in text.splitlines() if x.startswith("- hopper: SAC"))
     assert "400,000 of 1,000,000 planned env steps" in line
