@@ -1,0 +1,52 @@
+"""The offline throughput benchmark: rows consistent with each other at tiny sizes, and the
+report's ratios and target verdicts computed right from hand-made numbers (written to a
+temporary folder, never results/)."""
+
+import numpy as np
+import pandas as pd
+
+from offbench.perf import offline as perf_offline
+
+PROV = {"command": "test", "git_commit": "abc", "date": "today",
+        "machine": {"cpu": "cpu", "cores": 2}}
+
+
+def test_offline_perf_rows_for_one_and_eight_seeds():
+    rows = perf_offline.bench_algorithm("bc", "halfcheetah", updates=2, repeats=1)
+    one, eight = rows
+    assert (one["seeds"], eight["seeds"]) == (1, 8)
+    for row in rows:  # total rate = seeds x each seed's rate; FLOP/s = FLOPs x total rate
+        rate = row["updates_per_s"]
+        np.testing.assert_allclose(rate, row["seeds"] * row["per_seed_updates_per_s"])
+        np.testing.assert_allclose(row["achieved_flops"], row["flops_per_update"] * rate)
+    assert one["flops_per_update"] > 0 and one["compile_run_s"] > 0
+    assert one["run_eval_s"] > 0 and one["run_s"] > 0  # their split is timing, not tested
+
+
+def _df(name, one_rate, eight_rate, flops, compile_run):
+    return [{"algorithm": name, "seeds": 1, "updates_per_s": one_rate,
+             "per_seed_updates_per_s": one_rate, "compile_updates_s": 1.0,
+             "flops_per_update": flops, "achieved_flops": flops * one_rate,
+             "compile_run_s": compile_run, "run_s": 2.0, "run_eval_s": 0.5, "run_updates_s": 1.5},
+            {"algorithm": name, "seeds": 8, "updates_per_s": eight_rate,
+             "per_seed_updates_per_s": eight_rate / 8, "compile_updates_s": 1.0,
+             "flops_per_update": flops, "achieved_flops": flops * eight_rate}]
+
+
+def test_offline_perf_report_ratios_and_targets(tmp_path):
+    peak = 100e9
+    # "fast": 1 seed at 40% of peak, 8 seeds 1.5x its total (60%); "slow": vmapping loses (0.8x,
+    # 32% of peak) and its whole run compiles in 70 s.
+    df = pd.DataFrame(_df("fast", 100.0, 150.0, 0.4e9, 10.0)
+                      + _df("slow", 100.0, 80.0, 0.4e9, 70.0))
+    df["fraction_of_peak"] = df.achieved_flops / peak
+    perf_offline.write_report(df, peak, tmp_path, PROV, "halfcheetah", updates=200)
+    text = (tmp_path / "offline.md").read_text()
+    assert "- 8 seeds >= 50% of peak: met by fast; missed by slow" in text
+    assert "- seed-updates/s 8 vs 1 >= 1: met by fast; missed by slow" in text
+    assert "- run compile <= 60 s: met by fast; missed by slow" in text
+    table = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+             for line in text.splitlines() if line.startswith(("| fast", "| slow"))}
+    # columns: 1 seed, 8 total, seed-updates 8 vs 1, each seed's rate, bound 1/(8 f) with f = 0.4
+    assert table["fast"][2:5] == ["1.5", "0.188", "0.312"]
+    assert table["slow"][2:5] == ["0.8", "0.1", "0.312"]
