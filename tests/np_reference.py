@@ -9,11 +9,21 @@ import numpy as np
 from offbench.algorithms import Transition
 
 
+def np_layer_norm(params, x, eps=1e-6):
+    """(x - mean) / sqrt(var + eps) * scale + bias over the features (Flax's LayerNorm)."""
+    x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
+    return x * np.asarray(params["scale"], np.float64) + np.asarray(params["bias"], np.float64)
+
+
 def np_mlp(params, x):
-    layers = sorted(params, key=lambda name: int(name.split("_")[1]))
+    """Dense layers with ReLU between them, and a LayerNorm before each ReLU where the
+    parameters have one (`layer_norm=True` networks)."""
+    layers = sorted((n for n in params if n.startswith("Dense_")), key=lambda n: int(n[6:]))
     for i, name in enumerate(layers):
         x = x @ np.asarray(params[name]["kernel"], np.float64) + np.asarray(params[name]["bias"])
         if i < len(layers) - 1:
+            if f"LayerNorm_{i}" in params:
+                x = np_layer_norm(params[f"LayerNorm_{i}"], x)
             x = np.maximum(x, 0.0)
     return x
 

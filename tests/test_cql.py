@@ -232,7 +232,7 @@ def test_critic_gradients_match_finite_differences(case):
 
         eps = 1e-6
         numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
-        np.testing.assert_allclose(g, numeric, rtol=2e-3, atol=1e-5)
+        np.testing.assert_allclose(g, numeric, rtol=1e-5, atol=1e-5)
 
 
 def test_actor_loss_behaviour_cloning_then_sac():

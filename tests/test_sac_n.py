@@ -12,7 +12,7 @@ import pytest
 from baselines import sac, sac_n
 from offbench.algorithms import EnvSpec, apply_overrides
 
-from np_reference import as_np, fixed_batch, np_actor, np_critics, np_sample
+from np_reference import as_np, fixed_batch, get, np_actor, np_critics, np_sample, perturbed
 
 SPEC = EnvSpec(observation_size=5, action_size=3)
 GAMMA = 0.99
@@ -154,6 +154,43 @@ def test_critic_loss_gradient_matches_hand_backprop():
     expected = np_critic_loss_grads(state.critic, b, np_target(state, b))
     for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-12)
+
+
+def test_layer_norm_critics_match_reference():
+    """LB-SAC's hopper-medium setting, critic_layer_norm=True: each critic normalizes every hidden
+    layer (LayerNorm before the ReLU); the loss and a first-layer weight's gradient match the
+    reference, which applies the LayerNorm by hand."""
+    cfg = sac_n.Config(hidden=(16, 16), num_critics=N, init_temperature=0.3, edac_init=False,
+                       critic_layer_norm=True)
+    state = sac_n.init(jax.random.PRNGKey(1), SPEC, cfg)
+    state = state.replace(target_critic=sac_n.init(jax.random.PRNGKey(2), SPEC, cfg).critic)
+    assert "LayerNorm_1" in state.critic["params"]["VmapCritic_0"]["MLP_0"]
+    state = state.replace(critic=jax.tree_util.tree_map_with_path(  # LayerNorm off its identity
+        lambda path, x: x * 1.5 + 0.1 if "LayerNorm" in jax.tree_util.keystr(path) else x,
+        state.critic))
+    batch, b = fixed_batch(), as_np(fixed_batch())
+    (loss, _), grads = jax.value_and_grad(sac.critic_loss, has_aux=True)(
+        state.critic, state, batch, K_CRITIC)
+    noise = np.asarray(jax.random.normal(jax.random.split(K_CRITIC)[0], (64, 3)), np.float64)
+    next_a, next_logp = np_sample(*np_actor(state.actor, b.next_obs), noise)
+    target = b.reward + GAMMA * (1.0 - b.terminal) * (
+        np_critics(state.target_critic, b.next_obs, next_a).min(0)
+        - np.exp(np.float64(state.log_alpha)) * next_logp)
+
+    def np_loss(critic):
+        q = np_critics(critic, b.obs, b.action)
+        return 0.5 * np.sum(np.mean((q - target) ** 2, axis=1))
+
+    np.testing.assert_allclose(float(loss), np_loss(state.critic), rtol=1e-5)
+    path, index, eps = ("params", "VmapCritic_0", "MLP_0", "Dense_0", "kernel"), (2, 3, 4), 1e-5
+    numeric = (np_loss(perturbed(state.critic, path, index, eps))
+               - np_loss(perturbed(state.critic, path, index, -eps))) / (2 * eps)
+    np.testing.assert_allclose(float(get(grads, path)[index]), numeric, rtol=1e-5)
+    # the LayerNorm matters: the same weights without it give another loss
+    plain = {"params": {"VmapCritic_0": {"MLP_0": {
+        k: v for k, v in state.critic["params"]["VmapCritic_0"]["MLP_0"].items()
+        if k.startswith("Dense")}}}}
+    assert abs(np_loss(plain) - np_loss(state.critic)) > 1e-2 * np_loss(state.critic)
 
 
 def test_edac_initialization():

@@ -116,7 +116,7 @@ def test_critic_gradient_matches_finite_differences():
     eps = 1e-5
     loss_at = lambda d: np_critic_loss(perturbed(state.critic, path, index, d), target, b)[0]
     numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
-    np.testing.assert_allclose(float(get(grads, path)[index]), numeric, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(float(get(grads, path)[index]), numeric, rtol=1e-5, atol=1e-6)
 
 
 def test_actor_gradient_treats_lambda_as_a_constant():
@@ -132,7 +132,7 @@ def test_actor_gradient_treats_lambda_as_a_constant():
                                  lmbda if fixed else None)[0]
         return (f(eps) - f(-eps)) / (2 * eps)
 
-    np.testing.assert_allclose(g, numeric(fixed=True), rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(g, numeric(fixed=True), rtol=1e-5, atol=1e-6)
     # differentiating through lambda would give a visibly different gradient
     assert abs(g - numeric(fixed=False)) > 1e-2 * abs(g)
 
