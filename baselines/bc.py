@@ -3,7 +3,13 @@
 A deterministic tanh MLP policy regressed onto the dataset's actions (mean squared error).
 With `top_fraction` < 1 only the episodes with the highest returns are kept (10%BC:
 top_fraction=0.1), as in "Decision Transformer" and CORL. Defaults follow CORL: 2x256 ReLU,
-Adam 3e-4, batch 256, observations standardized with the dataset's statistics.
+Adam 3e-4, batch 256, observations standardized with the dataset's statistics, 1M updates
+(`offbench run --updates 1000000`).
+
+Where ours differ from CORL's any_percent_bc: hidden-layer kernels keep Flax's LeCun-normal
+initialization (PyTorch: uniform +-1/sqrt(fan_in)); top-%BC ranks episodes by their undiscounted
+return (CORL's script ranks by a return computed with its own discount setting); the default
+is plain BC (top_fraction=1), 10%BC is `--set top_fraction=0.1`.
 """
 
 from __future__ import annotations

@@ -477,6 +477,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if check(args.module, args.set or [], updates=args.updates) else 1
 
 
+def _count(text: str) -> int:
+    """argparse type: a whole number >= 0 (a usage error naming the flag otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    value = _count(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
     """Options every training command shares (train-online, run)."""
     p.add_argument("--backend", choices=["mujoco", "mjx"], help="physics (default by device)")
@@ -518,17 +537,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-online", help="train an algorithm online (e.g. SAC) on a task")
     p.add_argument("algorithm", help="algorithm name in baselines/ (e.g. sac) or module path")
     p.add_argument("task", help="task name (see `offbench tasks`)")
-    p.add_argument("--seeds", type=int, default=1, help="seeds trained together (vmapped)")
-    p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--env-steps", type=int, default=1_000_000, help="env steps per seed")
-    p.add_argument("--num-envs", type=int, default=1, help="training envs per seed")
-    p.add_argument("--warmup-steps", type=int, default=5000, help="random-action steps first")
-    p.add_argument("--utd", type=int, help="updates per iteration (update-to-data; default: "
+    p.add_argument("--seeds", type=_positive, default=1, help="seeds trained together (vmapped)")
+    p.add_argument("--first-seed", type=_count, default=0)
+    p.add_argument("--env-steps", type=_positive, default=1_000_000, help="env steps per seed")
+    p.add_argument("--num-envs", type=_positive, default=1, help="training envs per seed")
+    p.add_argument("--warmup-steps", type=_count, default=5000, help="random-action steps first")
+    p.add_argument("--utd", type=_positive, help="updates per iteration (update-to-data; default: "
                                           "the algorithm's `utd`, else 1)")
-    p.add_argument("--eval-every", type=int, help="env steps between evaluations (5000)")
-    p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("--checkpoint-every", type=int, help="env steps between checkpoints (50000)")
-    p.add_argument("--episode-length", type=int, help="time limit (default: the task's, 1000)")
+    p.add_argument("--eval-every", type=_positive, help="env steps between evaluations (5000)")
+    p.add_argument("--eval-episodes", type=_positive, default=10)
+    p.add_argument("--checkpoint-every", type=_positive,
+                   help="env steps between checkpoints (50000)")
+    p.add_argument("--episode-length", type=_positive,
+                   help="time limit (default: the task's, 1000)")
     _add_run_options(p, "runs/online/ALGO-TASK")
     p.add_argument("--snapshots", action="store_true",
                    help="save the policy's parameters after every evaluation (behaviour policies)")
@@ -543,27 +564,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="offline", choices=["offline", "o2o", "hybrid"],
                    help="offline; o2o: pre-train offline, then fine-tune online; hybrid: "
                         "online from scratch with the dataset in every minibatch")
-    p.add_argument("--seeds", type=int, default=1, help="seeds trained together (vmapped)")
-    p.add_argument("--first-seed", type=int, default=0)
-    p.add_argument("--updates", type=int, default=1_000_000, help="gradient updates per seed")
-    p.add_argument("--eval-every", type=int, help="updates between evaluations (5000)")
-    p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("--checkpoint-every", type=int, help="updates between checkpoints (50000)")
-    p.add_argument("--episode-length", type=int,
+    p.add_argument("--seeds", type=_positive, default=1, help="seeds trained together (vmapped)")
+    p.add_argument("--first-seed", type=_count, default=0)
+    p.add_argument("--updates", type=_positive, default=1_000_000, help="gradient updates per seed")
+    p.add_argument("--eval-every", type=_positive, help="updates between evaluations (5000)")
+    p.add_argument("--eval-episodes", type=_positive, default=10)
+    p.add_argument("--checkpoint-every", type=_positive, help="updates between checkpoints (50000)")
+    p.add_argument("--episode-length", type=_positive,
                    help="time limit of evaluation (and o2o/hybrid training) episodes (1000)")
     p.add_argument("--root", help="data root (default $OFFBENCH_DATASETS or ~/.offbench/datasets)")
     g = p.add_argument_group("o2o and hybrid modes (--eval-every and --checkpoint-every count "
                              "updates offline and env steps online)")
-    g.add_argument("--offline-updates", type=int,
+    g.add_argument("--offline-updates", type=_count,
                    help="o2o: pre-training updates per seed (1000000); hybrid: 0")
-    g.add_argument("--online-steps", type=int, default=1_000_000, help="env steps per seed")
+    g.add_argument("--online-steps", type=_positive, default=1_000_000, help="env steps per seed")
     g.add_argument("--offline-ratio", type=float,
                    help="fraction of each online minibatch from the dataset, in [0, 1] "
                         "(default: the algorithm's, else 0.5; 0 drops the data)")
-    g.add_argument("--utd", type=int, help="updates per env step (default: the algorithm's, "
+    g.add_argument("--utd", type=_positive, help="updates per env step (default: the algorithm's, "
                                           "else 1)")
-    g.add_argument("--num-envs", type=int, default=1, help="training envs per seed")
-    g.add_argument("--warmup-steps", type=int,
+    g.add_argument("--num-envs", type=_positive, default=1, help="training envs per seed")
+    g.add_argument("--warmup-steps", type=_count,
                    help="online steps with no updates first (default: the algorithm's, else 0)")
     g.add_argument("--threshold", type=float,
                    help="run.json reports the env steps to reach this normalized score")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,9 +50,18 @@ def seed_sharding(seeds: int):
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
 
 
-def shard_seeds(tree: Any, seeds: int) -> Any:
+def shard_seeds(tree: Any, seeds: int) -> tuple[Any, int]:
+    """`tree` with its seed axis split across the local devices, and how many devices it is on.
+    Says so on stderr when there are several devices but the seeds do not divide among them."""
     sharding = seed_sharding(seeds)
-    return tree if sharding is None else jax.device_put(tree, sharding)
+    devices = jax.local_device_count()
+    if sharding is None:
+        if devices > 1:
+            print(f"note: {seeds} seeds do not divide evenly among {devices} devices, so they "
+                  f"all run on one; choose --seeds as a multiple of {devices} to use every "
+                  "device", file=sys.stderr)
+        return tree, 1
+    return jax.device_put(tree, sharding), devices
 
 
 def _checkpointer(directory: Path):
@@ -122,11 +132,11 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
             raise ValueError(f"{out} already holds a run; pass --resume to continue it or "
                              "choose another --out")
         carry = init_fn(keys)
-    carry = shard_seeds(carry, seeds)
+    carry, seed_devices = shard_seeds(carry, seeds)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "settings.json").exists():
         write_text_atomic(out / "settings.json", json.dumps(settings, indent=2))
-    run_info = {**settings, "mode": mode, **record()}
+    run_info = {**settings, "mode": mode, **record(), "seed_devices": seed_devices}
     run_path = out / "run.json"
     if not run_path.exists():  # provenance from the start; wall and compile time added at the end
         write_text_atomic(run_path, json.dumps(run_info, indent=2, default=str))

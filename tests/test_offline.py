@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from baselines import bc
+from baselines import bc, td3_bc
 from offbench import offline
 
 from conftest import TINY_DATASET, comparable_metrics
@@ -31,18 +31,35 @@ TINY_FLAGS = ["--updates", "300", "--eval-every", "100", "--eval-episodes", "2",
 
 
 
-def test_vmapped_seeds_equal_seeds_run_alone(minari_root, tmp_path):
-    together = offline.train("bc", DATASET, 2, TINY, TINY_BC, tmp_path / "both", progress=False)
+# BC's update draws no random numbers; TD3+BC's does (target-policy noise), so it also shows
+# that each vmapped seed gets its own key stream, the same as when it runs alone.
+@pytest.mark.parametrize("name,algo_config", [
+    ("bc", TINY_BC), ("td3_bc", td3_bc.Config(hidden=(32, 32), batch_size=64))])
+def test_vmapped_seeds_equal_seeds_run_alone(minari_root, tmp_path, name, algo_config):
+    together = offline.train(name, DATASET, 2, TINY, algo_config, tmp_path / "both",
+                             progress=False)
     assert set(together.updates) == {100, 200, 300}
     assert np.isfinite(together.normalized_score).all()
     for seed in (0, 1):
-        alone = offline.train("bc", DATASET, 1, TINY, TINY_BC, tmp_path / f"s{seed}",
+        alone = offline.train(name, DATASET, 1, TINY, algo_config, tmp_path / f"s{seed}",
                               first_seed=seed, progress=False)
         mine = comparable_metrics(together[together.seed == seed])
         pd.testing.assert_frame_equal(comparable_metrics(alone), mine, rtol=1e-4, atol=1e-4)
+    # the seeds really differ (else equality above would say nothing about per-seed keys)
+    assert not np.allclose(together[together.seed == 0].eval_return,
+                           together[together.seed == 1].eval_return)
     info = json.loads((tmp_path / "both" / "run.json").read_text())
     assert set(info["per_seed"]) == {"0", "1"} and info["mode"] == "offline"
-    assert info["per_seed"]["0"]["best_score"] >= info["per_seed"]["0"]["last_score"]
+    for seed in (0, 1):  # last = the final evaluation, best = the best one, of each seed
+        scores = together[together.seed == seed].sort_values("period").normalized_score
+        assert info["per_seed"][str(seed)]["last_score"] == pytest.approx(scores.iloc[-1])
+        assert info["per_seed"][str(seed)]["best_score"] == pytest.approx(scores.max())
+    # the run record (issue 5): config, versions, commit, device, wall and compile time
+    assert info["algo_config"]["hidden"] == [32, 32] and info["offline_config"]["updates"] == 300
+    assert {"jax", "mujoco", "flax", "optax"} <= set(info["versions"])
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", info["git_commit"])
+    assert info["machine"]["jax_backend"] == "cpu" and info["seed_devices"] == 1
+    assert info["wall_s"] > info["compile_s"] > 0
 
 
 def test_injected_nan_freezes_only_its_seed(minari_root, tmp_path):
@@ -108,6 +125,17 @@ def test_resume_after_kill_equals_uninterrupted_run(minari_root, tmp_path):
     a = comparable_metrics(pd.read_csv(tmp_path / "full" / "metrics.csv"))
     b = comparable_metrics(pd.read_csv(tmp_path / "killed" / "metrics.csv"))
     pd.testing.assert_frame_equal(a, b, check_exact=True)
+    # resuming with other settings is refused with one clear error, and nothing is touched
+    before = {f: (tmp_path / "full" / f).read_bytes() for f in ("metrics.csv", "run.json")}
+    changed = run_cli(*base, "--set", "batch_size=32", "--out", str(tmp_path / "full"),
+                      "--resume", env=env)
+    assert changed.returncode == 2 and "Traceback" not in changed.stderr, changed.stderr
+    assert "--resume with settings that differ" in changed.stderr
+    assert "algo_config" in changed.stderr
+    assert before == {f: (tmp_path / "full" / f).read_bytes() for f in before}
+    bad_value = run_cli(*base, "--set", "batch_size=big", "--out", str(tmp_path / "new"), env=env)
+    assert bad_value.returncode == 2 and "Traceback" not in bad_value.stderr
+    assert "batch_size=big: expected int" in bad_value.stderr, bad_value.stderr
 
 
 TWO_DEVICES = """
@@ -115,7 +143,7 @@ import json, sys
 import jax
 assert jax.device_count() == 2, jax.devices()
 from pathlib import Path
-from baselines import bc
+from baselines import bc, td3_bc
 from offbench import driver, offline
 assert driver.seed_sharding(2) is not None
 config = offline.OfflineConfig(**json.loads(sys.argv[1]))
@@ -135,6 +163,9 @@ def test_two_devices_give_the_same_results_as_one(minari_root, tmp_path):
     two = pd.read_csv(tmp_path / "two" / "metrics.csv")
     pd.testing.assert_frame_equal(comparable_metrics(one), comparable_metrics(two),
                                   rtol=1e-4, atol=1e-4)
+    # the run really split its seeds between the two devices (the driver records where they ran)
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["seed_devices"] == 2
+    assert json.loads((tmp_path / "one" / "run.json").read_text())["seed_devices"] == 1
 
 
 def test_top_fraction_bc_keeps_the_best_episodes():
@@ -151,6 +182,9 @@ def test_top_fraction_bc_keeps_the_best_episodes():
     (["run", "sac", "hopper-medium"], "has no offline mode"),
     (["run", "bcc", "hopper-medium"], r"unknown algorithm 'bcc'"),
     (["run", "bc", "hopper-medium"], "not built .*offbench datasets build hopper-medium"),
+    (["run", "bc", "hopper-medium", "--seeds", "0"], "argument --seeds: must be at least 1"),
+    (["run", "bc", "hopper-medium", "--eval-every", "1e4"],
+     "argument --eval-every: expected a whole number, got '1e4'"),
 ])
 def test_bad_input_is_one_clear_error(args, message, tmp_path):
     out = run_cli(*args, "--root", str(tmp_path))
