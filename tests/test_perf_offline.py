@@ -27,7 +27,7 @@ def _df(name, one_rate, eight_rate, flops, compile_run):
     return [{"algorithm": name, "seeds": 1, "updates_per_s": one_rate,
              "per_seed_updates_per_s": one_rate, "compile_updates_s": 1.0,
              "flops_per_update": flops, "achieved_flops": flops * one_rate,
-             "compile_run_s": compile_run, "run_s": 2.0, "run_eval_s": 0.5, "run_updates_s": 1.5},
+             "compile_run_s": compile_run, "run_s": 2.0, "run_eval_s": 0.5},
             {"algorithm": name, "seeds": 8, "updates_per_s": eight_rate,
              "per_seed_updates_per_s": eight_rate / 8, "compile_updates_s": 1.0,
              "flops_per_update": flops, "achieved_flops": flops * eight_rate}]
@@ -45,8 +45,12 @@ def test_offline_perf_report_ratios_and_targets(tmp_path):
     assert "- 8 seeds >= 50% of peak: met by fast; missed by slow" in text
     assert "- seed-updates/s 8 vs 1 >= 1: met by fast; missed by slow" in text
     assert "- run compile <= 60 s: met by fast; missed by slow" in text
-    table = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-             for line in text.splitlines() if line.startswith(("| fast", "| slow"))}
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines()
+            if line.startswith(("| fast", "| slow"))]
+    throughput, split = {r[0]: r[1:] for r in rows[:2]}, {r[0]: r[1:] for r in rows[2:]}
     # columns: 1 seed, 8 total, seed-updates 8 vs 1, each seed's rate, bound 1/(8 f) with f = 0.4
-    assert table["fast"][2:5] == ["1.5", "0.188", "0.312"]
-    assert table["slow"][2:5] == ["0.8", "0.1", "0.312"]
+    assert throughput["fast"][2:5] == ["1.5", "0.188", "0.312"]
+    assert throughput["slow"][2:5] == ["0.8", "0.1", "0.312"]
+    # split: compile run, compile updates, 5000 updates at 100/s = 50 s, eval 0.5 s, share
+    assert split["fast"] == ["10", "1", "50", "0.5", "0.0099"]
+    assert "- evaluation does not dominate (share < 0.5): met by fast, slow; missed by none" in text

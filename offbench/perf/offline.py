@@ -29,6 +29,7 @@ from offbench.provenance import record
 BATCH = 256
 DATA_SIZE = 100_000
 PEAK_N = 4096
+EVAL_EVERY = offline.OfflineConfig.eval_every  # the offline loop's default
 
 
 def matmul_peak(repeats: int) -> float:
@@ -101,8 +102,7 @@ def bench_algorithm(name: str, task: str, updates: int, repeats: int) -> list[di
     compile_run_s, total_s, carry, keys = time_one_period(offline, problem, arrays, 1, repeats)
     evaluate = jax.jit(jax.vmap(lambda a, k: offline.evaluate(problem, a, k)))
     eval_s = timed(lambda: evaluate(carry.algo, keys), repeats)
-    rows[0].update(compile_run_s=compile_run_s, run_s=total_s, run_eval_s=eval_s,
-                   run_updates_s=total_s - eval_s)
+    rows[0].update(compile_run_s=compile_run_s, run_s=total_s, run_eval_s=eval_s)
     return rows
 
 
@@ -134,15 +134,22 @@ def write_report(df: pd.DataFrame, peak: float, out: Path, prov: dict, task: str
         "MFLOP/update": one.flops_per_update / 1e6,
         "% of peak (1 seed)": 100 * one.fraction_of_peak,
         "% of peak (8 seeds)": 100 * eight.fraction_of_peak,
-        "compile updates (s)": one.compile_updates_s,
+    })
+    # one evaluation period of a default run (1 seed): its updates at the measured rate, then
+    # the evaluation (timed on its own), and what compiling the whole run costs once
+    period_updates_s = EVAL_EVERY / one.updates_per_s
+    split = pd.DataFrame({
         "compile run (s)": one.compile_run_s,
-        "eval share (eval_every 5000)": one.run_eval_s / (
-            one.run_eval_s + 5000 * one.run_updates_s / updates),
+        "compile updates only (s)": one.compile_updates_s,
+        f"{EVAL_EVERY} updates (s)": period_updates_s,
+        "evaluation, 10 episodes (s)": one.run_eval_s,
+        "eval share": one.run_eval_s / (one.run_eval_s + period_updates_s),
     })
     met = {
         "8 seeds >= 50% of peak": summary["% of peak (8 seeds)"] >= 50,
         "seed-updates/s 8 vs 1 >= 1": summary["seed-updates/s 8 vs 1"] >= 1,
-        "run compile <= 60 s": summary["compile run (s)"] <= 60,
+        "run compile <= 60 s": split["compile run (s)"] <= 60,
+        "evaluation does not dominate (share < 0.5)": split["eval share"] < 0.5,
     }
     lines = [
         f"# Offline loop throughput ({task}, batch {BATCH}, default networks)", "",
@@ -151,11 +158,16 @@ def write_report(df: pd.DataFrame, peak: float, out: Path, prov: dict, task: str
         f"fp32 matmul peak measured in this run ({PEAK_N}x{PEAK_N} `jnp.dot`): "
         f"{peak / 1e9:.1f} GFLOP/s. FLOPs per update: XLA's cost analysis of one compiled "
         f"update. Updates/s: medians over repeats of {updates} updates in one `lax.scan`, "
-        "vmapped over seeds. Run: one program of those updates plus one evaluation of 10 "
-        "episodes x 1000 steps (C backend), compiled and timed as a whole; 'eval share' is the "
-        "evaluation's part of a run's time at the default of one evaluation per 5000 updates.",
+        "vmapped over seeds.",
         "",
         summary.to_markdown(floatfmt=".3g"), "",
+        f"## A run's time split (1 seed, one evaluation per {EVAL_EVERY} updates, the default)",
+        "",
+        "Compile run: the whole program (updates and an evaluation of 10 episodes x 1000 steps "
+        "on the C backend), compiled once per run. Per evaluation period the run spends the "
+        f"time of {EVAL_EVERY} updates (at the rate above) and one evaluation (timed alone); "
+        "'eval share' is the evaluation's part of that.", "",
+        split.to_markdown(floatfmt=".3g"), "",
         "Targets (issue 5): >= 50% of peak with 8 vmapped seeds; per-seed throughput with 8 "
         "seeds never below 1 seed's; whole-run compile <= 60 s per algorithm.", "",
         "How the per-seed target is read here: a seed-update (one gradient update of one seed) "
