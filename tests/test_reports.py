@@ -41,8 +41,9 @@ def test_offline_check_table_and_orderings_by_hand(tmp_path, monkeypatch):
     runs = []
     scores = {("bc", "hopper-medium-replay"): [(30.0, 35.0), (20.0, 25.0)],
               ("iql", "hopper-medium-replay"): [(60.0, 70.0), (50.0, 80.0)],
-              ("bc", "hopper-medium-expert"): [(45.0, 50.0), (55.0, 60.0)],
-              ("iql", "hopper-medium-expert"): [(35.0, 90.0), (39.0, 95.0)]}
+              ("bc", "hopper-medium-expert"): [(48.0, 50.0), (52.0, 60.0)],
+              ("iql", "hopper-medium-expert"): [(30.0, 90.0), (34.0, 95.0)],
+              ("td3_bc", "hopper-medium-expert"): [(30.0, 90.0), (60.0, 95.0)]}
     for (algo, dataset), per_seed in scores.items():
         run = tmp_path / f"{algo}-{dataset}"
         run.mkdir()
@@ -67,9 +68,17 @@ def test_offline_check_table_and_orderings_by_hand(tmp_path, monkeypatch):
     assert table.loc[("hopper-medium-replay", "bc"), "last_std"] == 5.0
     assert table.loc[("hopper-medium-replay", "bc"), "best"] == 30.0
     text = (tmp_path / "check.md").read_text()
-    assert "- held: iql beats bc on hopper-medium-replay (55.0 vs 25.0)" in text
+    # margins: twice the standard error, std (ddof 0) / sqrt(seeds - 1) per mean
+    # iql - bc on medium-replay: 55 - 25 = 30 > 2 * hypot(5, 5) = 14.1
+    assert ("- held: iql beats bc on hopper-medium-replay (55.0 vs 25.0; difference +30.0, "
+            "2 SE 14.1)") in text
+    # medium level 40: bc 50 (2 SE 4) above it; iql 32 (2 SE 4) below it; td3_bc 45 (2 SE 30)
+    # neither
     assert "- held: bc scores above medium level on hopper-medium-expert (50.0 vs" in text
-    assert "- NOT held: iql scores above medium level on hopper-medium-expert (37.0 vs" in text
+    assert "- NOT held: iql scores above medium level on hopper-medium-expert (32.0 vs" in text
+    assert ("- within noise: td3_bc scores above medium level on hopper-medium-expert (45.0 vs "
+            "medium policy 40.0; 2 SE 30.0)") in text
+    assert offline_report.verdict(50.0, float("nan")) == "within noise"  # one seed cannot tell
     # seed means 45 -> 75: +67% over the last period; bc logs no q_mean
     assert table.loc[("hopper-medium-replay", "iql"), "q_growth"] == pytest.approx(30 / 45)
     assert np.isnan(table.loc[("hopper-medium-replay", "bc"), "q_growth"])
