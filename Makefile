@@ -45,10 +45,14 @@ bench: setup
 # take hours there)
 PERF_O2O_STEPS ?= 250
 PERF_O2O_REPEATS ?= 2
+# perf offline: 200 updates per timed run, 2 runs (its defaults, 1000 x 3, take over an hour here:
+# CQL with 8 seeds and 3x256 networks runs ~17 updates/s on 2 cores)
+PERF_OFFLINE_UPDATES ?= 200
+PERF_OFFLINE_REPEATS ?= 2
 perf: setup
 	$(BIN)/offbench perf envs --out results/perf
 	$(BIN)/offbench perf online --out results/perf
-	$(BIN)/offbench perf offline --out results/perf
+	$(BIN)/offbench perf offline --updates $(PERF_OFFLINE_UPDATES) --repeats $(PERF_OFFLINE_REPEATS) --out results/perf
 	$(BIN)/offbench perf o2o --env-steps $(PERF_O2O_STEPS) --repeats $(PERF_O2O_REPEATS) --out results/perf
 
 # SAC learning check -> results/online/sac.md. Hours of CPU; rerunning resumes from the
