@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export OFFBENCH_CACHE ?= $(HOME)/.cache/offbench
 export JAX_COMPILATION_CACHE_DIR ?= $(OFFBENCH_CACHE)/jax
 
-.PHONY: setup test lint bench perf online-check offline-check offline-check-long offline-diagnosis offline-diagnosis-ensemble o2o-check o2o-check-long o2o-diagnosis hybrid-check hybrid-check-long policies \
+.PHONY: setup test lint bench perf online-check offline-check offline-check-long offline-diagnosis offline-diagnosis-cql offline-diagnosis-ensemble o2o-check o2o-check-long o2o-diagnosis hybrid-check hybrid-check-long policies \
   datasets lock clean
 
 setup: $(STAMP)
@@ -98,6 +98,14 @@ offline-diagnosis: setup
 # SAC-N's miss there (tasks/sweeps/offline-diagnosis-ensemble.toml): ensemble size ->
 # results/offline/diagnosis-ensemble.md and the critic probe of each cell,
 # results/offline/probe-ensemble.md
+# CQL on walker2d-medium-expert with 5x the check's updates, one seed (~40 min on 2 cores)
+offline-diagnosis-cql: setup
+	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-cql.toml --store $(STORE) --resume
+	$(BIN)/offbench report-offline --sweep offline-check --sweep offline-diagnosis-cql \
+	  --datasets walker2d-medium-expert-100k --store $(STORE) \
+	  --out results/offline/diagnosis-cql.md --title "CQL diagnosis: 100k updates, walker2d-medium-expert" \
+	  --budget "the check's cells (tasks/sweeps/offline-check.toml: 2x64 networks, 5 evaluation episodes, 20k updates, 3 seeds) beside CQL with 100k updates, 1 seed (tasks/sweeps/offline-diagnosis-cql.toml)"
+
 offline-diagnosis-ensemble: setup
 	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-ensemble.toml --store $(STORE) --resume
 	$(BIN)/offbench report-offline --sweep offline-diagnosis-ensemble --store $(STORE) \
