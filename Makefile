@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export OFFBENCH_CACHE ?= $(HOME)/.cache/offbench
 export JAX_COMPILATION_CACHE_DIR ?= $(OFFBENCH_CACHE)/jax
 
-.PHONY: setup test lint bench perf online-check offline-check offline-check-long offline-diagnosis offline-diagnosis-cql offline-diagnosis-ensemble o2o-check o2o-check-long o2o-diagnosis hybrid-check hybrid-check-long policies \
+.PHONY: setup test lint bench perf online-check offline-check offline-check-long offline-diagnosis offline-diagnosis-cql offline-diagnosis-width offline-diagnosis-ensemble o2o-check o2o-check-long o2o-diagnosis hybrid-check hybrid-check-long policies \
   datasets lock clean
 
 setup: $(STAMP)
@@ -105,6 +105,14 @@ offline-diagnosis-cql: setup
 	  --datasets walker2d-medium-expert-100k --store $(STORE) \
 	  --out results/offline/diagnosis-cql.md --title "CQL diagnosis: 100k updates, walker2d-medium-expert" \
 	  --budget "the check's cells (tasks/sweeps/offline-check.toml: 2x64 networks, 5 evaluation episodes, 20k updates, 3 seeds) beside CQL with 100k updates, 1 seed (tasks/sweeps/offline-diagnosis-cql.toml)"
+
+# SAC-N on halfcheetah-medium with the published 3x256 networks, one seed (~20 min on 2 cores)
+offline-diagnosis-width: setup
+	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-width.toml --store $(STORE) --resume
+	$(BIN)/offbench report-offline --sweep offline-check --sweep offline-diagnosis-width \
+	  --datasets halfcheetah-medium-100k --store $(STORE) \
+	  --out results/offline/diagnosis-width.md --title "SAC-N diagnosis: network width, halfcheetah-medium" \
+	  --budget "the check's cells (tasks/sweeps/offline-check.toml: 2x64 networks, 5 evaluation episodes, 20k updates, 3 seeds) beside SAC-N with 3x256 networks, 40k updates, 1 seed (tasks/sweeps/offline-diagnosis-width.toml)"
 
 offline-diagnosis-ensemble: setup
 	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-ensemble.toml --store $(STORE) --resume
