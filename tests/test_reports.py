@@ -146,3 +146,30 @@ def test_datasets_report_is_provisional_only_for_runs_still_unfinished(
     assert "400,000 of 1,000,000 planned env steps" in line
     assert ("stopped there on purpose: plateaued" in line) == (not provisional)
     assert "medium 44.9 normalized (goal 33.3: the nearest snapshot)" in line
+
+
+def test_offline_report_never_pools_different_runs_under_one_name(tmp_path):
+    """Two runs of one algorithm on one dataset that differ in settings or budget get names
+    that say how (else their seeds would be averaged as one run's); one run given twice is an
+    error, not six seeds."""
+    from offbench.reports import offline as offline_report
+
+    narrow = frozenset({"hidden=64,64"})
+    labels = offline_report.distinct_labels([
+        ("sac_n", "hc", narrow, 20_000), ("sac_n", "hc", narrow, 40_000),
+        ("sac_n", "hc", frozenset(), 40_000), ("bc", "hc", narrow, 20_000),
+        ("sac_n", "walker", narrow, 20_000)])
+    assert labels == ["sac_n[hidden=64,64] (20k updates)", "sac_n[hidden=64,64] (40k updates)",
+                      "sac_n (40k updates)", "bc", "sac_n"]
+    # the same settings and budget: nothing to tell them apart, and nothing added
+    assert offline_report.distinct_labels([("bc", "hc", narrow, 10), ("bc", "hc", narrow, 10)]
+                                          ) == ["bc", "bc"]
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame([{"seed": 0, "period": 0, "updates": 10, "normalized_score": 1.0}]).to_csv(
+        run / "metrics.csv", index=False)
+    (run / "run.json").write_text(json.dumps({
+        "algorithm": "bc", "dataset": "hc", "offline_config": {"updates": 10, "eval_episodes": 1},
+        "per_seed": {"0": {"last_score": 1.0, "best_score": 1.0, "diverged": False}}}))
+    with pytest.raises(ValueError, match="seed 0 of bc on hc comes from more than one"):
+        offline_report.load_runs([run, run])

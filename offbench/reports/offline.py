@@ -27,16 +27,48 @@ def run_label(run_dir: Path, info: dict) -> str:
     return info["algorithm"] + (f"[{variant}]" if variant else "")
 
 
+def run_overrides(run_dir: Path) -> frozenset[str]:
+    """The `key=value` settings a sweep cell was given (cell.json), empty for a plain run."""
+    cell = run_dir / "cell.json"
+    return frozenset(json.loads(cell.read_text())["config"].get("overrides", ())
+                     if cell.exists() else ())
+
+
+def distinct_labels(runs: list[tuple[str, str, frozenset[str], int]]) -> list[str]:
+    """Labels for (label, dataset, overrides, updates) runs such that two different runs of one
+    algorithm on one dataset never share a name (they would be pooled as seeds of one run):
+    each gets the settings only it has, and its update budget where those differ."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, (label, dataset, _, _) in enumerate(runs):
+        groups.setdefault((label, dataset), []).append(i)
+    labels = [label for label, *_ in runs]
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        common = frozenset.intersection(*(runs[i][2] for i in members))
+        budgets = {runs[i][3] for i in members}
+        for i in members:
+            label, _, overrides, updates = runs[i]
+            extra = sorted(overrides - common)
+            labels[i] = (label + (f"[{','.join(extra)}]" if extra else "")
+                         + (f" ({updates // 1000}k updates)" if len(budgets) > 1 else ""))
+    return labels
+
+
 def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-seed final table, all metrics rows), each row tagged with algorithm (its label,
-    with any variant) and dataset."""
-    finals, curves = [], []
+    with any variant, and what sets it apart from other runs of that algorithm and dataset)
+    and dataset."""
+    finals, curves, loaded = [], [], []
     for run_dir in run_dirs:
         info = json.loads((run_dir / "run.json").read_text())
         if "per_seed" not in info:
             raise ValueError(f"{run_dir} has not finished (run.json has no results); finish it "
                              "with --resume first")
-        label = run_label(run_dir, info)
+        loaded.append((run_dir, info))
+    labels = distinct_labels([(run_label(d, info), info["dataset"], run_overrides(d),
+                               info["offline_config"]["updates"]) for d, info in loaded])
+    for (run_dir, info), label in zip(loaded, labels, strict=True):
         metrics = pd.read_csv(run_dir / "metrics.csv")
         metrics["algorithm"], metrics["dataset"] = label, info["dataset"]
         curves.append(metrics)
@@ -47,12 +79,11 @@ def load_runs(run_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
                            "eval_episodes": info["offline_config"]["eval_episodes"],
                            "command": info.get("command")})
     finals = pd.DataFrame(finals)
-    runs = finals.drop_duplicates(["dataset", "algorithm", "updates"])
-    twice = runs[runs.duplicated(["dataset", "algorithm"])]
-    if len(twice):  # never pool two budgets under one name
+    twice = finals[finals.duplicated(["dataset", "algorithm", "seed"])]
+    if len(twice):  # the same run given twice, or two copies of it: never count a seed twice
         row = twice.iloc[0]
-        raise ValueError(f"{row.algorithm} on {row.dataset} was run with several update budgets "
-                         "among these runs; report each budget separately")
+        raise ValueError(f"seed {row.seed} of {row.algorithm} on {row.dataset} comes from more "
+                         "than one of these runs; give each run once")
     return finals, pd.concat(curves, ignore_index=True)
 
 
