@@ -79,6 +79,7 @@ def test_offline_check_table_and_orderings_by_hand(tmp_path, monkeypatch):
     assert ("- within noise: td3_bc scores above medium level on hopper-medium-expert (45.0 vs "
             "medium policy 40.0; 2 SE 30.0)") in text
     assert offline_report.verdict(50.0, float("nan")) == "within noise"  # one seed cannot tell
+    assert offline_report.margin_text(float("nan")) == "one seed: no margin"
     # seed means 45 -> 75: +67% over the last period; bc logs no q_mean
     assert table.loc[("hopper-medium-replay", "iql"), "q_growth"] == pytest.approx(30 / 45)
     assert np.isnan(table.loc[("hopper-medium-replay", "bc"), "q_growth"])

@@ -129,6 +129,10 @@ def verdict(difference: float, se: float) -> str:
     return "NOT held" if difference < -2 * se else "within noise"
 
 
+def margin_text(se: float) -> str:
+    return f"2 SE {2 * se:.1f}" if se >= 0 else "one seed: no margin"
+
+
 def expectations(table: pd.DataFrame) -> list[tuple[str, str, str]]:
     """(statement, verdict, detail) for the orderings issue 5 asks about: every offline RL method
     beats BC on medium-replay data, every method scores above the medium policy on
@@ -144,7 +148,7 @@ def expectations(table: pd.DataFrame) -> list[tuple[str, str, str]]:
                 margin = math.hypot(se[algo], se["bc"])
                 checks.append((f"{algo} beats bc on {dataset}", verdict(diff, margin),
                                f"{rows.loc[algo, 'last']:.1f} vs {rows.loc['bc', 'last']:.1f}; "
-                               f"difference {diff:+.1f}, 2 SE {2 * margin:.1f}"))
+                               f"difference {diff:+.1f}, {margin_text(margin)}"))
         if "medium-expert" in dataset:
             task = dataset.split("-")[0]
             medium = policies.manifest(task)["policies"]["medium"]["normalized"]
@@ -153,7 +157,7 @@ def expectations(table: pd.DataFrame) -> list[tuple[str, str, str]]:
                 checks.append((f"{algo} scores above medium level on {dataset}",
                                verdict(diff, se[algo]),
                                f"{rows.loc[algo, 'last']:.1f} vs medium policy {medium:.1f}; "
-                               f"2 SE {2 * se[algo]:.1f}"))
+                               f"{margin_text(se[algo])}"))
     return checks
 
 
