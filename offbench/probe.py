@@ -94,8 +94,17 @@ def probe_run(folder: Path, samples: int = 2048, seed: int = 0,
 
 
 def probe_runs(folders: list[Path], samples: int = 2048) -> pd.DataFrame:
-    """probe_run of every folder, one table."""
-    return pd.concat([probe_run(f, samples) for f in folders], ignore_index=True)
+    """probe_run of every folder, one table; two runs of one algorithm on one dataset are named
+    apart as in the offline report (their other settings, their update counts)."""
+    from offbench.reports.offline import distinct_labels, run_overrides
+
+    tables = [probe_run(f, samples) for f in folders]
+    labels = distinct_labels([(t.algorithm.iloc[0], t.dataset.iloc[0], run_overrides(Path(f)),
+                               int(t.updates.iloc[0])) for f, t in zip(folders, tables,
+                                                                       strict=True)])
+    for table, label in zip(tables, labels, strict=True):
+        table["algorithm"] = label
+    return pd.concat(tables, ignore_index=True)
 
 
 def with_critics(folders: list[Path], log=print) -> list[Path]:
