@@ -106,16 +106,16 @@ offline-diagnosis-cql: setup
 	  --out results/offline/diagnosis-cql.md --title "CQL diagnosis: 100k updates, walker2d-medium-expert" \
 	  --budget "the check's cells (tasks/sweeps/offline-check.toml: 2x64 networks, 5 evaluation episodes, 20k updates, 3 seeds) beside CQL with 100k updates, 1 seed (tasks/sweeps/offline-diagnosis-cql.toml)"
 
-# SAC-N on halfcheetah-medium with the published 3x256 networks and with 2x64 ones, one seed
-# each (~25 min on 2 cores)
+# SAC-N and EDAC on halfcheetah-medium with the published 3x256 networks and with 2x64 ones, one
+# seed each (~55 min on 2 cores)
 offline-diagnosis-width: setup
 	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-width.toml --store $(STORE) --resume
 	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-width-control.toml --store $(STORE) --resume
 	$(BIN)/offbench report-offline --sweep offline-check --sweep offline-diagnosis-width \
 	  --sweep offline-diagnosis-width-control \
 	  --datasets halfcheetah-medium-100k --store $(STORE) \
-	  --out results/offline/diagnosis-width.md --title "SAC-N diagnosis: network width, halfcheetah-medium" \
-	  --budget "the check's cells (tasks/sweeps/offline-check.toml: 2x64 networks, 5 evaluation episodes, 20k updates, 3 seeds) beside SAC-N with 3x256 and with 2x64 networks, 40k updates, 1 seed (tasks/sweeps/offline-diagnosis-width.toml, offline-diagnosis-width-control.toml)"
+	  --out results/offline/diagnosis-width.md --title "SAC-N and EDAC diagnosis: network width, halfcheetah-medium" \
+	  --budget "the check's cells (tasks/sweeps/offline-check.toml: 2x64 networks, 5 evaluation episodes, 20k updates, 3 seeds) beside SAC-N and EDAC with 3x256 and with 2x64 networks, 40k updates, 1 seed (tasks/sweeps/offline-diagnosis-width.toml, offline-diagnosis-width-control.toml)"
 
 offline-diagnosis-ensemble: setup
 	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-ensemble.toml --store $(STORE) --resume
