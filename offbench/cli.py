@@ -542,8 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env-steps", type=_positive, default=1_000_000, help="env steps per seed")
     p.add_argument("--num-envs", type=_positive, default=1, help="training envs per seed")
     p.add_argument("--warmup-steps", type=_count, default=5000, help="random-action steps first")
-    p.add_argument("--utd", type=_positive, help="updates per iteration (update-to-data; default: "
-                                          "the algorithm's `utd`, else 1)")
+    p.add_argument("--utd", type=_positive, help="updates per iteration (update-to-data; "
+                                                "default: the algorithm's `utd`, else 1)")
     p.add_argument("--eval-every", type=_positive, help="env steps between evaluations (5000)")
     p.add_argument("--eval-episodes", type=_positive, default=10)
     p.add_argument("--checkpoint-every", type=_positive,
@@ -581,8 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--offline-ratio", type=float,
                    help="fraction of each online minibatch from the dataset, in [0, 1] "
                         "(default: the algorithm's, else 0.5; 0 drops the data)")
-    g.add_argument("--utd", type=_positive, help="updates per env step (default: the algorithm's, "
-                                          "else 1)")
+    g.add_argument("--utd", type=_positive, help="updates per env step (default: the "
+                                                "algorithm's, else 1)")
     g.add_argument("--num-envs", type=_positive, default=1, help="training envs per seed")
     g.add_argument("--warmup-steps", type=_count,
                    help="online steps with no updates first (default: the algorithm's, else 0)")
