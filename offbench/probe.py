@@ -136,12 +136,12 @@ def last_scores(folder: Path, periods_done: int) -> dict[int, float]:
 def check_dataset_version(folder: Path) -> None:
     """A store cell trained on an older build of its dataset cannot be probed on the current
     one (its states and normalization would not be the ones it learned on)."""
+    from offbench.reports.offline import cell_config
     from offbench.sweep import dataset_fingerprint
 
-    cell_json = folder / "cell.json"
-    if not cell_json.exists():
+    config = cell_config(folder)
+    if not config:
         return  # a plain `offbench run` folder records no dataset version
-    config = json.loads(cell_json.read_text())["config"]
     recorded = config.get("dataset_sha256")
     current = dataset_fingerprint(config["dataset"])
     if recorded is not None and current is not None and recorded != current:

@@ -17,21 +17,24 @@ import pandas as pd  # noqa: E402
 from offbench import policies  # noqa: E402
 from offbench.io import write_text_atomic  # noqa: E402
 from offbench.provenance import record  # noqa: E402
+from offbench.store import CellDir  # noqa: E402
 
 
 def run_label(run_dir: Path, info: dict) -> str:
     """The algorithm, with its hyperparameter variant when the run is a sweep cell of a grid
     (cell.json's `variant`), e.g. `rebrac[normalize_obs=true]`."""
-    cell = run_dir / "cell.json"
-    variant = json.loads(cell.read_text())["config"].get("variant") if cell.exists() else ""
+    variant = cell_config(run_dir).get("variant")
     return info["algorithm"] + (f"[{variant}]" if variant else "")
 
 
+def cell_config(run_dir: Path) -> dict:
+    """A store cell's resolved config (cell.json); empty for a plain `offbench run` folder."""
+    return CellDir(run_dir).config() if (run_dir / "cell.json").exists() else {}
+
+
 def run_overrides(run_dir: Path) -> frozenset[str]:
-    """The `key=value` settings a sweep cell was given (cell.json), empty for a plain run."""
-    cell = run_dir / "cell.json"
-    return frozenset(json.loads(cell.read_text())["config"].get("overrides", ())
-                     if cell.exists() else ())
+    """The `key=value` settings a sweep cell was given, empty for a plain run."""
+    return frozenset(cell_config(run_dir).get("overrides", ()))
 
 
 def distinct_labels(runs: list[tuple[str, str, frozenset[str], int]]) -> list[str]:
