@@ -59,17 +59,21 @@ def test_two_of_two_ensemble_is_clipped_double_q():
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
 
 
+def np_actor_loss(actor, state, b, noise, actor_q):
+    """mean(alpha log pi(a|s) - Q(s, a)), a = the reparameterized sample; also log pi."""
+    a, logp = np_sample(*np_actor(actor, b.obs), noise)
+    q = np_critics(state.critic, b.obs, a)
+    q = q.min(0) if actor_q == "min" else q.mean(0)
+    return np.mean(np.exp(float(state.log_alpha)) * logp - q), logp
+
+
 @pytest.mark.parametrize("actor_q", ["min", "mean"])
 def test_actor_loss_matches_reference(actor_q):
     state = make_state(3, 2, actor_q=actor_q)
     batch, key = fixed_batch(), jax.random.PRNGKey(5)
     loss, info = sac.actor_loss(state.actor, state, batch, key)
     noise = np.asarray(jax.random.normal(key, (64, 3)), np.float64)
-    b = as_np(batch)
-    a, logp = np_sample(*np_actor(state.actor, b.obs), noise)
-    q = np_critics(state.critic, b.obs, a)
-    q = q.min(0) if actor_q == "min" else q.mean(0)
-    expected = np.mean(np.exp(float(state.log_alpha)) * logp - q)
+    expected, logp = np_actor_loss(state.actor, state, as_np(batch), noise, actor_q)
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
     np.testing.assert_allclose(float(info["entropy"]), -logp.mean(), rtol=1e-5)
 
@@ -104,13 +108,6 @@ def test_gradients_match_finite_differences():
     np.testing.assert_allclose(float(g[1, 2, 3]), numeric, rtol=1e-5, atol=1e-6)
 
 
-def np_actor_loss(actor, state, b, noise, actor_q):
-    a, logp = np_sample(*np_actor(actor, b.obs), noise)
-    q = np_critics(state.critic, b.obs, a)
-    q = q.min(0) if actor_q == "min" else q.mean(0)
-    return np.mean(np.exp(float(state.log_alpha)) * logp - q)
-
-
 # the SAC actor loss is also SAC-N's, EDAC's and (after its behaviour-cloning phase) CQL's
 @pytest.mark.parametrize("actor_q", ["min", "mean"])
 @pytest.mark.parametrize("path,index", [
@@ -126,9 +123,9 @@ def test_actor_gradient_matches_finite_differences(actor_q, path, index):
     grads = jax.grad(lambda p: sac.actor_loss(p, state, batch, key)[0])(state.actor)
     noise = np.asarray(jax.random.normal(key, (64, 3)), np.float64)
     b, eps = as_np(batch), 1e-5
-    numeric = (np_actor_loss(perturbed(state.actor, path, index, eps), state, b, noise, actor_q)
+    numeric = (np_actor_loss(perturbed(state.actor, path, index, eps), state, b, noise, actor_q)[0]
                - np_actor_loss(perturbed(state.actor, path, index, -eps), state, b, noise,
-                               actor_q)) / (2 * eps)
+                               actor_q)[0]) / (2 * eps)
     assert abs(numeric) > 1e-5
     np.testing.assert_allclose(float(get(grads, path)[index]), numeric, rtol=1e-5)
 
