@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export OFFBENCH_CACHE ?= $(HOME)/.cache/offbench
 export JAX_COMPILATION_CACHE_DIR ?= $(OFFBENCH_CACHE)/jax
 
-.PHONY: setup test lint bench perf online-check offline-check offline-check-long offline-diagnosis offline-diagnosis-cql offline-diagnosis-width offline-diagnosis-ensemble o2o-check o2o-check-long o2o-diagnosis hybrid-check hybrid-check-long policies \
+.PHONY: setup test lint bench perf online-check offline-check offline-check-long offline-diagnosis offline-diagnosis-cql offline-diagnosis-cql-width offline-diagnosis-width offline-diagnosis-ensemble o2o-check o2o-check-long o2o-diagnosis hybrid-check hybrid-check-long policies \
   datasets lock clean
 
 setup: $(STAMP)
@@ -116,6 +116,19 @@ offline-diagnosis-width: setup
 	  --datasets halfcheetah-medium-100k --store $(STORE) \
 	  --out results/offline/diagnosis-width.md --title "SAC-N and EDAC diagnosis: network width, halfcheetah-medium" \
 	  --budget "the check's cells (tasks/sweeps/offline-check.toml: 2x64 networks, 5 evaluation episodes, 20k updates, 3 seeds) beside SAC-N and EDAC with 3x256 and with 2x64 networks, 40k updates, 1 seed (tasks/sweeps/offline-diagnosis-width.toml, offline-diagnosis-width-control.toml)"
+
+# CQL on walker2d-medium-expert with the published 3x256 networks, one seed (~50 min on 2 cores),
+# beside the check's 2x64 cells; critic probe of the 2x64 and 3x256 cells ->
+# results/offline/probe-cql-width.md
+offline-diagnosis-cql-width: setup
+	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-cql-width.toml --store $(STORE) --resume
+	$(BIN)/offbench report-offline --sweep offline-check --sweep offline-diagnosis-cql \
+	  --sweep offline-diagnosis-cql-width --datasets walker2d-medium-expert-100k --store $(STORE) \
+	  --out results/offline/diagnosis-cql-width.md --title "CQL diagnosis: network width, walker2d-medium-expert" \
+	  --budget "the check's cells (tasks/sweeps/offline-check.toml: 2x64 networks, 5 evaluation episodes, 20k updates, 3 seeds) and CQL with 2x64 networks and 100k updates, 1 seed (tasks/sweeps/offline-diagnosis-cql.toml), beside CQL with 3x256 networks, 40k updates, 1 seed (tasks/sweeps/offline-diagnosis-cql-width.toml)"
+	$(BIN)/offbench probe --sweep offline-diagnosis-cql --sweep offline-diagnosis-cql-width \
+	  --store $(STORE) --out results/offline/probe-cql-width.md \
+	  --title "Critic probe: CQL with 3x256 and 2x64 networks, walker2d-medium-expert"
 
 offline-diagnosis-ensemble: setup
 	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-ensemble.toml --store $(STORE) --resume

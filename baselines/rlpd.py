@@ -35,7 +35,9 @@ from baselines.sac import SACState, act, policy_params
 from offbench.algorithms import EnvSpec, Transition
 
 MODES = ("online", "hybrid")
-__all__ = ["Config", "MODES", "init", "update", "act", "policy_params"]
+# the actor's and temperature's metrics are NaN on the updates between their steps
+SKIPS_METRICS = True
+__all__ = ["Config", "MODES", "SKIPS_METRICS", "init", "update", "act", "policy_params"]
 
 
 @dataclasses.dataclass(frozen=True)

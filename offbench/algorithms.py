@@ -13,7 +13,9 @@ Optional: `policy_params(state) -> pytree`, the parameters `act` uses (saved by
 used instead of `update` in the online phase of O2O/hybrid runs (WSRL, SPOT); `BATCH_FIELDS`
 with "from_dataset" to have O2O/hybrid minibatches mark their dataset rows (H2O);
 `q_values(state, obs, action) -> (num_critics, batch)`, the critics' Q-values (not the
-targets'), read by `offbench probe` (offbench/probe.py).
+targets'), read by `offbench probe` (offbench/probe.py); `SKIPS_METRICS = True` when some
+metrics are NaN on the updates that do not compute them (RLPD's actor between its steps, SPOT's
+TD3 losses while its VAE trains). Without it a NaN metric is a NaN loss: the seed diverged.
 
 `update` and `act` must be pure (jit- and vmap-able); the configuration lives inside `state`
 as static data (see `baselines/sac.py`). The harness owns loops, sampling, vmapping over seeds,
@@ -55,6 +57,11 @@ class Transition:
     terminal: jax.Array
     # Derived dataset fields an algorithm asked for (offline: next_actions, mc_returns, ...).
     extra: dict = struct.field(default_factory=dict)
+
+
+def skips_metrics(algo: Any) -> bool:
+    """Whether the algorithm reports a metric as NaN on updates that do not compute it."""
+    return bool(getattr(algo, "SKIPS_METRICS", False))
 
 
 def algorithm_names() -> list[str]:

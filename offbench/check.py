@@ -166,7 +166,7 @@ class Checker:
         self.step("MODES and DATASET_FIELDS", self.modes)
         if config is None:
             return False
-        from offbench.algorithms import EnvSpec
+        from offbench.algorithms import EnvSpec, skips_metrics
         from offbench.offline import sample
 
         m = self.module
@@ -195,7 +195,7 @@ class Checker:
                                       f"{type(out).__name__}")
                 new, metrics = out
                 _same_structure(s, new)
-                _scalar_metrics(metrics, i + 1)
+                _scalar_metrics(metrics, i + 1, skips_metrics(m))
                 s = new
                 history.append(metrics)
             _finite_somewhere(history)
@@ -382,9 +382,9 @@ def _same_structure(old: Any, new: Any) -> None:
                               "must keep its shapes and dtypes (lax.scan carries it)")
 
 
-def _scalar_metrics(metrics: Any, update: int) -> None:
-    """Scalars, never infinite; NaN means "not computed in this update" (the loops average
-    metrics with nanmean), which `_finite_somewhere` checks across updates."""
+def _scalar_metrics(metrics: Any, update: int, skips: bool) -> None:
+    """Scalars, never infinite; NaN only where the module declares `SKIPS_METRICS` (then it
+    means "not computed in this update", which `_finite_somewhere` checks across updates)."""
     if not isinstance(metrics, dict):
         raise CheckFailed(f"update's metrics must be a dict of scalars, got "
                           f"{type(metrics).__name__}")
@@ -396,6 +396,10 @@ def _scalar_metrics(metrics: Any, update: int) -> None:
         if np.isinf(value):
             raise CheckFailed(f"metric '{name}' is {value} after update {update} on a tiny "
                               "random dataset; losses must stay finite")
+        if np.isnan(value) and not skips:
+            raise CheckFailed(f"metric '{name}' is nan after update {update} on a tiny random "
+                              "dataset; the loops take a NaN loss for divergence. If the "
+                              "update leaves it out on purpose, set SKIPS_METRICS = True")
 
 
 def _finite_somewhere(history: list[dict]) -> None:

@@ -48,7 +48,7 @@ import pandas as pd
 
 import offbench.envs as envs
 from offbench import driver, metrics, offline, online, replay
-from offbench.algorithms import Transition
+from offbench.algorithms import Transition, skips_metrics
 from offbench.data import Dataset
 
 MIXED_MODES = ("o2o", "hybrid")
@@ -275,14 +275,15 @@ def make_chunk(problem: Problem, periods: int):
 
     iters = problem.online.config.iterations_per_period
     warmup_iters = cfg.warmup_iterations
+    skips = skips_metrics(problem.offline.algo)
 
     def guard(carry: Carry, new_state: Any, out: dict, it: jax.Array):
         # diverged_at counts updates through both phases (this iteration's first update)
         step = cfg.offline_updates + jnp.maximum(0, it - warmup_iters) * cfg.utd
-        # a NaN metric here means "not computed" (warm-up; RLPD's actor between its steps);
-        # a real NaN loss makes the parameters NaN in the same update, and those are checked
-        computed = jax.tree.map(lambda m: jnp.where(jnp.isnan(m), 0.0, m), out)
-        carry, _ = offline.keep_if_finite(carry, new_state, computed, step)
+        # every metric is NaN ("not computed") before the warm-up ends, where no update runs
+        checked = (offline.computed_metrics(out) if skips else
+                   jax.tree.map(lambda m: jnp.where(it < warmup_iters, 0.0, m), out))
+        carry, _ = offline.keep_if_finite(carry, new_state, checked, step)
         return carry, jax.tree.map(lambda m: jnp.where(carry.diverged, jnp.nan, m), out)
 
     online_period = online.make_period(problem.online, sample, guard)

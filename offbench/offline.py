@@ -15,10 +15,13 @@ An algorithm may also define `prepare_dataset(arrays, episode_lengths, config) -
 top-%BC keeps the best episodes) and `DATASET_FIELDS`, the derived fields its batches need
 (`next_actions`, `mc_returns`), which arrive in `batch.extra`.
 
-Divergence: after every update the new state is checked; a seed whose parameters turn NaN/Inf
-or whose losses turn Inf (a NaN loss is one not computed on that update) keeps its last finite
-state from then on and is flagged `diverged` (with the update at which it happened); the other
-seeds are unaffected. Its evaluations are of that last finite policy, and reports mark the seed.
+Divergence: after every update the new state is checked; a seed whose parameters or losses
+turn NaN/Inf keeps its last finite state from then on and is flagged `diverged` (with the
+update at which it happened); the other seeds are unaffected. Its evaluations are of that last
+finite policy, and reports mark the seed. An algorithm that leaves some metrics out on some
+updates (SPOT's TD3 losses while its VAE trains) reports them as NaN and says so with
+`SKIPS_METRICS = True`; for it a NaN metric means "not computed", and only its parameters
+(which a NaN loss turns NaN) and Inf metrics are checked.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from flax import struct
 
 import offbench.envs as envs
 from offbench import driver, rollout
-from offbench.algorithms import EnvSpec, Transition
+from offbench.algorithms import EnvSpec, Transition, skips_metrics
 from offbench.data import Dataset
 from offbench.data import stats as data_stats
 from offbench.data.loader import mc_returns
@@ -194,6 +197,12 @@ def evaluate(problem: Problem, algo_state: Any, key: jax.Array) -> jax.Array:
     return rollout.episode_returns(problem.eval_env, act, key, problem.config.eval_episodes)
 
 
+def computed_metrics(metrics: dict) -> dict:
+    """The metrics with "not computed" (NaN) as 0, for the finiteness check of an algorithm
+    that skips metrics: an Inf still counts, a NaN does not."""
+    return jax.tree.map(lambda m: jnp.where(jnp.isnan(m), 0.0, m), metrics)
+
+
 def keep_if_finite(carry: Any, new_state: Any, metrics: dict, step: jax.Array
                    ) -> tuple[Any, dict]:
     """The carry with `new_state` if it and the metrics are finite and the seed has not diverged
@@ -213,6 +222,7 @@ def make_period(problem: Problem):
     cfg = problem.config
     algo = problem.algo
     batch_size = problem.algo_config.batch_size
+    skips = skips_metrics(algo)
 
     def one_update(carry: Carry, step: jax.Array, arrays: dict):
         key, k_sample, k_update = jax.random.split(carry.key, 3)
@@ -221,11 +231,8 @@ def make_period(problem: Problem):
             poison = (carry.seed_index == cfg.inject_nan_seed) & (step == cfg.inject_nan_at)
             batch = batch.replace(obs=jnp.where(poison, jnp.nan, batch.obs))
         new_state, metrics = algo.update(carry.algo, batch, k_update)
-        # a NaN metric means "not computed on this update" (SPOT's VAE-only updates leave its
-        # TD3 losses NaN); a real NaN loss makes the parameters NaN in the same update, and
-        # those are checked (the O2O loop's online guard does the same)
-        computed = jax.tree.map(lambda m: jnp.where(jnp.isnan(m), 0.0, m), metrics)
-        carry, _ = keep_if_finite(carry, new_state, computed, step)
+        checked = computed_metrics(metrics) if skips else metrics
+        carry, _ = keep_if_finite(carry, new_state, checked, step)
         metrics = jax.tree.map(lambda m: jnp.where(carry.diverged, jnp.nan, m)
                                .astype(jnp.float32), metrics)
         return carry.replace(key=key), metrics

@@ -32,7 +32,7 @@ from flax import struct
 
 import offbench.envs as envs
 from offbench import driver, replay, rollout
-from offbench.algorithms import EnvSpec, Transition
+from offbench.algorithms import EnvSpec, Transition, skips_metrics
 
 WARMUP_ACTIONS = ("random", "policy")
 
@@ -230,6 +230,7 @@ def make_period(problem: Problem, sample: Callable | None = None,
     iters = cfg.iterations_per_period
     sample = sample or replay_sampler(problem)
     extras = problem.extra_fields
+    reduce = jnp.nanmean if skips_metrics(algo) else jnp.mean
 
     def iteration(carry: Carry, it: jax.Array, static: tuple):
         key, k_act, k_rand, k_upd = jax.random.split(carry.key, 4)
@@ -275,8 +276,9 @@ def make_period(problem: Problem, sample: Callable | None = None,
                 batch = sample(carry, k_sample, *static)
                 return algo.update(state, batch, k_update)
             state, metrics = jax.lax.scan(one_update, algo_state, jax.random.split(k_upd, cfg.utd))
-            # nanmean: an algorithm may report a loss only on some of its UTD updates (RLPD)
-            return state, jax.tree.map(lambda m: jnp.nanmean(m).astype(jnp.float32), metrics)
+            # nanmean where an algorithm reports a loss only on some of its UTD updates (RLPD);
+            # else a NaN on any of them stays NaN, for the divergence guard
+            return state, jax.tree.map(lambda m: reduce(m).astype(jnp.float32), metrics)
 
         def skip(algo_state):
             batch = sample(carry, carry.key, *static)

@@ -100,7 +100,8 @@ class Cell:
     def label(self) -> str:
         c = self.config
         variant = f" [{c['variant']}]" if c.get("variant") else ""
-        return f"{c['algorithm']}{variant} on {c['dataset']} ({c['mode']}, {c['seeds']} seeds)"
+        seeds = f"{c['seeds']} seed" + ("s" if c["seeds"] != 1 else "")
+        return f"{c['algorithm']}{variant} on {c['dataset']} ({c['mode']}, {seeds})"
 
 
 # ---- offline mode -------------------------------------------------------------------------

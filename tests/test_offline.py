@@ -105,6 +105,43 @@ def test_frozen_seed_keeps_its_last_finite_parameters(minari_root):
         assert np.isfinite(np.asarray(b)).all()
 
 
+def bc_with_a_nan_loss(skips_metrics: bool):
+    """BC whose reported loss is NaN on a poisoned batch while its parameters stay finite (it
+    learns from the batch with the NaN zeroed): a NaN loss alone, which the parameters miss."""
+    import types
+
+    import jax.numpy as jnp
+
+    def update(state, batch, key):
+        poisoned = jnp.isnan(batch.obs).any()
+        state, metrics = bc.update(state, batch.replace(obs=jnp.nan_to_num(batch.obs)), key)
+        return state, {**metrics, "bc_loss": jnp.where(poisoned, jnp.nan, metrics["bc_loss"])}
+
+    module = types.SimpleNamespace(**{n: getattr(bc, n) for n in dir(bc) if n[:2] != "__"})
+    module.update, module.SKIPS_METRICS = update, skips_metrics
+    return module
+
+
+@pytest.mark.parametrize("skips_metrics", [False, True])
+def test_a_nan_loss_alone_is_divergence_unless_the_algorithm_skips_metrics(
+        minari_root, skips_metrics):
+    import jax
+
+    from offbench.data import load
+
+    arrays, mean, std = offline.prepare_arrays(bc, TINY_BC, load(DATASET))
+    config = dataclasses.replace(TINY, eval_every=50, inject_nan_seed=0, inject_nan_at=150)
+    problem = offline.Problem(bc_with_a_nan_loss(skips_metrics), TINY_BC, "hopper", config,
+                              mean, std)
+    carry = offline.init_carry(problem, jax.random.PRNGKey(0), 0, arrays)
+    carry, _ = jax.jit(offline.make_chunk(problem, 6))(carry, 0, arrays)
+    assert jax.tree.all(jax.tree.map(lambda x: bool(np.isfinite(x).all()), carry.algo))
+    if skips_metrics:  # a NaN metric there means "not computed": the seed goes on
+        assert not bool(carry.diverged) and int(carry.diverged_at) == -1
+    else:
+        assert bool(carry.diverged) and int(carry.diverged_at) == 150
+
+
 def run_cli(*args, env=None):
     return subprocess.run([OFFBENCH, *args], capture_output=True, text=True, timeout=600,
                           env=env)
