@@ -167,9 +167,18 @@ class Checker:
         if config is None:
             return False
         from offbench.algorithms import EnvSpec, skips_metrics
-        from offbench.offline import sample
+        from offbench.offline import sample as sample_rows
 
         m = self.module
+
+        def sample(arrays, key, batch_size):
+            batch = sample_rows(arrays, key, batch_size)
+            if "from_dataset" in getattr(m, "BATCH_FIELDS", ()):
+                # as the hybrid loop marks them (H2O): the first half dataset rows, the rest env
+                source = (jax.numpy.arange(batch_size) < batch_size // 2).astype("float32")
+                batch = batch.replace(extra={**batch.extra, "from_dataset": source})
+            return batch
+
         spec = EnvSpec(OBS, ACT)
         fields = tuple(getattr(m, "DATASET_FIELDS", ()))
         arrays = {k: jax.numpy.asarray(v) for k, v in tiny_dataset(fields).items()}
@@ -236,7 +245,7 @@ class Checker:
             batches = jax.vmap(lambda k: sample(arrays, k, batch_size))(keys)
             new, metrics = jax.jit(jax.vmap(m.update))(states, batches, keys)
             _same_structure(states, new)
-            _scalar_metrics(jax.tree.map(lambda x: x[0], metrics), 1)
+            _scalar_metrics(jax.tree.map(lambda x: x[0], metrics), 1, skips_metrics(m))
             actions = jax.jit(jax.vmap(lambda s, k: m.act(s, obs, k, True)))(new, keys)
             if actions.shape != (2, obs.shape[0], ACT):
                 raise CheckFailed(f"vmapped act returned shape {actions.shape}; expected "

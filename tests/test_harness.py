@@ -821,6 +821,17 @@ def test_check_runs_the_hybrid_loop_a_module_declares():
     assert re.search(r"^ok +online mode: the online loop on hopper", text, re.M), text
 
 
+@pytest.mark.parametrize("name,overrides,mode", [
+    # H2O reads the hybrid loop's dataset/env marks, which the check's batches must carry
+    ("h2o", ["hidden=32,32"], "hybrid"),
+    # SPOT fits its VAE first (metrics of its TD3 part NaN until then): a 1-step VAE phase
+    ("spot", ["hidden=32,32", "vae_steps=1", "vae_hidden=32,32"], "o2o")])
+def test_check_accepts_the_baselines_with_special_batches_or_phases(name, overrides, mode):
+    ok, text = run_check(name, overrides)
+    assert ok, text
+    assert re.search(rf"^ok +{mode} mode", text, re.M), text
+
+
 def test_check_runs_the_online_loop_a_module_declares(tmp_path, monkeypatch):
     from offbench import online
 

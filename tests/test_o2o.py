@@ -96,6 +96,7 @@ class Probe:
     env rewards of hopper are never near it)."""
 
     MODES = ("hybrid",)
+    SKIPS_METRICS = rlpd.SKIPS_METRICS  # its actor's metrics are NaN between its steps
     Config = rlpd.Config
     init = staticmethod(rlpd.init)
     act = staticmethod(rlpd.act)
@@ -122,7 +123,8 @@ def test_hybrid_loop_feeds_rlpd_the_requested_counts(ratio):
     """Inside the compiled hybrid loop, every one of RLPD's updates gets exactly
     round(ratio * batch) dataset rows (the period's mean of the count equals it exactly)."""
     algo = types.SimpleNamespace(**{k: getattr(Probe, k) for k in
-                                    ("MODES", "Config", "init", "act", "update")})
+                                    ("MODES", "SKIPS_METRICS", "Config", "init", "act",
+                                              "update")})
     algo_config = rlpd.Config(hidden=(8,), num_critics=2, batch_size=8, utd=2,
                               offline_ratio=ratio)
     config = o2o.resolve(o2o.MixedConfig(mode="hybrid", offline_updates=0, online_steps=8,
