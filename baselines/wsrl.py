@@ -31,9 +31,11 @@ from baselines.cql import CQLState, act, init, policy_params, update
 from offbench.algorithms import Transition
 
 MODES = ("o2o",)
+# its online step is RLPD's, whose actor metrics are NaN between the actor's steps
+SKIPS_METRICS = rlpd.SKIPS_METRICS
 DATASET_FIELDS = ("mc_returns",)  # Cal-QL pre-training
-__all__ = ["Config", "MODES", "DATASET_FIELDS", "init", "update", "online_update", "act",
-           "policy_params"]
+__all__ = ["Config", "MODES", "SKIPS_METRICS", "DATASET_FIELDS", "init", "update",
+           "online_update", "act", "policy_params"]
 
 
 @dataclasses.dataclass(frozen=True)

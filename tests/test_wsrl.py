@@ -40,7 +40,8 @@ def probe():
 
     return types.SimpleNamespace(MODES=wsrl.MODES, Config=wsrl.Config, init=wsrl.init,
                                  act=act, update=wsrl.update, online_update=online_update,
-                                 DATASET_FIELDS=wsrl.DATASET_FIELDS)
+                                 DATASET_FIELDS=wsrl.DATASET_FIELDS,
+                                 SKIPS_METRICS=wsrl.SKIPS_METRICS)
 
 
 def leaves_equal(a, b):
