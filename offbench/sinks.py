@@ -87,8 +87,9 @@ class ProgressSink:
             result = f"return {sum(returns) / len(returns):.1f}"
         else:
             result = "no finite evaluation"
-        self.log(f"    {self.label}: {where or f'period {last}'}: {result} (mean of "
-                 f"{len(latest)} seeds), {time.perf_counter() - self.start:.0f} s")
+        seeds = "1 seed" if len(latest) == 1 else f"mean of {len(latest)} seeds"
+        self.log(f"    {self.label}: {where or f'period {last}'}: {result} ({seeds}), "
+                 f"{time.perf_counter() - self.start:.0f} s")
 
     def close(self) -> None:
         pass
