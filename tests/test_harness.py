@@ -825,7 +825,9 @@ def test_check_runs_the_hybrid_loop_a_module_declares():
     # H2O reads the hybrid loop's dataset/env marks, which the check's batches must carry
     ("h2o", ["hidden=32,32"], "hybrid"),
     # SPOT fits its VAE first (metrics of its TD3 part NaN until then): a 1-step VAE phase
-    ("spot", ["hidden=32,32", "vae_steps=1", "vae_hidden=32,32"], "o2o")])
+    ("spot", ["hidden=32,32", "vae_steps=1", "vae_hidden=32,32"], "o2o"),
+    # WSRL's online step is RLPD's, whose actor metrics are NaN between the actor's steps
+    ("wsrl", ["hidden=32,32", "num_critics=2"], "o2o")])
 def test_check_accepts_the_baselines_with_special_batches_or_phases(name, overrides, mode):
     ok, text = run_check(name, overrides)
     assert ok, text
