@@ -167,6 +167,7 @@ class Checker:
         if config is None:
             return False
         from offbench.algorithms import EnvSpec, skips_metrics
+        from offbench.o2o import with_source_marks
         from offbench.offline import sample as sample_rows
 
         m = self.module
@@ -175,8 +176,7 @@ class Checker:
             batch = sample_rows(arrays, key, batch_size)
             if "from_dataset" in getattr(m, "BATCH_FIELDS", ()):
                 # as the hybrid loop marks them (H2O): the first half dataset rows, the rest env
-                source = (jax.numpy.arange(batch_size) < batch_size // 2).astype("float32")
-                batch = batch.replace(extra={**batch.extra, "from_dataset": source})
+                batch = with_source_marks(batch, batch_size // 2)
             return batch
 
         spec = EnvSpec(OBS, ACT)

@@ -178,10 +178,13 @@ def mixed_sample(arrays: dict[str, jax.Array], buffer: replay.ReplayBuffer, key:
     data = offline.sample(arrays, k_offline, n_offline)
     env = replay.sample(buffer, k_online, batch_size - n_offline)
     batch = jax.tree.map(lambda a, b: jnp.concatenate([a.astype(b.dtype), b]), data, env)
-    if mark_source:
-        source = (jnp.arange(batch_size) < n_offline).astype(jnp.float32)
-        batch = batch.replace(extra={**batch.extra, "from_dataset": source})
-    return batch
+    return with_source_marks(batch, n_offline) if mark_source else batch
+
+
+def with_source_marks(batch: Transition, n_offline: int) -> Transition:
+    """`extra["from_dataset"]`: 1 on the first n_offline rows (the dataset's), 0 on the rest."""
+    source = (jnp.arange(batch.reward.shape[0]) < n_offline).astype(jnp.float32)
+    return batch.replace(extra={**batch.extra, "from_dataset": source})
 
 
 def online_view(algo: types.ModuleType, config: MixedConfig | None = None) -> Any:
