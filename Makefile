@@ -109,7 +109,8 @@ offline-diagnosis-cql: setup
 # SAC-N and EDAC on halfcheetah-medium with the published 3x256 networks and with 2x64 ones, one
 # seed each (~55 min on 2 cores), and with 3x256 on walker2d-medium-expert (~75 min; the
 # committed walker2d report was made from the finished cells' folders, its command inside, as
-# the report refuses a sweep with unfinished cells and EDAC's there was not run)
+# the report refuses a sweep with unfinished cells of the datasets asked for, and EDAC's 3x256
+# walker2d cell was not run)
 offline-diagnosis-width: setup
 	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-width.toml --store $(STORE) --resume
 	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-width-control.toml --store $(STORE) --resume

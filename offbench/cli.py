@@ -338,13 +338,7 @@ def _selected_runs(args: argparse.Namespace, command: str) -> list[Path]:
     from offbench.store import Store, sweep_cells
 
     label = f"sweep '{args.sweep[0]}'" if len(args.sweep) == 1 else None
-    cells = sweep_cells(Store(args.store), args.sweep, label=label)
-    if args.datasets:
-        known = {c.config()["dataset"] for c in cells}
-        if set(args.datasets) - known:
-            raise ValueError(f"--datasets {sorted(set(args.datasets) - known)}: no cell of "
-                             f"those sweeps has them (they have {sorted(known)})")
-        cells = [c for c in cells if c.config()["dataset"] in args.datasets]
+    cells = sweep_cells(Store(args.store), args.sweep, label=label, datasets=args.datasets)
     return [c.path for c in cells]
 
 

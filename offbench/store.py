@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,8 +124,11 @@ class Store:
 
 
 def sweep_cells(store: Store, sweeps: list[str], label: str | None = None,
-                log: Callable[[str], None] = print) -> list[CellDir]:
+                log: Callable[[str], None] = print,
+                datasets: Collection[str] | None = None) -> list[CellDir]:
     """The cells the named sweeps ran; an error unless there are some and all are complete.
+    datasets: only those datasets' cells, chosen before the completeness check (an unfinished
+    cell of another dataset does not block a report of the finished ones).
     A dataset rebuilt from re-selected behaviour policies keeps its id, so a sweep run before
     and after holds cells of both versions: only the current version's are returned (the
     others are named in the log), and a mix with no current version to pick is an error.
@@ -137,6 +140,12 @@ def sweep_cells(store: Store, sweeps: list[str], label: str | None = None,
     if not cells:
         raise ValueError(f"no cell of {label} in store {store.root}; run "
                          f"`offbench sweep SPEC --store {store.root}` first")
+    if datasets:
+        known = {c.config()["dataset"] for c in cells}
+        if set(datasets) - known:
+            raise ValueError(f"--datasets {sorted(set(datasets) - known)}: no cell of {label} "
+                             f"has them (they have {sorted(known)})")
+        cells = [c for c in cells if c.config()["dataset"] in datasets]
     by_dataset: dict[str, list[CellDir]] = {}
     for cell in cells:
         by_dataset.setdefault(cell.config()["dataset"], []).append(cell)

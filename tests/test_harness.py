@@ -941,6 +941,16 @@ def test_offline_check_report_of_a_sweeps_cells(swept, tmp_path, capsys):
     assert cli.main(["report-offline", "--sweep", "grid", "--store", str(root), "--datasets",
                      "hopper-medium", "--out", str(tmp_path / "none.md")]) != 0
     assert "--datasets ['hopper-medium']: no cell" in capsys.readouterr().err
+    # --datasets picks cells before the completeness check: an unfinished cell of another
+    # dataset in the same sweep does not block the report of this dataset's finished cells
+    other = make_cell(root, "bc", "hopper-medium", {0: (1.0, 1.0)}, complete=False)
+    store.Store(root).register(other.config(), "grid")
+    assert cli.main(["report-offline", "--sweep", "grid", "--store", str(root),
+                     "--out", str(tmp_path / "all.md")]) != 0
+    assert re.search("1 cell.*have not finished", capsys.readouterr().err)
+    assert cli.main(["report-offline", "--sweep", "grid", "--store", str(root), "--datasets",
+                     DATASET, "--out", str(tmp_path / "one.md")]) == 0
+    assert list(pd.read_csv(tmp_path / "one.csv").algorithm.unique()) == ["bc[batch_size=32]"]
 
 
 def test_sweep_datasets_option_runs_a_subset_of_the_same_cells(swept, tmp_path, capsys):
