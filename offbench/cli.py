@@ -105,7 +105,9 @@ def cmd_train_online(args: argparse.Namespace) -> int:
                       stop_after_chunks=args.stop_after_chunks,
                       snapshot=_policy_snapshot(algo) if args.snapshots else None)
     final = df[df.period == df.period.max()]
-    print(f"final eval return over {args.seeds} seeds: {final.eval_return.mean():.1f} "
+    from offbench.sweep import seeds_phrase
+
+    print(f"final eval return over {seeds_phrase(args.seeds)}: {final.eval_return.mean():.1f} "
           f"(per seed: {', '.join(f'{r:.1f}' for r in final.eval_return)}); "
           f"metrics in {out / 'metrics.csv'}")
     return 0
@@ -159,8 +161,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     final = df[df.period == df.period.max()].sort_values("seed")
     best = df.groupby("seed").normalized_score.max()
     diverged = int((final.diverged > 0).sum())
-    print(f"normalized score over {args.seeds} seeds: last {final.normalized_score.mean():.1f} "
-          f"± {final.normalized_score.std(ddof=0):.1f}, best {best.mean():.1f}"
+    from offbench.sweep import seeds_phrase
+
+    print(f"normalized score over {seeds_phrase(args.seeds)}: "
+          f"last {final.normalized_score.mean():.1f} ± {final.normalized_score.std(ddof=0):.1f}, "
+          f"best {best.mean():.1f}"
           + (f"; {diverged} seed(s) diverged" if diverged else "")
           + f"; metrics in {out / 'metrics.csv'}")
     return 0

@@ -100,8 +100,13 @@ class Cell:
     def label(self) -> str:
         c = self.config
         variant = f" [{c['variant']}]" if c.get("variant") else ""
-        seeds = f"{c['seeds']} seed" + ("s" if c["seeds"] != 1 else "")
+        seeds = seeds_phrase(c["seeds"])
         return f"{c['algorithm']}{variant} on {c['dataset']} ({c['mode']}, {seeds})"
+
+
+def seeds_phrase(seeds: int) -> str:
+    """'1 seed', '3 seeds': how sweep labels and `offbench run`'s summary lines count seeds."""
+    return "1 seed" if seeds == 1 else f"{seeds} seeds"
 
 
 # ---- offline mode -------------------------------------------------------------------------

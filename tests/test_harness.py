@@ -534,6 +534,10 @@ def test_a_running_cell_logs_a_progress_line_per_chunk(swept):
     for line, (updates, rows) in zip(progress, metrics.groupby("updates"), strict=True):
         assert f"updates {int(updates)}:" in line
         assert f"score {rows.normalized_score.mean():.1f} (mean of 2 seeds)" in line
+    # the cell's label counts its seeds in words ("1 seed", never "1 seeds")
+    assert any(line.endswith("(offline, 2 seeds) -> " + str(cell_of(root, "bc").path))
+               for line in SWEPT_LOG)
+    assert [sweep.seeds_phrase(n) for n in (1, 2)] == ["1 seed", "2 seeds"]
 
 
 def test_resume_skips_complete_cells_and_retries_failed_ones(swept):
