@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export OFFBENCH_CACHE ?= $(HOME)/.cache/offbench
 export JAX_COMPILATION_CACHE_DIR ?= $(OFFBENCH_CACHE)/jax
 
-.PHONY: setup test lint bench perf online-check offline-check offline-check-long offline-diagnosis offline-diagnosis-cql offline-diagnosis-cql-width offline-diagnosis-width offline-diagnosis-ensemble o2o-check o2o-check-long o2o-diagnosis hybrid-check hybrid-check-long policies \
+.PHONY: setup test lint bench perf online-check offline-check offline-check-long offline-diagnosis offline-diagnosis-cql offline-diagnosis-cql-width offline-diagnosis-width offline-diagnosis-ensemble offline-diagnosis-sacn-q o2o-check o2o-check-long o2o-diagnosis hybrid-check hybrid-check-long policies \
   datasets lock clean
 
 setup: $(STAMP)
@@ -144,6 +144,21 @@ offline-diagnosis-ensemble: setup
 	  --budget "as the offline check: 20k updates per seed, 3 vmapped seeds, 5 evaluation episodes every 5000 updates; variants: tasks/sweeps/offline-diagnosis-ensemble.toml"
 	$(BIN)/offbench probe --sweep offline-diagnosis-ensemble --store $(STORE) \
 	  --out results/offline/probe-ensemble.md --title "Critic probe: SAC-N by ensemble size, walker2d-medium-expert"
+
+# Why SAC-N's critics blow up on walker2d-medium-expert (tasks/sweeps/offline-diagnosis-sacn-q.toml
+# and its companion -sacn-q-ensemble.toml): LayerNorm critics, 20x the data (builds
+# walker2d-medium-expert, 2M transitions, ~13 min), 100 critics, EDAC (~70 min on 2 cores) ->
+# results/offline/diagnosis-sacn-q.md and the critic probe results/offline/probe-sacn-q.md
+offline-diagnosis-sacn-q: setup
+	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-sacn-q.toml --store $(STORE) --resume
+	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-sacn-q-ensemble.toml --store $(STORE) --resume
+	$(BIN)/offbench report-offline --sweep offline-diagnosis-sacn-q \
+	  --sweep offline-diagnosis-sacn-q-ensemble --store $(STORE) \
+	  --out results/offline/diagnosis-sacn-q.md --title "SAC-N diagnosis: the critic blow-up on walker2d-medium-expert" \
+	  --budget "2x64 networks, observations normalized, 20k updates per seed, 5 evaluation episodes every 5000 updates; 3 vmapped seeds (tasks/sweeps/offline-diagnosis-sacn-q.toml: N=20 with and without critic LayerNorm, on the 100k-transition and the 2M-transition walker2d-medium-expert), 1 seed (offline-diagnosis-sacn-q-ensemble.toml: N=100, and EDAC N=10 eta=5)"
+	$(BIN)/offbench probe --sweep offline-diagnosis-sacn-q --sweep offline-diagnosis-sacn-q-ensemble \
+	  --store $(STORE) --out results/offline/probe-sacn-q.md \
+	  --title "Critic probe: SAC-N's critic blow-up on walker2d-medium-expert"
 
 # O2O learning check -> results/o2o/check.md: Cal-QL and IQL pre-trained offline, then
 # fine-tuned online, on two datasets, 3 vmapped seeds, at the CPU budget of
