@@ -148,7 +148,9 @@ offline-diagnosis-ensemble: setup
 # Why SAC-N's critics blow up on walker2d-medium-expert (tasks/sweeps/offline-diagnosis-sacn-q.toml
 # and its companion -sacn-q-ensemble.toml): LayerNorm critics, 20x the data (builds
 # walker2d-medium-expert, 2M transitions, ~13 min), 100 critics, EDAC (~70 min on 2 cores) ->
-# results/offline/diagnosis-sacn-q.md and the critic probe results/offline/probe-sacn-q.md
+# results/offline/diagnosis-sacn-q.md and the critic probe results/offline/probe-sacn-q.md; then
+# LayerNorm critics at the check's settings on hopper-medium-replay (-sacn-q-hopper.toml, ~10 min)
+# -> results/offline/diagnosis-sacn-q-hopper.md, probe-sacn-q-hopper.md
 offline-diagnosis-sacn-q: setup
 	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-sacn-q.toml --store $(STORE) --resume
 	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-sacn-q-ensemble.toml --store $(STORE) --resume
@@ -159,6 +161,15 @@ offline-diagnosis-sacn-q: setup
 	$(BIN)/offbench probe --sweep offline-diagnosis-sacn-q --sweep offline-diagnosis-sacn-q-ensemble \
 	  --store $(STORE) --out results/offline/probe-sacn-q.md \
 	  --title "Critic probe: SAC-N's critic blow-up on walker2d-medium-expert"
+	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-sacn-q-hopper.toml --store $(STORE) --resume
+	$(BIN)/offbench report-offline --sweep offline-check --sweep offline-diagnosis-sacn-q-hopper \
+	  --datasets hopper-medium-replay-100k --store $(STORE) \
+	  --out results/offline/diagnosis-sacn-q-hopper.md --title "SAC-N diagnosis: LayerNorm critics on hopper-medium-replay" \
+	  --budget "the offline check's cells (tasks/sweeps/offline-check.toml: 2x64 networks, 20k updates, 3 seeds, 5 evaluation episodes) beside SAC-N with LayerNorm critics, otherwise the check's SAC-N (tasks/sweeps/offline-diagnosis-sacn-q-hopper.toml)"
+	$(BIN)/offbench probe --sweep offline-check --sweep offline-diagnosis-sacn-q-hopper \
+	  --datasets hopper-medium-replay-100k --store $(STORE) \
+	  --out results/offline/probe-sacn-q-hopper.md \
+	  --title "Critic probe: the offline check on hopper-medium-replay and SAC-N with LayerNorm critics"
 
 # O2O learning check -> results/o2o/check.md: Cal-QL and IQL pre-trained offline, then
 # fine-tuned online, on two datasets, 3 vmapped seeds, at the CPU budget of
