@@ -107,10 +107,9 @@ offline-diagnosis-cql: setup
 	  --budget "the check's cells (tasks/sweeps/offline-check.toml: 2x64 networks, 5 evaluation episodes, 20k updates, 3 seeds) beside CQL with 100k updates, 1 seed (tasks/sweeps/offline-diagnosis-cql.toml)"
 
 # SAC-N and EDAC on halfcheetah-medium with the published 3x256 networks and with 2x64 ones, one
-# seed each (~55 min on 2 cores), and with 3x256 on walker2d-medium-expert (~75 min; the
-# committed walker2d report was made from the finished cells' folders, its command inside, as
-# the report refuses a sweep with unfinished cells of the datasets asked for, and EDAC's 3x256
-# walker2d cell was not run)
+# seed each (~55 min on 2 cores), and with 3x256 on walker2d-medium-expert (~75 min); the critic
+# probe of the walker2d-medium-expert cells, 2x64 at 100k updates and 3x256 at 40k ->
+# results/offline/probe-width-walker2d.md
 offline-diagnosis-width: setup
 	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-width.toml --store $(STORE) --resume
 	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-width-control.toml --store $(STORE) --resume
@@ -123,6 +122,9 @@ offline-diagnosis-width: setup
 	  --sweep offline-diagnosis-width --datasets walker2d-medium-expert-100k --store $(STORE) \
 	  --out results/offline/diagnosis-width-walker2d.md --title "SAC-N and EDAC diagnosis: network width, walker2d-medium-expert" \
 	  --budget "the check's cells (tasks/sweeps/offline-check.toml: 2x64 networks, 5 evaluation episodes, 20k updates, 3 seeds) and its follow-up's (offline-check-long.toml: 100k updates) beside SAC-N (N=20) and EDAC (eta=5) with 3x256 networks, 40k updates, 1 seed (tasks/sweeps/offline-diagnosis-width.toml)"
+	$(BIN)/offbench probe --sweep offline-check-long --sweep offline-diagnosis-width \
+	  --datasets walker2d-medium-expert-100k --store $(STORE) --out results/offline/probe-width-walker2d.md \
+	  --title "Critic probe: walker2d-medium-expert, 2x64 networks at 100k updates (offline-check-long) and SAC-N, EDAC with 3x256 at 40k"
 
 # CQL on walker2d-medium-expert with the published 3x256 networks, one seed (~50 min on 2 cores),
 # beside the check's 2x64 cells; critic probe of the 2x64 and 3x256 cells ->
