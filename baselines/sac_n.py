@@ -31,6 +31,12 @@ critic LayerNorm, hopper-medium-replay 20, hopper-medium-expert 40). From the CL
         --set actor_lr=0.0018 --set critic_lr=0.0018 --set temperature_lr=0.0018 \\
         --set edac_init=false --set num_critics=10
 
+Known failure here: on our walker2d-medium-expert the critics can blow up together (mean Q far
+above any return, temperature climbing) because they agree at the policy's off-data actions, so
+the minimum over N -- even N=100 -- barely penalizes them; LayerNorm critics
+(`--set critic_layer_norm=true`) stop it (results/offline/diagnosis-sacn-q.md). It is all
+finite, so the loop does not flag it diverged: watch q_mean.
+
 Known differences from CORL: sac.py updates critic, then actor, then temperature (CORL and the
 authors' code: temperature, actor, critic); the temperature loss is alpha * (H - target) rather
 than log_alpha * (H - target) (the same sign of step; Adam sees a rescaled gradient); the actor's
