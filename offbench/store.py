@@ -140,15 +140,14 @@ def sweep_cells(store: Store, sweeps: list[str], label: str | None = None,
     if not cells:
         raise ValueError(f"no cell of {label} in store {store.root}; run "
                          f"`offbench sweep SPEC --store {store.root}` first")
-    if datasets:
-        known = {c.config()["dataset"] for c in cells}
-        if set(datasets) - known:
-            raise ValueError(f"--datasets {sorted(set(datasets) - known)}: no cell of {label} "
-                             f"has them (they have {sorted(known)})")
-        cells = [c for c in cells if c.config()["dataset"] in datasets]
     by_dataset: dict[str, list[CellDir]] = {}
     for cell in cells:
         by_dataset.setdefault(cell.config()["dataset"], []).append(cell)
+    if datasets:
+        if set(datasets) - set(by_dataset):
+            raise ValueError(f"--datasets {sorted(set(datasets) - set(by_dataset))}: no cell of "
+                             f"{label} has them (they have {sorted(by_dataset)})")
+        by_dataset = {d: group for d, group in by_dataset.items() if d in datasets}
     kept: list[CellDir] = []
     for dataset, group in by_dataset.items():
         versions = {c.config().get("dataset_sha256") for c in group}
