@@ -103,7 +103,8 @@ def cmd_train_online(args: argparse.Namespace) -> int:
     df = online.train(args.algorithm, args.task, args.seeds, config, algo_config, out,
                       resume=args.resume, first_seed=args.first_seed,
                       stop_after_chunks=args.stop_after_chunks,
-                      snapshot=_policy_snapshot(algo) if args.snapshots else None)
+                      snapshot=_policy_snapshot(algo) if args.snapshots else None,
+                      seed_group=args.seed_group)
     final = df[df.period == df.period.max()]
     from offbench.sweep import seeds_phrase
 
@@ -157,7 +158,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/offline/{args.algorithm}-{args.dataset.replace('/', '_')}")
     df = offline.train(args.algorithm, args.dataset, args.seeds, config, algo_config, out,
                        resume=args.resume, first_seed=args.first_seed,
-                       stop_after_chunks=args.stop_after_chunks, dataset=dataset)
+                       stop_after_chunks=args.stop_after_chunks, dataset=dataset,
+                       seed_group=args.seed_group)
     final = df[df.period == df.period.max()].sort_values("seed")
     best = df.groupby("seed").normalized_score.max()
     diverged = int((final.diverged > 0).sum())
@@ -201,7 +203,8 @@ def _run_mixed(args: argparse.Namespace, algo, algo_config, given: set) -> int:
                f"{args.dataset.replace('/', '_').replace(':', '_')}")
     o2o.train(args.algorithm, args.dataset, args.seeds, config, algo_config, out,
               resume=args.resume, first_seed=args.first_seed,
-              stop_after_chunks=args.stop_after_chunks, dataset=dataset)
+              stop_after_chunks=args.stop_after_chunks, dataset=dataset,
+              seed_group=args.seed_group)
     per_seed = json.loads((out / "run.json").read_text())["per_seed"]
     keys = (("pretrain_score", "dip", "final_score", "regret") if args.mode == "o2o"
             else ("final_score", "steps_to_threshold") if args.threshold is not None
@@ -407,7 +410,8 @@ def _sweep_and_report(spec: dict, args: argparse.Namespace) -> int:
         ray_options = RayOptions(args.ray_address, args.ray_cpus_per_cell,
                                  args.ray_gpus_per_cell)
     result = sweep.run_sweep(spec, store, resume=args.resume, executor=args.executor,
-                             stop_after_cells=args.stop_after_cells, ray_options=ray_options)
+                             stop_after_cells=args.stop_after_cells, ray_options=ray_options,
+                             seed_group=args.seed_group)
     print(f"sweep '{spec['name']}': {len(result.ran)} cell(s) ran, {len(result.skipped)} "
           f"complete before, {len(result.failed)} failed; store {store.root}")
     for name, error in result.failed.items():
@@ -495,6 +499,12 @@ def _positive(text: str) -> int:
     return value
 
 
+SEED_GROUP_HELP = ("run the seeds in vmapped groups of N, one group after another in the same "
+                   "program (a CPU speed knob: on 2 cores groups of 2 are fastest for SAC-N/EDAC, "
+                   "1 for CQL, results/perf/offline.md; default all seeds at once, right for "
+                   "GPU/TPU); changes results only to float rounding")
+
+
 def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
     """Options every training command shares (train-online, run)."""
     p.add_argument("--backend", choices=["mujoco", "mjx"], help="physics (default by device)")
@@ -502,6 +512,7 @@ def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
                    help="override an algorithm config field (repeatable)")
     p.add_argument("--out", help=f"run folder (default {default_out})")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--seed-group", type=_positive, metavar="N", help=SEED_GROUP_HELP)
 
 
 def _add_sweep_options(p: argparse.ArgumentParser) -> None:
@@ -509,6 +520,7 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
                    help=f"results store (default {DEFAULT_STORE})")
     p.add_argument("--resume", action="store_true",
                    help="skip complete cells, continue interrupted ones from their checkpoints")
+    p.add_argument("--seed-group", type=_positive, metavar="N", help=SEED_GROUP_HELP)
     p.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local: cells one after another here; ray: one Ray task per cell")
     p.add_argument("--ray-address", metavar="HOST:PORT",

@@ -64,6 +64,53 @@ def shard_seeds(tree: Any, seeds: int) -> tuple[Any, int]:
     return jax.device_put(tree, sharding), devices
 
 
+def check_seed_group(seeds: int, seed_group: int | None, devices: int) -> bool:
+    """Whether `seed_group` splits the seeds into groups (False: all vmapped at once); one clear
+    error for a size that cannot."""
+    if seed_group is None or seed_group >= seeds:
+        return False
+    if seed_group < 1 or seeds % seed_group or seed_group % devices:
+        raise ValueError(f"--seed-group {seed_group} must divide the {seeds} seeds and be a "
+                         f"multiple of the {devices} device(s) they are sharded over; choose "
+                         "one such size, or leave it unset to vmap all seeds at once")
+    return True
+
+
+def map_seeds(fn: Callable, in_axes: tuple, seeds: int, seed_group: int | None = None,
+              devices: int = 1) -> Callable:
+    """`fn` over the leading seed axis of its first argument (the carry): all seeds vmapped at
+    once (seed_group None or >= seeds), or in vmapped groups of `seed_group` seeds that run one
+    after another inside the same program (`lax.map`).
+
+    Why groups: XLA's CPU backend copies (transposes) every activation of a batched dot for the
+    backward pass's weight-gradient dot, a memory-bound step whose buffers grow with the seeds;
+    with wide ensembles or many sampled actions (CQL, 8 seeds: [8, 2 critics, 7680 rows, 256]
+    floats, 126 MB per copy) 8 seeds vmapped at once then cost more per seed than 1 seed alone
+    (a jax.profiler trace of CQL's update: per seed, less matmul time with 8 seeds than with 1,
+    40% more copy time), and small groups win back the loss (results/perf/offline.md). On a
+    GPU/TPU one program over all seeds is what keeps the device busy: leave it unset.
+
+    A group holds seeds s, s + seeds/seed_group, ...: it takes one seed from each contiguous
+    block, so when the seed axis is sharded every device gets its share of every group, and a
+    group must divide among the devices. Each seed's numbers equal the all-vmapped ones to
+    float rounding (as vmapped equals alone)."""
+    vmapped = jax.vmap(fn, in_axes=in_axes)
+    if not check_seed_group(seeds, seed_group, devices):
+        return vmapped
+    steps = seeds // seed_group
+
+    def split(x):  # [seeds, ...] -> [steps, seed_group, ...]; seed = g * steps + step
+        return jnp.swapaxes(x.reshape(seed_group, steps, *x.shape[1:]), 0, 1)
+
+    def join(x):  # the inverse of split
+        return jnp.swapaxes(x, 0, 1).reshape(seeds, *x.shape[2:])
+
+    def grouped(carry, *rest):
+        out = jax.lax.map(lambda c: vmapped(c, *rest), jax.tree.map(split, carry))
+        return jax.tree.map(join, out)
+    return grouped
+
+
 def _checkpointer(directory: Path):
     import orbax.checkpoint as ocp
 
@@ -104,16 +151,21 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
         snapshot_writer: Callable | None = None, stop_after_chunks: int | None = None,
         summarize: Callable[[pd.DataFrame], dict] | None = None,
         annotate: Callable[[int], dict] | None = None,
-        on_rows: Callable[[list[dict]], None] | None = None) -> pd.DataFrame:
+        on_rows: Callable[[list[dict]], None] | None = None,
+        seed_group: int | None = None) -> pd.DataFrame:
     """Train all seeds to `periods` evaluation periods; returns the per-seed metrics table.
 
     stop_after_chunks: end the process abruptly (os._exit) after that many chunks and their
     checkpoint, to test resume-after-kill. summarize: extra fields for run.json at the end.
-    annotate: period -> extra columns of its rows (e.g. the O2O phase).
+    annotate: period -> extra columns of its rows (e.g. the O2O phase). seed_group: run the
+    seeds in vmapped groups of this size one after another (`map_seeds`; a CPU speed knob that
+    changes results only to float rounding, so it is recorded in run.json, not in the settings
+    a resume must match).
     """
     import orbax.checkpoint as ocp
 
     out = Path(out)
+    check_seed_group(seeds, seed_group, jax.local_device_count() if seed_sharding(seeds) else 1)
     settings = check_settings(out, settings, resume)
     keys = _seed_keys(first_seed, seeds)
     init_fn = jax.jit(jax.vmap(init))
@@ -136,7 +188,8 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "settings.json").exists():
         write_text_atomic(out / "settings.json", json.dumps(settings, indent=2))
-    run_info = {**settings, "mode": mode, **record(), "seed_devices": seed_devices}
+    run_info = {**settings, "mode": mode, **record(), "seed_devices": seed_devices,
+                "seed_group": seed_group}
     run_path = out / "run.json"
     if not run_path.exists():  # provenance from the start; wall and compile time added at the end
         write_text_atomic(run_path, json.dumps(run_info, indent=2, default=str))
@@ -151,7 +204,7 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
         first = jnp.asarray(done, jnp.int32)
         if n not in compiled:
             t0 = time.perf_counter()
-            fn = jax.jit(jax.vmap(make_chunk(n), in_axes=in_axes))
+            fn = jax.jit(map_seeds(make_chunk(n), in_axes, seeds, seed_group, seed_devices))
             compiled[n] = fn.lower(carry, first, *static_args).compile()
             compile_s += time.perf_counter() - t0
         carry, (metrics, snaps) = compiled[n](carry, first, *static_args)

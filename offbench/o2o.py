@@ -357,11 +357,13 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: MixedConfig, algo
           out: Path, resume: bool = False, first_seed: int = 0, progress: bool = True,
           stop_after_chunks: int | None = None, data_root: str | Path | None = None,
           dataset: Dataset | None = None,
-          on_rows: Callable[[list[dict]], None] | None = None) -> pd.DataFrame:
+          on_rows: Callable[[list[dict]], None] | None = None,
+          seed_group: int | None = None) -> pd.DataFrame:
     """Train `seeds` seeds in O2O or hybrid mode on a dataset's task; per-seed metrics.
     `dataset_id` may be a hybrid sim-to-real name (`halfcheetah-medium@sim:gravity=0.5`,
     offbench/hybrid.py): the data and evaluation are the real task's, the online env the
-    simulator's. on_rows: called with each chunk's new metric rows (logging sinks)."""
+    simulator's. on_rows: called with each chunk's new metric rows (logging sinks). seed_group:
+    vmapped groups of that many seeds, one after another (driver.map_seeds)."""
     from offbench import hybrid
     from offbench.algorithms import load_algorithm
     from offbench.data import load
@@ -396,4 +398,4 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: MixedConfig, algo
         units_per_period=config.eval_every, unit="step", resume=resume, progress=progress,
         static_args=(arrays,), stop_after_chunks=stop_after_chunks,
         summarize=lambda table: summarize(table, config), annotate=problem.phase,
-        on_rows=on_rows)
+        on_rows=on_rows, seed_group=seed_group)

@@ -304,8 +304,10 @@ def setup(algo_name: str, dataset_id: str, config: OfflineConfig, algo_config: A
 def train(algo_name: str, dataset_id: str, seeds: int, config: OfflineConfig, algo_config: Any,
           out: Path, resume: bool = False, first_seed: int = 0, progress: bool = True,
           stop_after_chunks: int | None = None, data_root: str | Path | None = None,
-          dataset: Dataset | None = None, on_rows: Any = None) -> pd.DataFrame:
-    """Train `seeds` seeds of an offline algorithm on a dataset; returns per-seed metrics."""
+          dataset: Dataset | None = None, on_rows: Any = None,
+          seed_group: int | None = None) -> pd.DataFrame:
+    """Train `seeds` seeds of an offline algorithm on a dataset; returns per-seed metrics.
+    seed_group: vmapped groups of that many seeds, one after another (driver.map_seeds)."""
     problem, arrays = setup(algo_name, dataset_id, config, algo_config, data_root, dataset)
     config = problem.config
     settings = {"algorithm": algo_name, "dataset": dataset_id, "seeds": seeds,
@@ -318,7 +320,7 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: OfflineConfig, al
         periods=config.periods, periods_per_chunk=config.periods_per_chunk,
         units_per_period=config.eval_every, unit="update", resume=resume, progress=progress,
         static_args=(arrays,), stop_after_chunks=stop_after_chunks, summarize=summarize,
-        on_rows=on_rows)
+        on_rows=on_rows, seed_group=seed_group)
 
 
 def restore(out: Path, data_root: str | Path | None = None

@@ -325,12 +325,14 @@ def make_chunk(problem: Problem, periods: int):
 def train(algo_name: str, task: str, seeds: int, config: OnlineConfig, algo_config: Any,
           out: Path, resume: bool = False, first_seed: int = 0, progress: bool = True,
           stop_after_chunks: int | None = None,
-          snapshot: Callable[[Any], Any] | None = None) -> pd.DataFrame:
+          snapshot: Callable[[Any], Any] | None = None,
+          seed_group: int | None = None) -> pd.DataFrame:
     """Train `seeds` seeds of an algorithm online on `task`; returns the per-seed metrics table.
 
     snapshot: algo state -> pytree saved after every evaluation period to
     DIR/snapshots/seed<S>/period_<P>.msgpack (e.g. the actor, for behaviour policies).
     stop_after_chunks: end the process abruptly after that many chunks (resume tests).
+    seed_group: vmapped groups of that many seeds, one after another (driver.map_seeds).
     """
     from offbench.algorithms import load_algorithm
 
@@ -352,4 +354,4 @@ def train(algo_name: str, task: str, seeds: int, config: OnlineConfig, algo_conf
         make_chunk=lambda n: make_chunk(problem, n), seeds=seeds, first_seed=first_seed,
         periods=config.periods, periods_per_chunk=config.periods_per_chunk,
         units_per_period=config.eval_every, unit="env step", resume=resume, progress=progress,
-        snapshot_writer=writer, stop_after_chunks=stop_after_chunks)
+        snapshot_writer=writer, stop_after_chunks=stop_after_chunks, seed_group=seed_group)

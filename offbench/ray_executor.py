@@ -72,7 +72,8 @@ def check_installed() -> None:
 
 
 def run_cells(cells: list[Cell], store: Store, sweep_name: str, resume: bool,
-              options: RayOptions, log: Callable[[str], None]) -> SweepResult:
+              options: RayOptions, log: Callable[[str], None],
+              seed_group: int | None = None) -> SweepResult:
     """Run `cells` as Ray tasks into `store`; the same contract and result as the local
     executor (complete cells skipped, a failed cell recorded and the others go on)."""
     from offbench.sweep import SweepResult
@@ -96,7 +97,8 @@ def run_cells(cells: list[Cell], store: Store, sweep_name: str, resume: bool,
     ran: list[tuple[int, str]] = []
     failed: dict[int, tuple[str, str]] = {}
     if todo:  # a sweep with nothing left to run needs no cluster
-        for index, name, error in _submit_and_wait(todo, total, resume, options, log):
+        for index, name, error in _submit_and_wait(todo, total, resume, options, log,
+                                                      seed_group):
             if error is None:
                 ran.append((index, name))
             else:
@@ -126,7 +128,7 @@ def _check_resources(options: RayOptions, local: bool, log: Callable[[str], None
 
 def _submit_and_wait(todo: list[tuple[int, Cell, Any]], total: int, resume: bool,
                      options: RayOptions, log: Callable[[str], None],
-                     ) -> Iterator[tuple[int, str, str | None]]:
+                     seed_group: int | None = None) -> Iterator[tuple[int, str, str | None]]:
     import ray
 
     from offbench import provenance
@@ -160,7 +162,8 @@ def _submit_and_wait(todo: list[tuple[int, Cell, Any]], total: int, resume: bool
             # absolute (workers run in another directory), symlinks kept: the user's path to
             # the shared filesystem is the one every node mounts
             path = str(folder.path.absolute())
-            ref = task.remote(cell.config, tuple(cell.sinks), path, resume, env, command)
+            ref = task.remote(cell.config, tuple(cell.sinks), path, resume, env, command,
+                              seed_group)
             pending[ref] = (index, cell, folder)
             log(f"[{index + 1}/{total}] submitted: {cell.label} -> {path}")
         while pending:
@@ -201,7 +204,8 @@ def _describe(err: Exception) -> tuple[str, str]:
 
 
 def _run_cell_task(config: dict, sinks: tuple[str, ...], path: str, resume: bool,
-                   env: dict[str, str], command: str) -> str | None:
+                   env: dict[str, str], command: str,
+                   seed_group: int | None = None) -> str | None:
     """One cell on a Ray worker: what the local executor does for it, in this process."""
     os.environ.update(env)
     # as offbench.cli.main does: no XLA log spam, JAX's persistent compilation cache on
@@ -214,4 +218,4 @@ def _run_cell_task(config: dict, sinks: tuple[str, ...], path: str, resume: bool
     provenance.COMMAND = command
     # progress lines go to the worker's stdout, which Ray forwards to the driver
     return sweep.run_cell(sweep.Cell(config, sinks), CellDir(Path(path)), resume=resume,
-                          log=print)
+                          log=print, seed_group=seed_group)

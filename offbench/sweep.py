@@ -68,7 +68,8 @@ class Mode:
 
     name: str
     resolve_budget: Callable[[dict, Any], dict]  # (budget table, algo config) -> budget dict
-    run: Callable[..., Any]  # run(cell: Cell, out: Path, resume: bool, sinks: list) -> table
+    # run(cell: Cell, out: Path, resume: bool, sinks: list, seed_group: int | None) -> table
+    run: Callable[..., Any]
     # Adjust the algorithm config to the budget (e.g. IQL's schedule spans the run's updates).
     # (algo config, resolved budget, keys the spec set, algorithm module) -> algo config
     adjust_algo_config: Callable[[Any, dict, set, Any], Any] = (
@@ -140,7 +141,8 @@ def _offline_algo_config(config: Any, budget: dict, given: set, algo: Any) -> An
     return config
 
 
-def _offline_run(cell: Cell, out: Path, resume: bool, sinks: list) -> Any:
+def _offline_run(cell: Cell, out: Path, resume: bool, sinks: list,
+                 seed_group: int | None = None) -> Any:
     from offbench import offline
 
     c = cell.config
@@ -148,7 +150,7 @@ def _offline_run(cell: Cell, out: Path, resume: bool, sinks: list) -> Any:
     config = offline.OfflineConfig(**c["budget"])
     return offline.train(c["algorithm"], c["dataset"], c["seeds"], config, algo_config, out,
                          resume=resume, first_seed=c["first_seed"], progress=False,
-                         on_rows=_fanout(sinks))
+                         on_rows=_fanout(sinks), seed_group=seed_group)
 
 
 register_mode(Mode("offline", _offline_budget, _offline_run, _offline_algo_config))
@@ -193,14 +195,15 @@ def _mixed_algo_config(mode: str) -> Callable[[Any, dict, set, Any], Any]:
 
 
 def _mixed_run(mode: str) -> Callable[..., Any]:
-    def run(cell: Cell, out: Path, resume: bool, sinks: list) -> Any:
+    def run(cell: Cell, out: Path, resume: bool, sinks: list,
+            seed_group: int | None = None) -> Any:
         from offbench import o2o
 
         c = cell.config
         config = o2o.MixedConfig(mode=mode, **c["budget"])
         return o2o.train(c["algorithm"], c["dataset"], c["seeds"], config, algo_config_from(c),
                          out, resume=resume, first_seed=c["first_seed"], progress=False,
-                         on_rows=_fanout(sinks))
+                         on_rows=_fanout(sinks), seed_group=seed_group)
     return run
 
 
@@ -398,13 +401,16 @@ def _ensure_datasets(datasets: list[str], log: Callable[[str], None]) -> None:
 def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str], None] = print,
               build_datasets: bool = True, executor: str = "local",
               stop_after_cells: int | None = None,
-              ray_options: RayOptions | None = None) -> SweepResult:
+              ray_options: RayOptions | None = None,
+              seed_group: int | None = None) -> SweepResult:
     """Run every cell of `spec` into `store`. Complete cells (of this sweep or of any other
     sharing the store) are skipped; unfinished ones (killed or failed) are continued only with
     `resume`. A cell that raises is recorded as failed (error and traceback in its status.json)
     and the sweep goes on. `executor`: "local" runs the cells one after another in this
     process; "ray" sends each to a Ray cluster as one task (offbench/ray_executor.py; where
-    and with which resources: `ray_options`), into the same store folders."""
+    and with which resources: `ray_options`), into the same store folders. seed_group: each
+    cell's seeds in vmapped groups of that size (driver.map_seeds; a CPU speed knob, not part
+    of a cell's identity: it changes results only to float rounding)."""
     if executor not in ("local", "ray"):
         raise ValueError(f"unknown executor '{executor}'; use 'local' or 'ray'")
     if executor == "ray":  # before anything is built or written
@@ -426,7 +432,8 @@ def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str
                              "--resume to continue them from their checkpoints")
     if executor == "ray":
         return ray_executor.run_cells(cells, store, spec["name"], resume,
-                                      ray_options or ray_executor.RayOptions(), log)
+                                      ray_options or ray_executor.RayOptions(), log,
+                                      seed_group)
     result = SweepResult([], [], {})
     for index, cell in enumerate(cells):
         folder = store.register(cell.config, spec["name"])
@@ -435,7 +442,7 @@ def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str
             result.skipped.append(folder.name)
             continue
         log(f"[{index + 1}/{len(cells)}] running: {cell.label} -> {folder.path}")
-        error = run_cell(cell, folder, resume=resume, log=log)
+        error = run_cell(cell, folder, resume=resume, log=log, seed_group=seed_group)
         if error is None:
             result.ran.append(folder.name)
         else:
@@ -449,7 +456,8 @@ def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str
 
 
 def run_cell(cell: Cell, folder: CellDir, resume: bool,
-             log: Callable[[str], None] | None = None) -> str | None:
+             log: Callable[[str], None] | None = None,
+             seed_group: int | None = None) -> str | None:
     """Train one cell; returns None or the error (also written to the cell's status.json).
     log: where a progress line goes after every chunk (None: no progress lines)."""
     from offbench import sinks as sink_module
@@ -465,7 +473,7 @@ def run_cell(cell: Cell, folder: CellDir, resume: bool,
         opened = sink_module.open_sinks(cell.sinks, folder.path, cell.config)
         if log is not None:
             opened.append(sink_module.ProgressSink(cell.label, log))
-        table = mode.run(cell, folder.path, resume_cell, opened)
+        table = mode.run(cell, folder.path, resume_cell, opened, seed_group=seed_group)
     except Exception as err:  # noqa: BLE001 - a crashing cell must not end the sweep
         message = f"{type(err).__name__}: {err}"
         folder.set_status("failed", error=message, traceback=traceback.format_exc(),

@@ -893,10 +893,14 @@ def test_o2o_and_hybrid_cells_run_and_report_their_metrics(env_root, tmp_path):
     hybrid_spec = tiny_spec(name="hybrid", algorithms=["rlpd"], modes=["hybrid"], sinks=[],
                             set=["hidden=32,32", "batch_size=64", "utd=2"],
                             budget={**MIXED_BUDGET, "threshold": -1e9})
-    for spec in (o2o_spec, hybrid_spec):
-        result = sweep.run_sweep(spec, store.Store(root), log=quiet)
+    for spec, group in ((o2o_spec, 1), (hybrid_spec, None)):
+        result = sweep.run_sweep(spec, store.Store(root), log=quiet, seed_group=group)
         assert len(result.ran) == 1 and not result.failed
     iql, rlpd = cell_of(root, "iql"), cell_of(root, "rlpd")
+    # --seed-group reaches the loop (recorded in run.json) and is not part of a cell's identity
+    assert json.loads((iql.path / "run.json").read_text())["seed_group"] == 1
+    assert json.loads((rlpd.path / "run.json").read_text())["seed_group"] is None
+    assert "seed_group" not in json.dumps(iql.config())
     # IQL's published fine-tuning setting reached the resolved config, as `offbench run` does it
     assert iql.config()["algo_config"]["actor_lr_schedule"] == "constant"
     assert rlpd.config()["budget"]["offline_ratio"] == 0.5 and rlpd.config()["budget"]["utd"] == 2

@@ -56,6 +56,11 @@ def test_vmapped_seeds_equal_seeds_run_alone(tmp_path):
                              first_seed=seed, progress=False)
         mine = together[together.seed == seed].drop(columns="wall_s").reset_index(drop=True)
         pd.testing.assert_frame_equal(alone.drop(columns="wall_s"), mine, rtol=1e-4, atol=1e-4)
+    # --seed-group 1: the same two seeds one after another in one program (driver.map_seeds)
+    grouped = online.train("sac", "hopper", 2, TINY, TINY_SAC, tmp_path / "grouped",
+                           progress=False, seed_group=1)
+    pd.testing.assert_frame_equal(together.drop(columns="wall_s"),
+                                  grouped.drop(columns="wall_s"), rtol=1e-4, atol=1e-4)
 
 
 def run_cli(*args):
