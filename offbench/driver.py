@@ -82,13 +82,15 @@ def map_seeds(fn: Callable, in_axes: tuple, seeds: int, seed_group: int | None =
     once (seed_group None or >= seeds), or in vmapped groups of `seed_group` seeds that run one
     after another inside the same program (`lax.map`).
 
-    Why groups: XLA's CPU backend copies (transposes) every activation of a batched dot for the
-    backward pass's weight-gradient dot, a memory-bound step whose buffers grow with the seeds;
-    with wide ensembles or many sampled actions (CQL, 8 seeds: [8, 2 critics, 7680 rows, 256]
-    floats, 126 MB per copy) 8 seeds vmapped at once then cost more per seed than 1 seed alone
-    (a jax.profiler trace of CQL's update: per seed, less matmul time with 8 seeds than with 1,
-    40% more copy time), and small groups win back the loss (results/perf/offline.md). On a
-    GPU/TPU one program over all seeds is what keeps the device busy: leave it unset.
+    Why groups: on this 2-core CPU, vmapping 8 seeds at once costs more per seed than 1 seed
+    alone for updates with large activations (critic ensembles, CQL's sampled actions), and
+    vmapped groups of 1-2 seeds win the loss back (results/perf/offline.md). Measured, not fully
+    explained: a jax.profiler trace of CQL's update, per seed-update, shows with 8 seeds less
+    matmul time than with 1, 40% more time in the copies (transposes) XLA's CPU backend makes
+    of batched-dot activations for the backward pass (126 MB each at 8 seeds), and XLA's ops
+    overlapping less on the two cores (their summed time below the wall time with 8 seeds, above
+    it with 1). On a GPU/TPU one program over all seeds is what keeps the device busy: leave it
+    unset.
 
     A group holds seeds s, s + seeds/seed_group, ...: it takes one seed from each contiguous
     block, so when the seed axis is sharded every device gets its share of every group, and a
