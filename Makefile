@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export OFFBENCH_CACHE ?= $(HOME)/.cache/offbench
 export JAX_COMPILATION_CACHE_DIR ?= $(OFFBENCH_CACHE)/jax
 
-.PHONY: setup test lint bench perf online-check offline-check offline-check-long offline-diagnosis offline-diagnosis-cql offline-diagnosis-cql-width offline-diagnosis-width offline-diagnosis-ensemble offline-diagnosis-sacn-q o2o-check o2o-check-long o2o-diagnosis hybrid-check hybrid-check-long policies \
+.PHONY: setup test lint bench perf online-check offline-check offline-check-long offline-diagnosis offline-diagnosis-cql offline-diagnosis-cql-width offline-diagnosis-width offline-diagnosis-ensemble offline-diagnosis-sacn-q offline-diagnosis-long o2o-check o2o-check-long o2o-diagnosis hybrid-check hybrid-check-long policies \
   datasets lock clean
 
 setup: $(STAMP)
@@ -84,6 +84,22 @@ offline-check-long: setup
 	$(BIN)/offbench report-offline --sweep offline-check-long --store $(STORE) \
 	  --out results/offline/long/check.md --title "Offline learning check, 5x the updates" \
 	  --budget "100k updates per seed, 3 vmapped seeds, 2x64 networks, 5 evaluation episodes every 10000 updates, walker2d-medium-expert-100k and hopper-medium-replay-100k (tasks/sweeps/offline-check-long.toml; papers: 1M updates, 2x256/3x256, 10 episodes)"
+
+# The 5x-updates check's two misses no earlier diagnosis located, each with the one change the
+# diagnoses point to (tasks/sweeps/offline-diagnosis-long-sacn.toml: SAC-N on hopper-medium-replay
+# with LayerNorm critics; -long-edac.toml: EDAC on the 2M-transition walker2d-medium-expert, built
+# first if missing, ~13 min), beside that check's cells (~2 h on 2 cores)
+# -> results/offline/long/diagnosis.md and the critic probe results/offline/long/probe-diagnosis.md
+offline-diagnosis-long: setup
+	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-long-sacn.toml --store $(STORE) --resume
+	$(BIN)/offbench sweep tasks/sweeps/offline-diagnosis-long-edac.toml --store $(STORE) --resume
+	$(BIN)/offbench report-offline --sweep offline-check-long --sweep offline-diagnosis-long-sacn \
+	  --sweep offline-diagnosis-long-edac --store $(STORE) --out results/offline/long/diagnosis.md \
+	  --title "Diagnosis of the 5x-updates check's last misses: SAC-N with LayerNorm critics on hopper-medium-replay, EDAC on 2M transitions of walker2d-medium-expert" \
+	  --budget "100k updates per seed, 3 vmapped seeds, 2x64 networks, 5 evaluation episodes every 10000 updates: the cells of tasks/sweeps/offline-check-long.toml beside SAC-N (N=20) with LayerNorm critics on hopper-medium-replay-100k (offline-diagnosis-long-sacn.toml) and EDAC (N=10, eta=5) on walker2d-medium-expert with 2M transitions (offline-diagnosis-long-edac.toml)"
+	$(BIN)/offbench probe --sweep offline-check-long --sweep offline-diagnosis-long-sacn \
+	  --sweep offline-diagnosis-long-edac --store $(STORE) --out results/offline/long/probe-diagnosis.md \
+	  --title "Critic probe: the 5x-updates check's cells beside SAC-N with LayerNorm critics (hopper-medium-replay) and EDAC on 2M transitions (walker2d-medium-expert)"
 
 # Why algorithms miss the check on walker2d-medium-expert -> results/offline/diagnosis.md: one
 # suspected cause per variant at the check's budget (tasks/sweeps/offline-diagnosis.toml),
