@@ -68,7 +68,8 @@ class Mode:
 
     name: str
     resolve_budget: Callable[[dict, Any], dict]  # (budget table, algo config) -> budget dict
-    # run(cell: Cell, out: Path, resume: bool, sinks: list, seed_group: int | None) -> table
+    # run(cell: Cell, out: Path, resume: bool, sinks: list[, seed_group: int]) -> table;
+    # seed_group (--seed-group) is passed only when set
     run: Callable[..., Any]
     # Adjust the algorithm config to the budget (e.g. IQL's schedule spans the run's updates).
     # (algo config, resolved budget, keys the spec set, algorithm module) -> algo config
@@ -473,7 +474,9 @@ def run_cell(cell: Cell, folder: CellDir, resume: bool,
         opened = sink_module.open_sinks(cell.sinks, folder.path, cell.config)
         if log is not None:
             opened.append(sink_module.ProgressSink(cell.label, log))
-        table = mode.run(cell, folder.path, resume_cell, opened, seed_group=seed_group)
+        # passed only when asked for, so a mode registered without the option still runs
+        extra = {} if seed_group is None else {"seed_group": seed_group}
+        table = mode.run(cell, folder.path, resume_cell, opened, **extra)
     except Exception as err:  # noqa: BLE001 - a crashing cell must not end the sweep
         message = f"{type(err).__name__}: {err}"
         folder.set_status("failed", error=message, traceback=traceback.format_exc(),
