@@ -50,6 +50,11 @@ def seed_sharding(seeds: int):
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
 
 
+def seed_device_count(seeds: int) -> int:
+    """How many devices `seeds` seeds are split across (`seed_sharding`)."""
+    return jax.local_device_count() if seed_sharding(seeds) is not None else 1
+
+
 def shard_seeds(tree: Any, seeds: int) -> tuple[Any, int]:
     """`tree` with its seed axis split across the local devices, and how many devices it is on.
     Says so on stderr when there are several devices but the seeds do not divide among them."""
@@ -84,7 +89,8 @@ def map_seeds(fn: Callable, in_axes: tuple, seeds: int, seed_group: int | None =
 
     Why groups: on this 2-core CPU, vmapping 8 seeds at once costs more per seed than 1 seed
     alone for updates with large activations (critic ensembles, CQL's sampled actions), and
-    vmapped groups of 1-2 seeds win the loss back (results/perf/offline.md). Measured, not fully
+    vmapped groups of 2 win the loss back for SAC-N and EDAC, not for CQL
+    (results/perf/seed-groups/offline.md). Measured, not fully
     explained: a jax.profiler trace of CQL's update, per seed-update, shows with 8 seeds less
     matmul time than with 1, 40% more time in the copies (transposes) XLA's CPU backend makes
     of batched-dot activations for the backward pass (126 MB each at 8 seeds), and XLA's ops
@@ -167,7 +173,7 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
     import orbax.checkpoint as ocp
 
     out = Path(out)
-    check_seed_group(seeds, seed_group, jax.local_device_count() if seed_sharding(seeds) else 1)
+    check_seed_group(seeds, seed_group, seed_device_count(seeds))  # before anything is written
     settings = check_settings(out, settings, resume)
     keys = _seed_keys(first_seed, seeds)
     init_fn = jax.jit(jax.vmap(init))

@@ -72,8 +72,7 @@ def check_installed() -> None:
 
 
 def run_cells(cells: list[Cell], store: Store, sweep_name: str, resume: bool,
-              options: RayOptions, log: Callable[[str], None],
-              seed_group: int | None = None) -> SweepResult:
+              options: RayOptions, log: Callable[[str], None]) -> SweepResult:
     """Run `cells` as Ray tasks into `store`; the same contract and result as the local
     executor (complete cells skipped, a failed cell recorded and the others go on)."""
     from offbench.sweep import SweepResult
@@ -97,8 +96,7 @@ def run_cells(cells: list[Cell], store: Store, sweep_name: str, resume: bool,
     ran: list[tuple[int, str]] = []
     failed: dict[int, tuple[str, str]] = {}
     if todo:  # a sweep with nothing left to run needs no cluster
-        for index, name, error in _submit_and_wait(todo, total, resume, options, log,
-                                                      seed_group):
+        for index, name, error in _submit_and_wait(todo, total, resume, options, log):
             if error is None:
                 ran.append((index, name))
             else:
@@ -128,7 +126,7 @@ def _check_resources(options: RayOptions, local: bool, log: Callable[[str], None
 
 def _submit_and_wait(todo: list[tuple[int, Cell, Any]], total: int, resume: bool,
                      options: RayOptions, log: Callable[[str], None],
-                     seed_group: int | None = None) -> Iterator[tuple[int, str, str | None]]:
+                     ) -> Iterator[tuple[int, str, str | None]]:
     import ray
 
     from offbench import provenance
@@ -163,7 +161,7 @@ def _submit_and_wait(todo: list[tuple[int, Cell, Any]], total: int, resume: bool
             # the shared filesystem is the one every node mounts
             path = str(folder.path.absolute())
             ref = task.remote(cell.config, tuple(cell.sinks), path, resume, env, command,
-                              seed_group)
+                              cell.seed_group)
             pending[ref] = (index, cell, folder)
             log(f"[{index + 1}/{total}] submitted: {cell.label} -> {path}")
         while pending:
@@ -217,5 +215,5 @@ def _run_cell_task(config: dict, sinks: tuple[str, ...], path: str, resume: bool
     offbench.enable_compilation_cache()
     provenance.COMMAND = command
     # progress lines go to the worker's stdout, which Ray forwards to the driver
-    return sweep.run_cell(sweep.Cell(config, sinks), CellDir(Path(path)), resume=resume,
-                          log=print, seed_group=seed_group)
+    return sweep.run_cell(sweep.Cell(config, sinks, seed_group), CellDir(Path(path)),
+                          resume=resume, log=print)

@@ -68,9 +68,7 @@ class Mode:
 
     name: str
     resolve_budget: Callable[[dict, Any], dict]  # (budget table, algo config) -> budget dict
-    # run(cell: Cell, out: Path, resume: bool, sinks: list[, seed_group: int]) -> table;
-    # seed_group (--seed-group) is passed only when set
-    run: Callable[..., Any]
+    run: Callable[..., Any]  # run(cell: Cell, out: Path, resume: bool, sinks: list) -> table
     # Adjust the algorithm config to the budget (e.g. IQL's schedule spans the run's updates).
     # (algo config, resolved budget, keys the spec set, algorithm module) -> algo config
     adjust_algo_config: Callable[[Any, dict, set, Any], Any] = (
@@ -97,6 +95,9 @@ class Cell:
 
     config: dict
     sinks: tuple[str, ...] = ()
+    # --seed-group: seeds in vmapped groups (driver.map_seeds); a CPU speed knob that changes
+    # results only to float rounding, so not in the config a cell is identified by
+    seed_group: int | None = None
 
     @property
     def label(self) -> str:
@@ -142,8 +143,7 @@ def _offline_algo_config(config: Any, budget: dict, given: set, algo: Any) -> An
     return config
 
 
-def _offline_run(cell: Cell, out: Path, resume: bool, sinks: list,
-                 seed_group: int | None = None) -> Any:
+def _offline_run(cell: Cell, out: Path, resume: bool, sinks: list) -> Any:
     from offbench import offline
 
     c = cell.config
@@ -151,7 +151,7 @@ def _offline_run(cell: Cell, out: Path, resume: bool, sinks: list,
     config = offline.OfflineConfig(**c["budget"])
     return offline.train(c["algorithm"], c["dataset"], c["seeds"], config, algo_config, out,
                          resume=resume, first_seed=c["first_seed"], progress=False,
-                         on_rows=_fanout(sinks), seed_group=seed_group)
+                         on_rows=_fanout(sinks), seed_group=cell.seed_group)
 
 
 register_mode(Mode("offline", _offline_budget, _offline_run, _offline_algo_config))
@@ -196,15 +196,14 @@ def _mixed_algo_config(mode: str) -> Callable[[Any, dict, set, Any], Any]:
 
 
 def _mixed_run(mode: str) -> Callable[..., Any]:
-    def run(cell: Cell, out: Path, resume: bool, sinks: list,
-            seed_group: int | None = None) -> Any:
+    def run(cell: Cell, out: Path, resume: bool, sinks: list) -> Any:
         from offbench import o2o
 
         c = cell.config
         config = o2o.MixedConfig(mode=mode, **c["budget"])
         return o2o.train(c["algorithm"], c["dataset"], c["seeds"], config, algo_config_from(c),
                          out, resume=resume, first_seed=c["first_seed"], progress=False,
-                         on_rows=_fanout(sinks), seed_group=seed_group)
+                         on_rows=_fanout(sinks), seed_group=cell.seed_group)
     return run
 
 
@@ -422,7 +421,7 @@ def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str
             raise ValueError("stop_after_cells is a test hook of the local executor")
     if build_datasets:  # first, so that every cell's config holds its dataset's fingerprint
         _ensure_datasets(_as_list(spec.get("datasets", []), "datasets"), log)
-    cells = expand(spec, log)
+    cells = [dataclasses.replace(c, seed_group=seed_group) for c in expand(spec, log)]
     if not resume:  # complete cells are reused either way; unfinished ones need a decision
         unfinished = [store.cell(c.config) for c in cells]
         unfinished = [f"{c.name} ({c.status().get('state')})" for c in unfinished
@@ -433,8 +432,7 @@ def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str
                              "--resume to continue them from their checkpoints")
     if executor == "ray":
         return ray_executor.run_cells(cells, store, spec["name"], resume,
-                                      ray_options or ray_executor.RayOptions(), log,
-                                      seed_group)
+                                      ray_options or ray_executor.RayOptions(), log)
     result = SweepResult([], [], {})
     for index, cell in enumerate(cells):
         folder = store.register(cell.config, spec["name"])
@@ -443,7 +441,7 @@ def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str
             result.skipped.append(folder.name)
             continue
         log(f"[{index + 1}/{len(cells)}] running: {cell.label} -> {folder.path}")
-        error = run_cell(cell, folder, resume=resume, log=log, seed_group=seed_group)
+        error = run_cell(cell, folder, resume=resume, log=log)
         if error is None:
             result.ran.append(folder.name)
         else:
@@ -457,8 +455,7 @@ def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str
 
 
 def run_cell(cell: Cell, folder: CellDir, resume: bool,
-             log: Callable[[str], None] | None = None,
-             seed_group: int | None = None) -> str | None:
+             log: Callable[[str], None] | None = None) -> str | None:
     """Train one cell; returns None or the error (also written to the cell's status.json).
     log: where a progress line goes after every chunk (None: no progress lines)."""
     from offbench import sinks as sink_module
@@ -474,9 +471,7 @@ def run_cell(cell: Cell, folder: CellDir, resume: bool,
         opened = sink_module.open_sinks(cell.sinks, folder.path, cell.config)
         if log is not None:
             opened.append(sink_module.ProgressSink(cell.label, log))
-        # passed only when asked for, so a mode registered without the option still runs
-        extra = {} if seed_group is None else {"seed_group": seed_group}
-        table = mode.run(cell, folder.path, resume_cell, opened, **extra)
+        table = mode.run(cell, folder.path, resume_cell, opened)
     except Exception as err:  # noqa: BLE001 - a crashing cell must not end the sweep
         message = f"{type(err).__name__}: {err}"
         folder.set_status("failed", error=message, traceback=traceback.format_exc(),
