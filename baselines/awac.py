@@ -17,12 +17,18 @@ loss and `act` are `baselines/iql.py`'s.
 Actor, as CORL's: N(mu(s), diag(exp(log_std))^2) with an UNSQUASHED linear mean (no tanh), a
 learned state-independent log-std (initialized at 0, clipped to [-20, 2]); samples are clipped
 to [-1, 1]; the deterministic action is the mean (clipped to [-1, 1]; CORL leaves that to the
-env). Defaults are CORL's locomotion settings: 3 hidden layers of 256 for actor and critics
-(CORL's hidden_dim=256 builds three hidden Linear+ReLU layers), Adam 3e-4 for both, batch 256,
-gamma 0.99, tau 0.005, lambda 1.0, weights clipped at 100 (exp_adv_max), observations
-standardized by the harness, rewards unchanged (normalize_reward=False). The paper's own
-(rlkit) settings differ: 4x256 policy with log-std in [-6, 0], 2x256 critics, batch-normalized
-weights.
+env). Defaults are CORL's locomotion configs (configs/offline/awac/{halfcheetah,hopper,
+walker2d}/*.yaml, all alike): 3 hidden layers of 256 for actor and critics (CORL's
+hidden_dim=256 builds three hidden Linear+ReLU layers), Adam 3e-4 for both, batch 256, gamma
+0.99, tau 0.005, lambda 0.3333 (the configs' literal value, kept so that updates match CORL's
+to round-off; the script's own default, 1.0, is overridden by every config), weights clipped
+at 100 (exp_adv_max), observations standardized by the harness (+1e-3 on the std, as CORL),
+rewards unchanged (normalize_reward=False). CORL's AntMaze configs use lambda 0.1 and IQL's
+reward normalization; we have no AntMaze tasks yet. The paper's own (rlkit) settings differ:
+4x256 policy with log-std in [-6, 0], 2x256 critics, batch-normalized weights.
+
+Where ours differ from CORL's: Flax's default initialization (PyTorch's uniform in CORL); the
+deterministic action is clipped to [-1, 1]; in O2O a fixed offline ratio (below).
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ class Config:
     batch_size: int = 256
     discount: float = 0.99
     tau: float = 0.005  # Polyak rate of the target critics
-    awac_lambda: float = 1.0  # temperature: weights exp(adv / lambda)
+    awac_lambda: float = 0.3333  # temperature: weights exp(adv / lambda); CORL's locomotion value
     max_weight: float = 100.0  # exp-advantage weights are clipped here (CORL's exp_adv_max)
     tanh_mean: bool = False  # actor mean = MLP(s), unsquashed
     log_std_min: float = -20.0

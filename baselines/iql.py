@@ -19,16 +19,36 @@ deterministic action is the mean. This is the authors' NormalTanhPolicy(state_de
 False, tanh_squash_distribution=False, log_std_min=-5) and CORL's GaussianPolicy (which clips
 log-std at -20 instead). Sampled actions are clipped to [-1, 1], as both do.
 
-Defaults are the paper's locomotion settings (configs/mujoco_config.py): 2x256 ReLU nets, Adam
-3e-4 for all three, batch 256, gamma 0.99, tau 0.005, expectile 0.7, beta (inverse temperature)
-3.0, no dropout, and the actor's learning rate decayed by a cosine schedule to 0 over
-`max_steps` updates (optax.cosine_decay_schedule, as the authors; CORL: CosineAnnealingLR). The
-schedule needs the run's total number of updates: set `max_steps` to the run's `updates`. For
-fine-tuning the authors do not decay (antmaze_finetune_config: opt_decay_schedule=None): use
-`actor_lr_schedule=constant` for o2o. The harness (offbench/offline.py) standardizes
-observations (CORL's normalize=True; the authors' code does not) and scales rewards by
-1000 / (max return - min return) over the dataset's episodes (the authors' and CORL's
-locomotion reward normalization). Initialization is Flax's default (the authors use orthogonal).
+Defaults are the paper's locomotion settings, from the authors' code (configs/mujoco_config.py,
+train_offline.py): 2x256 ReLU nets, Adam 3e-4 for all three, batch 256, gamma 0.99, tau 0.005,
+expectile 0.7, beta (inverse temperature) 3.0, no dropout, and the actor's learning rate
+decayed by a cosine schedule to 0 over `max_steps` updates (optax.cosine_decay_schedule, as the
+authors; CORL: CosineAnnealingLR). The schedule needs the run's total number of updates: set
+`max_steps` to the run's `updates`. For fine-tuning the authors do not decay
+(antmaze_finetune_config: opt_decay_schedule=None): use `actor_lr_schedule=constant` for o2o.
+
+Reward scaling, the authors' setting: on for every locomotion dataset (train_offline.py
+normalizes halfcheetah, hopper and walker2d alike; we extend it to ant, which neither reference
+runs), applied by the harness
+(offbench/offline.py) as r * 1000 / (max return - min return). The range is over whole
+episodes only (ended by a termination or the time limit), as CORL's return_reward_range; the
+authors' split_into_trajectories also counts the trailing cut episode.
+
+CORL's locomotion configs (configs/offline/iql) depart from the authors' on three hopper
+datasets and turn reward scaling off elsewhere; we keep the authors' uniform setting (one
+setting for every dataset, the paper's), and list CORL's for `--set`:
+
+    dataset                  CORL: normalize_reward  tau (Polyak)  beta  expectile
+    hopper-medium            true                    0.001         3.0   0.7
+    hopper-medium-replay     true                    0.001         3.0   0.7
+    hopper-medium-expert     false                   0.005         6.0   0.5
+    every other locomotion   false                   0.005         3.0   0.7
+
+Other differences from the authors' code: observations are standardized by the harness
+(CORL's normalize=True; the authors' code does not); initialization is Flax's default (the
+authors use orthogonal); the critic loss is the SUM of the twin critics' mean squared errors,
+as the authors' ((q1 - y)^2 + (q2 - y)^2).mean() (CORL averages the two: the same after Adam
+but for gradients near Adam's epsilon).
 
 The advantage-weighted actor loss, the Gaussian actor, the twin-Q TD loss and `act` are shared
 with `baselines/awac.py`.

@@ -9,7 +9,11 @@ when it has these fields:
   (+1e-3), both in training batches and at evaluation;
 - `reward_scale`, `reward_bias`: r' = scale * r + bias (CQL's and Cal-QL's convention);
 - `normalize_reward_by_returns` (IQL on locomotion): r' = r * 1000 / (max return - min return)
-  over the dataset's whole episodes.
+  over the dataset's whole episodes, those ended by a termination or by the task's time limit
+  (`return_range_scale`). Episodes cut short by the end of a collection stream or of the data
+  are left out, as CORL's `return_range` leaves out the trailing cut episode (the IQL authors'
+  `split_into_trajectories` keeps it): a cut episode's return is not one of the behaviour
+  policy's, and our datasets hold one cut episode per collection stream, not one in all.
 
 An algorithm may also define `prepare_dataset(arrays, episode_lengths, config) -> arrays` (e.g.
 top-%BC keeps the best episodes) and `DATASET_FIELDS`, the derived fields its batches need
@@ -120,8 +124,8 @@ def prepare(algo: types.ModuleType, config: Any, dataset: Dataset) -> Prepared:
         arrays["next_obs"] = (arrays["next_obs"] - mean) / std
     scale = _field(config, "reward_scale", 1.0)
     if _field(config, "normalize_reward_by_returns", False):
-        returns = data_stats.episode_returns(arrays["reward"], lengths)
-        scale = scale * 1000.0 / (returns.max() - returns.min())
+        scale = scale * return_range_scale(arrays["reward"], arrays["terminal"], lengths,
+                                           envs.get_spec(dataset.task).episode_length)
     bias = _field(config, "reward_bias", 0.0)
     arrays["reward"] = (arrays["reward"] * scale + bias).astype(np.float32)
     if "mc_returns" in arrays:  # Cal-QL's bound must be in the units of the rewards it learns
@@ -129,6 +133,18 @@ def prepare(algo: types.ModuleType, config: Any, dataset: Dataset) -> Prepared:
                                           _field(config, "discount", 0.99))
     return Prepared({k: jnp.asarray(v) for k, v in arrays.items()}, mean.astype(np.float32),
                     std.astype(np.float32), float(scale), float(bias))
+
+
+def return_range_scale(rewards: np.ndarray, terminals: np.ndarray, lengths: np.ndarray,
+                       time_limit: int) -> float:
+    """1000 / (max return - min return) over the whole episodes (ended by a termination or at
+    `time_limit` steps); over all episodes only if none is whole (a dataset shorter than one
+    episode), where CORL would fail."""
+    returns = data_stats.episode_returns(rewards, lengths)
+    whole = data_stats.whole_episodes(terminals, lengths, time_limit)
+    if whole.any():
+        returns = returns[whole]
+    return 1000.0 / float(returns.max() - returns.min())
 
 
 def prepare_arrays(algo: types.ModuleType, config: Any, dataset: Dataset

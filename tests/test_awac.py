@@ -210,3 +210,15 @@ def test_learns_q_and_the_better_action():
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="awac_lambda"):
         awac.init(jax.random.PRNGKey(0), SPEC, awac.Config(awac_lambda=0.0))
+
+
+def test_default_lambda_is_corls_locomotion_value():
+    """CORL's locomotion configs (configs/offline/awac/*/*.yaml) all set awac_lambda: 0.3333;
+    the weight of an advantage of 1 is then exp(1 / 0.3333) = exp(3.0003) = 20.0916, not the
+    script default's exp(1 / 1.0) = 2.718."""
+    from baselines.iql import awr_weights
+
+    config = awac.Config()
+    assert config.awac_lambda == 0.3333
+    weight = awr_weights(jnp.array([1.0]), 1.0 / config.awac_lambda, config.max_weight)
+    np.testing.assert_allclose(np.asarray(weight), [20.0916], rtol=1e-5)

@@ -60,3 +60,24 @@ def test_update_is_one_adam_step_of_the_loss_gradient():
     np.testing.assert_allclose(float(metrics["bc_loss"]), np_loss(state.actor, as_np(batch)),
                                rtol=1e-5)
     assert int(new.steps) == 1
+
+
+def test_top_fraction_keeps_int_of_the_whole_episodes_only():
+    """CORL's keep_best_trajectories: int(fraction x whole episodes), ranked by return; an
+    episode cut by the end of the data is never kept. Five whole episodes (four terminate, one
+    reaches max_episode_steps=3) with returns 2, 5, 0, 3, 4 and a cut one with return 9: 30%
+    keeps int(1.5) = 1 episode, the one with return 5 (round(0.3 x 6) = 2 would keep the cut
+    episode and the return-5 one)."""
+    reward = np.array([1, 1, 5, 0, 0, 0, 3, 2, 2, 9], np.float32)
+    terminal = np.array([0, 1, 1, 0, 0, 0, 1, 0, 1, 0], np.float32)
+    lengths = np.array([2, 1, 3, 1, 2, 1])  # the 3-step one ends by the time limit
+    arrays = {"reward": reward, "terminal": terminal, "obs": np.arange(10.0)[:, None]}
+    config = bc.Config(top_fraction=0.3, max_episode_steps=3)
+    kept, kept_lengths = bc.prepare_dataset(arrays, lengths, config)
+    np.testing.assert_array_equal(kept["obs"][:, 0], [2])
+    np.testing.assert_array_equal(kept_lengths, [1])
+    # 50%: int(2.5) = 2 episodes, returns 5 and 4 (round(0.5 x 6) = 3 with the cut one)
+    kept, kept_lengths = bc.prepare_dataset(arrays, lengths, bc.Config(top_fraction=0.5,
+                                                                       max_episode_steps=3))
+    np.testing.assert_array_equal(kept["obs"][:, 0], [2, 7, 8])
+    np.testing.assert_array_equal(kept_lengths, [1, 2])

@@ -274,3 +274,54 @@ def test_bad_config_is_rejected():
         iql.init(jax.random.PRNGKey(0), SPEC, iql.Config(expectile=1.0))
     with pytest.raises(ValueError, match="actor_lr_schedule"):
         iql.init(jax.random.PRNGKey(0), SPEC, iql.Config(actor_lr_schedule="linear"))
+
+
+def test_twin_critic_loss_is_the_sum_of_the_two_errors():
+    """The authors' ((q1 - y)^2 + (q2 - y)^2).mean(), not CORL's average of the two: critic 1
+    errs by (1, 2) -> 2.5, critic 2 by (3, 4) -> 12.5; the sum is 15 (the average 7.5)."""
+    q = jnp.array([[1.0, 2.0], [3.0, 4.0]])
+    assert float(iql.twin_td_loss(q, jnp.zeros(2))) == pytest.approx(15.0)
+
+
+def test_reward_scale_counts_whole_episodes_only():
+    """Time limit 3. Episode 0 (1, 2, 3) reaches it: return 6; episode 1 (1, 1) terminates:
+    return 2; episode 2 (10, 10) is cut by the end of the data: left out (CORL's
+    return_reward_range). Scale 1000 / (6 - 2) = 250, not 1000 / (20 - 2) = 55.6."""
+    from offbench import offline
+
+    rewards = np.array([1, 2, 3, 1, 1, 10, 10], np.float32)
+    terminals = np.array([0, 0, 0, 0, 1, 0, 0], np.float32)
+    lengths = np.array([3, 2, 2])
+    assert offline.return_range_scale(rewards, terminals, lengths, 3) == pytest.approx(250.0)
+    # no whole episode (data shorter than one): every episode counts, 1000 / (20 - 1)
+    assert offline.return_range_scale(np.array([10, 10, 1], np.float32), np.zeros(3),
+                                      np.array([2, 1]), 3) == pytest.approx(1000.0 / 19.0)
+
+
+def test_harness_scales_iql_rewards_by_the_whole_episode_range(minari_root):
+    """IQL's reward scale through the harness: 1000 over the range of the whole episodes'
+    returns (hopper's time limit is 1000 steps). One episode cut by the end of its collection
+    stream is given the dataset's highest return, so counting it would change the scale."""
+
+    from offbench import offline
+    from offbench.data import load
+
+    from conftest import TINY_DATASET
+
+    dataset = load(TINY_DATASET)
+    rewards = np.asarray(dataset.rewards, np.float64).copy()
+    terminals = np.asarray(dataset.terminals)
+    lengths = np.asarray(dataset.metadata["episode_lengths"])
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    whole = (terminals[starts + lengths - 1] > 0) | (lengths >= 1000)
+    cut = int(np.flatnonzero(~whole)[0])
+    rewards[starts[cut]:starts[cut] + lengths[cut]] += 100.0 / lengths[cut]
+    dataset = dataset.replace(rewards=jnp.asarray(rewards, jnp.float32))
+    rewards = np.asarray(dataset.rewards, np.float64)
+    returns = np.add.reduceat(rewards, starts)
+    assert returns.argmax() == cut and whole.any()
+    expected = 1000.0 / (returns[whole].max() - returns[whole].min())
+    prepared = offline.prepare(iql, iql.Config(), dataset)
+    assert prepared.reward_scale == pytest.approx(expected, rel=1e-6)
+    np.testing.assert_allclose(np.asarray(prepared.arrays["reward"]), rewards * expected,
+                               rtol=1e-5)

@@ -236,8 +236,9 @@ def test_a_seed_group_that_does_not_divide_the_seeds_is_refused(minari_root, tmp
 
 def test_top_fraction_bc_keeps_the_best_episodes():
     arrays = {"reward": np.array([1, 1, 5, 0, 0, 0, 3], np.float32),
+              "terminal": np.array([0, 1, 1, 0, 0, 1, 1], np.float32),
               "obs": np.arange(7, dtype=np.float32)[:, None]}
-    lengths = np.array([2, 1, 3, 1])  # returns 2, 5, 0, 3
+    lengths = np.array([2, 1, 3, 1])  # returns 2, 5, 0, 3, all terminated
     kept, kept_lengths = bc.prepare_dataset(arrays, lengths, bc.Config(top_fraction=0.5))
     np.testing.assert_array_equal(kept["obs"][:, 0], [2, 6])  # episodes with returns 5 and 3
     np.testing.assert_array_equal(kept_lengths, [1, 1])
