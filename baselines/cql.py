@@ -23,8 +23,11 @@ Defaults: CORL's D4RL locomotion configuration (algorithms/offline/cql.py and it
 configs/offline/cql/*): 3x256 ReLU actor and critics, Adam 3e-5 (actor, temperature) and 3e-4
 (critics, alpha'), batch 256, gamma 0.99, tau 5e-3, target entropy -|A|, no entropy in the
 backup, cql_alpha 10, 10 sampled actions, importance sampling, temp 1, no BC warm-up, states
-standardized, rewards as recorded (CORL's hopper-medium alone normalizes rewards: there
-normalize_reward_by_returns=true reward_scale=5 reward_bias=-1 reproduces it). Where ours differs:
+standardized, rewards as recorded. Per dataset: CORL's hopper-medium config alone turns on
+normalize_reward (r * 1000 / return range over whole episodes, then its reward_scale 1.0 and
+reward_bias 0.0; the script's own defaults 5.0/-1.0 are overridden), i.e.
+normalize_reward_by_returns=true here, set for that dataset in tasks/sweeps/full.toml. Where
+ours differs:
 the actor's log-std is squashed smoothly into [-5, 2] (CORL: a learnable affine map clipped to
 [-20, 2]); the actor keeps Flax's default initialization (CORL: PyTorch's, output layer Xavier
 with gain 1e-2); temperature loss alpha * (H - target) (CORL: log alpha * (H - target); same

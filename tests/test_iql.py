@@ -302,7 +302,6 @@ def test_harness_scales_iql_rewards_by_the_whole_episode_range(minari_root):
     """IQL's reward scale through the harness: 1000 over the range of the whole episodes'
     returns (hopper's time limit is 1000 steps). One episode cut by the end of its collection
     stream is given the dataset's highest return, so counting it would change the scale."""
-
     from offbench import offline
     from offbench.data import load
 
