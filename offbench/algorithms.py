@@ -13,7 +13,7 @@ Optional: `policy_params(state) -> pytree`, the parameters `act` uses (saved by
 used instead of `update` in the online phase of O2O/hybrid runs (WSRL, SPOT); `BATCH_FIELDS`
 with "from_dataset" to have O2O/hybrid minibatches mark their dataset rows (H2O);
 `q_values(state, obs, action) -> (num_critics, batch)`, the critics' Q-values (not the
-targets'), read by `offbench probe` (offbench/probe.py); `SKIPS_METRICS = True` when some
+targets'), read by `offbench probe` (offbench/reports/probe.py); `SKIPS_METRICS = True` when some
 metrics are NaN on the updates that do not compute them (RLPD's actor between its steps, SPOT's
 TD3 losses while its VAE trains). Without it a NaN metric is a NaN loss: the seed diverged.
 

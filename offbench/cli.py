@@ -106,7 +106,7 @@ def cmd_train_online(args: argparse.Namespace) -> int:
                       snapshot=_policy_snapshot(algo) if args.snapshots else None,
                       seed_group=args.seed_group)
     final = df[df.period == df.period.max()]
-    from offbench.sweep import seeds_phrase
+    from offbench.harness.cells import seeds_phrase
 
     print(f"final eval return over {seeds_phrase(args.seeds)}: {final.eval_return.mean():.1f} "
           f"(per seed: {', '.join(f'{r:.1f}' for r in final.eval_return)}); "
@@ -163,7 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     final = df[df.period == df.period.max()].sort_values("seed")
     best = df.groupby("seed").normalized_score.max()
     diverged = int((final.diverged > 0).sum())
-    from offbench.sweep import seeds_phrase
+    from offbench.harness.cells import seeds_phrase
 
     print(f"normalized score over {seeds_phrase(args.seeds)}: "
           f"last {final.normalized_score.mean():.1f} ± {final.normalized_score.std(ddof=0):.1f}, "
@@ -343,7 +343,7 @@ def _selected_runs(args: argparse.Namespace, command: str) -> list[Path]:
                          "the cells a sweep ran into a results store, not both")
     if not args.sweep:
         return _run_dirs(args.runs, "run.json", "a run folder (from `offbench run`)")
-    from offbench.store import Store, sweep_cells
+    from offbench.harness.store import Store, sweep_cells
 
     label = f"sweep '{args.sweep[0]}'" if len(args.sweep) == 1 else None
     cells = sweep_cells(Store(args.store), args.sweep, label=label, datasets=args.datasets)
@@ -360,7 +360,7 @@ def cmd_report_offline(args: argparse.Namespace) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from offbench import probe
+    from offbench.reports import probe
 
     runs = probe.with_critics(_selected_runs(args, "probe"))
     if not runs:
@@ -396,16 +396,16 @@ def cmd_report_mixed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep_and_report(spec: dict, args: argparse.Namespace) -> int:
-    from offbench import sweep
-    from offbench.store import Store
+def _sweep_and_report(spec: dict, args: argparse.Namespace, leaderboard: bool = True) -> int:
+    from offbench.harness import sweep
+    from offbench.harness.store import Store
 
     store = Store(args.store)
     ray_options = None
     if args.ray_address and args.executor != "ray":  # not silently a local run
         raise ValueError("--ray-address needs --executor ray")
     if args.executor == "ray":
-        from offbench.ray_executor import RayOptions
+        from offbench.harness.ray_executor import RayOptions
 
         ray_options = RayOptions(args.ray_address, args.ray_cpus_per_cell,
                                  args.ray_gpus_per_cell)
@@ -416,28 +416,42 @@ def _sweep_and_report(spec: dict, args: argparse.Namespace) -> int:
           f"complete before, {len(result.failed)} failed; store {store.root}")
     for name, error in result.failed.items():
         print(f"  failed: {name}: {error} (traceback in {store.cells_dir / name / 'status.json'})")
-    if getattr(args, "out", None):
-        from offbench.reports import leaderboard
+    if leaderboard and getattr(args, "out", None):
+        from offbench.reports import leaderboard as board
 
         # exactly this sweep's cells: not stale cells of an older dataset version, nor other
         # sweeps' cells of the same profile (learning checks) that happen to share the store
-        leaderboard.write_report(store.root, Path(args.out), profile=spec["profile"],
-                                 reps=args.reps, cells={*result.ran, *result.skipped,
-                                                        *result.failed})
+        board.write_report(store.root, Path(args.out), profile=spec["profile"],
+                           reps=args.reps, cells={*result.ran, *result.skipped, *result.failed})
     return 1 if result.failed else 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from offbench import sweep
+    from offbench.harness import sweep
+    from offbench.reports import declared
 
-    spec = sweep.load_spec(args.spec)
+    path = Path(args.spec)
+    spec = sweep.load_spec(path)
+    reports = declared.parse(spec)  # a bad [[report]] table fails before anything runs
+    if args.report and not reports:
+        raise ValueError(f"--report: {path} declares no [[report]] table")
     if args.datasets:  # a subset of the spec: the same cells (and hashes) as the whole spec's
         unknown = sorted(set(args.datasets) - set(spec.get("datasets", [])))
         if unknown:
             raise ValueError(f"--datasets {unknown} not in the spec's datasets "
                              f"{spec.get('datasets')}")
         spec["datasets"] = [d for d in spec["datasets"] if d in args.datasets]
-    return _sweep_and_report(spec, args)
+    status = 0
+    for needed in declared.needs(spec, path):  # cells the reports read besides the spec's own
+        print(f"sweep '{spec['name']}' needs {needed}: running it first")
+        status |= _sweep_and_report(sweep.load_spec(needed), args, leaderboard=False)
+    status |= _sweep_and_report(spec, args)
+    if args.report:
+        if status:
+            raise ValueError("not writing the spec's reports: some cells failed (see above); "
+                             "fix them and rerun with --resume")
+        declared.write(reports, args.store)
+    return status
 
 
 def resolve_profile(profile: str) -> str:
@@ -450,7 +464,7 @@ def resolve_profile(profile: str) -> str:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from offbench import sweep
+    from offbench.harness import sweep
 
     profile = resolve_profile(args.profile)
     path = SWEEPS_DIR / f"{profile}.toml"
@@ -475,7 +489,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from offbench.check import check
+    from offbench.harness.check import check
 
     return 0 if check(args.module, args.set or [], updates=args.updates) else 1
 
@@ -608,6 +622,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the leaderboard of the spec's profile here")
     p.add_argument("--datasets", nargs="+",
                    help="run only these of the spec's datasets (same cells as the whole spec)")
+    p.add_argument("--report", action="store_true",
+                   help="then write the reports the spec declares in [[report]] tables "
+                        "(`make sweep SPEC=...`; docs/harness.md)")
     _add_sweep_options(p)
     p.set_defaults(func=cmd_sweep)
 
@@ -647,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report_offline)
 
     p = sub.add_parser("probe", help="what trained offline agents' critics think of the "
-                       "data, their policy and random actions (offbench/probe.py)")
+                       "data, their policy and random actions (offbench/reports/probe.py)")
     p.add_argument("runs", nargs="*", help="offline run folders or store cells")
     p.add_argument("--sweep", action="append",
                    help="instead: every cell this sweep ran; repeat for several")

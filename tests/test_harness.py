@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from offbench import io, store, sweep
+from offbench import io
 from offbench.data import builder
+from offbench.harness import cells, store, sweep
 from offbench.reports import leaderboard
 
 DATASET = "test/hopper/random-v0"
@@ -450,11 +451,11 @@ def test_a_sweeps_cells_are_those_of_the_dataset_version_on_disk(tmp_path, monke
     other = make_cell(root, "xalg", "walker2d-medium", {0: (5.0, 5.0)}, dataset_sha256="ccc")
     logged: list[str] = []
     # no dataset on disk is either version: which cells belong together cannot be decided
-    monkeypatch.setattr(sweep, "dataset_fingerprint", lambda dataset: None)
+    monkeypatch.setattr("offbench.data.builder.dataset_fingerprint", lambda dataset: None)
     with pytest.raises(ValueError, match="2 versions of dataset hopper-medium and none is"):
         store.sweep_cells(store.Store(root), ["hand"], log=logged.append)
     # the rebuilt dataset is on disk: its cells, and the old version's are named as left out
-    monkeypatch.setattr(sweep, "dataset_fingerprint", {"hopper-medium": "bbb"}.get)
+    monkeypatch.setattr("offbench.data.builder.dataset_fingerprint", {"hopper-medium": "bbb"}.get)
     cells = store.sweep_cells(store.Store(root), ["hand"], log=logged.append)
     assert sorted(c.name for c in cells) == sorted([new.name, other.name])
     assert logged == [f"sweep(s) ['hand']: 1 cell(s) of an older version of hopper-medium "
@@ -537,7 +538,7 @@ def test_a_running_cell_logs_a_progress_line_per_chunk(swept):
     # the cell's label counts its seeds in words ("1 seed", never "1 seeds")
     assert any(line.endswith("(offline, 2 seeds) -> " + str(cell_of(root, "bc").path))
                for line in SWEPT_LOG)
-    assert [sweep.seeds_phrase(n) for n in (1, 2)] == ["1 seed", "2 seeds"]
+    assert [cells.seeds_phrase(n) for n in (1, 2)] == ["1 seed", "2 seeds"]
 
 
 def test_resume_skips_complete_cells_and_retries_failed_ones(swept):
@@ -653,7 +654,7 @@ def test_sinks_wandb_skipped_without_its_package_and_unknown_names_refused(tmp_p
                                                                           monkeypatch):
     import importlib.util
 
-    from offbench import sinks
+    from offbench.harness import sinks
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -667,16 +668,17 @@ def test_sinks_wandb_skipped_without_its_package_and_unknown_names_refused(tmp_p
 
 KILLED_IN_A_CELL = """
 import dataclasses, sys
-from offbench import offline, store, sweep
+from offbench import offline
+from offbench.harness import cells, store, sweep
 
 def run(cell, out, resume, sinks):  # the offline runner, killed after its first checkpoint
     c = cell.config
     offline.train(c["algorithm"], c["dataset"], c["seeds"],
-                  offline.OfflineConfig(**c["budget"]), sweep.algo_config_from(c), out,
+                  offline.OfflineConfig(**c["budget"]), cells.algo_config_from(c), out,
                   resume=resume, first_seed=c["first_seed"], progress=False,
                   stop_after_chunks=1)
 
-sweep.register_mode(dataclasses.replace(sweep.MODES["offline"], run=run))
+cells.register_mode(dataclasses.replace(cells.MODES["offline"], run=run))
 sweep.run_sweep(sweep.load_spec(sys.argv[1]), store.Store(sys.argv[2]))
 """
 
@@ -728,7 +730,7 @@ def test_ray_executor_gives_the_local_executors_store(swept, env_root, tmp_path,
         again = sweep.run_sweep(tiny_spec(), mine, resume=True, log=logged.append,
                                 executor="ray")
         # a cell no node can take would wait forever: refused on a local instance, else a note
-        from offbench import ray_executor
+        from offbench.harness import ray_executor
 
         gpu = ray_executor.RayOptions(gpus_per_cell=1)
         with pytest.raises(ValueError, match="no node of the Ray cluster has 1 CPU"):
@@ -770,7 +772,8 @@ def test_ray_executor_gives_the_local_executors_store(swept, env_root, tmp_path,
 def test_ray_executor_address_and_refusals(env_root, tmp_path, monkeypatch, capsys):
     import importlib.util
 
-    from offbench import cli, ray_executor
+    from offbench import cli
+    from offbench.harness import ray_executor
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert ray_executor.resolve_address(None) == "local"  # not a cluster found lying around
@@ -800,7 +803,7 @@ def test_ray_executor_address_and_refusals(env_root, tmp_path, monkeypatch, caps
 # ---- offbench check ------------------------------------------------------------------------
 
 def run_check(target: str, overrides=()) -> tuple[bool, str]:
-    from offbench.check import check
+    from offbench.harness.check import check
 
     lines: list[str] = []
     ok = check(target, list(overrides), log=lines.append)
@@ -1011,7 +1014,7 @@ def test_wandb_sink_logs_what_metrics_csv_holds_offline(tmp_path, monkeypatch):
     rows = [{"seed": 0, "period": 0, "updates": 10, "eval_return": 1.5, "critic_loss": 2.0},
             {"seed": 1, "period": 0, "updates": 10, "eval_return": 2.5, "critic_loss": 3.0},
             {"seed": 0, "period": 1, "updates": 20, "eval_return": 4.5, "critic_loss": 1.0}]
-    from offbench import sinks
+    from offbench.harness import sinks
 
     (sink,) = sinks.open_sinks(["wandb"], tmp_path, {"algorithm": "bc"}, log=quiet)
     sink.write(rows[:2])

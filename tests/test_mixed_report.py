@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from offbench import cli, io, policies, store
+from offbench import cli, io, policies
+from offbench.harness import store
 from offbench.reports import mixed
 
 SIM = "hopper-medium-replay-100k@sim:gravity=2.0"

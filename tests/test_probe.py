@@ -1,4 +1,4 @@
-"""The critic probe (offbench/probe.py, `offbench probe`): its numbers against a hand
+"""The critic probe (offbench/reports/probe.py, `offbench probe`): its numbers against a hand
 computation with a critic whose Q is known in closed form, every algorithm's q_values reading
 its critics (not the targets), and the probe of a real run folder restored from its checkpoint.
 `offline.restore` shares the checkpoint-restoring code of resume (tested bit for bit in
@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 
 from baselines import awac, bc, cal_ql, cql, edac, iql, rebrac, sac, sac_n, spot, td3_bc
-from offbench import offline, probe
+from offbench import offline
 from offbench.algorithms import EnvSpec, config_from_dict
+from offbench.reports import probe
 
 from conftest import TINY_DATASET
 
@@ -122,10 +123,10 @@ def test_probe_bad_input(minari_root, tmp_path, monkeypatch):
         probe.probe_run(online)
     (out / "cell.json").write_text(json.dumps({"config": {"dataset": TINY_DATASET,
                                                           "dataset_sha256": "old"}}))
-    monkeypatch.setattr("offbench.sweep.dataset_fingerprint", lambda dataset: "new")
+    monkeypatch.setattr("offbench.data.builder.dataset_fingerprint", lambda dataset: "new")
     with pytest.raises(ValueError, match="older build"):
         probe.probe_run(out)
-    monkeypatch.setattr("offbench.sweep.dataset_fingerprint", lambda dataset: "old")
+    monkeypatch.setattr("offbench.data.builder.dataset_fingerprint", lambda dataset: "old")
     with pytest.raises(ValueError, match="no critic to probe"):  # same build: gets that far
         probe.probe_run(out)
 

@@ -259,3 +259,23 @@ def _copy_namespace_metadata(staging: Path, root: Path, minari_id: str) -> None:
         if (staging / rel).exists() and not (root / rel).exists():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(staging / rel, root / rel)
+
+
+def dataset_fingerprint(dataset: str) -> str | None:
+    """A hash of a built offbench dataset's content record (the sha256 of its data files and its
+    reference scores, from its offbench.json), so a rebuilt dataset (new behaviour policies,
+    new reference scores) gives new cells. None for datasets not built by offbench (Minari's
+    own: their id is their identity) and for offbench datasets not built yet."""
+    from offbench.data.ids import parse
+    from offbench.io import config_hash
+
+    try:
+        name = parse(dataset)
+    except ValueError:
+        return None
+    sidecar = name.path() / SIDECAR
+    if not sidecar.exists():
+        return None
+    record = json.loads(sidecar.read_text())
+    return config_hash({"sha256": record.get("sha256"),
+                        "reference_scores": record.get("reference_scores")})

@@ -13,7 +13,7 @@ and none chosen, each gets its own folder OUT/<profile>/):
 - PNG: learning curves per task with seed bands, aggregate interval estimates, performance
   profiles.
 
-Only cells whose status is `complete` are read (see offbench/store.py).
+Only cells whose status is `complete` are read (see offbench/harness/store.py).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from offbench.harness.store import Store  # noqa: E402
 from offbench.io import write_bytes_atomic, write_text_atomic  # noqa: E402
 from offbench.provenance import record  # noqa: E402
-from offbench.store import Store  # noqa: E402
 
 # Per-seed numbers O2O and hybrid runs record in run.json (issue 6); shown when present.
 MODE_METRICS = {"o2o": ("pretrain_score", "dip", "final_score", "regret"),

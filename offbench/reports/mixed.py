@@ -36,10 +36,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from offbench import hybrid, metrics, policies  # noqa: E402
+from offbench.harness.store import Store, sweep_cells  # noqa: E402
 from offbench.io import write_text_atomic  # noqa: E402
 from offbench.provenance import record  # noqa: E402
 from offbench.reports import leaderboard  # noqa: E402
-from offbench.store import Store, sweep_cells  # noqa: E402
 
 HELD, NOT_HELD, UNDECIDED = "held", "NOT held", "undecided"
 NEAR_RANDOM = 10.0  # a pre-train score below this is flagged: the claim is then nearly trivial

@@ -15,9 +15,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from offbench import policies  # noqa: E402
+from offbench.harness.store import CellDir  # noqa: E402
 from offbench.io import write_text_atomic  # noqa: E402
 from offbench.provenance import record  # noqa: E402
-from offbench.store import CellDir  # noqa: E402
 
 
 def run_label(run_dir: Path, info: dict) -> str:

@@ -1,6 +1,6 @@
 """The Ray executor of `offbench sweep --executor ray`: one Ray task per cell.
 
-Nothing changes about what a cell is or how it is written: each task runs `sweep.run_cell`,
+Nothing changes about what a cell is or how it is written: each task runs `cells.run_cell`,
 the very function the local executor calls, so all seeds of a cell still train vmapped in one
 XLA program in one process, and the task writes its cell folder (metrics.csv, run.json,
 checkpoints, status.json, all atomically) straight into the store. The driver (the machine
@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from offbench.store import Store
-    from offbench.sweep import Cell, SweepResult
+    from offbench.harness.cells import Cell, SweepResult
+    from offbench.harness.store import Store
 
 # Set on the driver, read by the cells on each node at run time: forwarded so that a worker
 # looks for datasets where the driver built them (a path on the shared filesystem). Nothing
@@ -75,7 +75,7 @@ def run_cells(cells: list[Cell], store: Store, sweep_name: str, resume: bool,
               options: RayOptions, log: Callable[[str], None]) -> SweepResult:
     """Run `cells` as Ray tasks into `store`; the same contract and result as the local
     executor (complete cells skipped, a failed cell recorded and the others go on)."""
-    from offbench.sweep import SweepResult
+    from offbench.harness.cells import SweepResult
 
     total = len(cells)
     todo: list[tuple[int, Cell, Any]] = []  # (index, cell, CellDir) to submit
@@ -209,11 +209,12 @@ def _run_cell_task(config: dict, sinks: tuple[str, ...], path: str, resume: bool
     # as offbench.cli.main does: no XLA log spam, JAX's persistent compilation cache on
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import offbench
-    from offbench import provenance, sweep
-    from offbench.store import CellDir
+    from offbench import provenance
+    from offbench.harness import cells
+    from offbench.harness.store import CellDir
 
     offbench.enable_compilation_cache()
     provenance.COMMAND = command
     # progress lines go to the worker's stdout, which Ray forwards to the driver
-    return sweep.run_cell(sweep.Cell(config, sinks, seed_group), CellDir(Path(path)),
+    return cells.run_cell(cells.Cell(config, sinks, seed_group), CellDir(Path(path)),
                           resume=resume, log=print)

@@ -15,7 +15,6 @@ never leaves a half file that a report reads.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable, Collection, Iterator
@@ -23,27 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from offbench.io import write_text_atomic
+from offbench.io import canonical_json, config_hash, write_text_atomic
 
-HASH_CHARS = 12
 STATES = ("running", "complete", "failed")
-
-
-def canonical_json(config: dict) -> str:
-    """One text per config: sorted keys, no whitespace, tuples as lists, floats by repr."""
-    return json.dumps(config, sort_keys=True, separators=(",", ":"), default=_default)
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, set | frozenset):
-        return sorted(value)
-    raise TypeError(f"cannot hash a value of type {type(value).__name__} in a cell config")
-
-
-def config_hash(config: dict) -> str:
-    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:HASH_CHARS]
 
 
 def _slug(text: str) -> str:
@@ -133,7 +114,7 @@ def sweep_cells(store: Store, sweeps: list[str], label: str | None = None,
     and after holds cells of both versions: only the current version's are returned (the
     others are named in the log), and a mix with no current version to pick is an error.
     label: how messages name the sweeps (default "sweep(s) [...]")."""
-    from offbench.sweep import dataset_fingerprint
+    from offbench.data.builder import dataset_fingerprint
 
     label = label or f"sweep(s) {sweeps}"
     cells = [c for c in store.cells() if set(sweeps) & set(c.sweeps())]

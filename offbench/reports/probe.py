@@ -136,8 +136,8 @@ def last_scores(folder: Path, periods_done: int) -> dict[int, float]:
 def check_dataset_version(folder: Path) -> None:
     """A store cell trained on an older build of its dataset cannot be probed on the current
     one (its states and normalization would not be the ones it learned on)."""
+    from offbench.data.builder import dataset_fingerprint
     from offbench.reports.offline import cell_config
-    from offbench.sweep import dataset_fingerprint
 
     config = cell_config(folder)
     if not config:
@@ -174,7 +174,8 @@ def write_report(folders: list[Path], out: Path, samples: int = 2048,
         f"Report by `{prov['command']}` at commit `{prov['git_commit']}` on {prov['date']}; "
         f"machine: {prov['machine']['cpu']}, {prov['machine']['cores']} cores. The runs' own "
         "commands are in their run.json. Each run is probed at its latest checkpoint "
-        f"(`updates`), on the same {samples} states drawn from its dataset (offbench/probe.py); "
+        f"(`updates`), on the same {samples} states drawn from its dataset "
+        "(offbench/reports/probe.py); "
         "score is the normalized score of that checkpoint's evaluation.", "",
         "```", doc, "```", "",
         "## Mean over seeds", "", summary(table).round(3).to_markdown(index=False), "",

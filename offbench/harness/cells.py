@@ -1,0 +1,226 @@
+"""Cells: what one unit of a sweep is (its resolved config), the modes that run one, and
+`run_cell`, the one function every executor (local, Ray) calls to train a cell into its store
+folder.
+
+Modes dispatch through MODES: one `Mode` (resolve the budget, run a cell) per mode name:
+offline (offbench/offline.py), o2o and hybrid (one loop for both, offbench/o2o.py); another
+loop plugs in with `register_mode` without touching the sweep machinery. A mode's `run`
+returns the per-seed metrics table and leaves in the cell folder what `offbench run` leaves
+(metrics.csv, run.json with `per_seed` results, checkpoints); O2O/hybrid metrics the
+leaderboard shows (reports/leaderboard.py MODE_METRICS) go into `per_seed`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from offbench.harness.store import CellDir
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """How a mode resolves a budget table into its loop config and runs one cell."""
+
+    name: str
+    resolve_budget: Callable[[dict, Any], dict]  # (budget table, algo config) -> budget dict
+    run: Callable[..., Any]  # run(cell: Cell, out: Path, resume: bool, sinks: list) -> table
+    # Adjust the algorithm config to the budget (e.g. IQL's schedule spans the run's updates).
+    # (algo config, resolved budget, keys the spec set, algorithm module) -> algo config
+    adjust_algo_config: Callable[[Any, dict, set, Any], Any] = (
+        lambda config, budget, given, algo: config)
+
+
+MODES: dict[str, Mode] = {}
+
+
+def register_mode(mode: Mode) -> None:
+    MODES[mode.name] = mode
+
+
+def get_mode(name: str) -> Mode:
+    if name not in MODES:
+        raise ValueError(f"sweep spec: mode '{name}' has no runner here; registered modes: "
+                         f"{sorted(MODES)}")
+    return MODES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One unit of work: the resolved config (hashed into the store) and what runs it."""
+
+    config: dict
+    sinks: tuple[str, ...] = ()
+    # --seed-group: seeds in vmapped groups (driver.map_seeds); a CPU speed knob that changes
+    # results only to float rounding, so not in the config a cell is identified by
+    seed_group: int | None = None
+
+    @property
+    def label(self) -> str:
+        c = self.config
+        variant = f" [{c['variant']}]" if c.get("variant") else ""
+        seeds = seeds_phrase(c["seeds"])
+        return f"{c['algorithm']}{variant} on {c['dataset']} ({c['mode']}, {seeds})"
+
+
+def seeds_phrase(seeds: int) -> str:
+    """'1 seed', '3 seeds': how sweep labels and `offbench run`'s summary lines count seeds."""
+    return "1 seed" if seeds == 1 else f"{seeds} seeds"
+
+
+# ---- offline mode -------------------------------------------------------------------------
+
+def _offline_budget(budget: dict, algo_config: Any) -> dict:
+    from offbench import offline
+
+    fields = {f.name for f in dataclasses.fields(offline.OfflineConfig)} - {
+        "inject_nan_seed", "inject_nan_at"}
+    unknown = set(budget) - fields
+    if unknown:
+        raise ValueError(f"unknown offline budget keys {sorted(unknown)}; valid: {sorted(fields)}")
+    defaults = offline.OfflineConfig()
+    updates = budget.get("updates", defaults.updates)
+    config = dataclasses.replace(
+        defaults, **{**budget, "eval_every": budget.get("eval_every",
+                                                         min(defaults.eval_every, updates))})
+    if config.backend is None:  # the physics backend changes the numbers: resolve it now
+        import offbench.envs as envs
+
+        config = dataclasses.replace(config, backend=envs.default_backend())
+    config.validate()
+    return {k: v for k, v in dataclasses.asdict(config).items()
+            if k not in ("inject_nan_seed", "inject_nan_at")}
+
+
+def _offline_algo_config(config: Any, budget: dict, given: set, algo: Any) -> Any:
+    if hasattr(config, "max_steps") and "max_steps" not in given:
+        # learning-rate schedules (IQL's cosine actor decay) span the run, as `offbench run` does
+        config = dataclasses.replace(config, max_steps=budget["updates"])
+    return config
+
+
+def _offline_run(cell: Cell, out: Path, resume: bool, sinks: list) -> Any:
+    from offbench import offline
+
+    c = cell.config
+    algo_config = algo_config_from(c)
+    config = offline.OfflineConfig(**c["budget"])
+    return offline.train(c["algorithm"], c["dataset"], c["seeds"], config, algo_config, out,
+                         resume=resume, first_seed=c["first_seed"], progress=False,
+                         on_rows=_fanout(sinks), seed_group=cell.seed_group)
+
+
+register_mode(Mode("offline", _offline_budget, _offline_run, _offline_algo_config))
+
+
+# ---- o2o and hybrid modes (one loop for both: offbench/o2o.py) ------------------------------
+
+_MIXED_INTERNAL = ("mode", "inject_nan_seed", "inject_nan_at")
+
+
+def _mixed_budget(mode: str) -> Callable[[dict, Any], dict]:
+    def resolve_budget(budget: dict, algo_config: Any) -> dict:
+        from offbench import o2o
+
+        fields = {f.name for f in dataclasses.fields(o2o.MixedConfig)} - set(_MIXED_INTERNAL)
+        unknown = set(budget) - fields
+        if unknown:
+            raise ValueError(f"unknown {mode} budget keys {sorted(unknown)}; valid: "
+                             f"{sorted(fields)}")
+        defaults = o2o.MixedConfig(mode=mode, offline_updates=0 if mode == "hybrid" else
+                                   o2o.MixedConfig.offline_updates)
+        online = budget.get("online_steps", defaults.online_steps)
+        config = dataclasses.replace(
+            defaults, **{**budget, "eval_every": budget.get(
+                "eval_every", min(defaults.eval_every, online))})
+        if config.backend is None:  # the physics backend changes the numbers: resolve it now
+            import offbench.envs as envs
+
+            config = dataclasses.replace(config, backend=envs.default_backend())
+        config = o2o.resolve(config, algo_config)  # offline ratio and UTD from the algorithm
+        return {k: v for k, v in dataclasses.asdict(config).items()
+                if k not in _MIXED_INTERNAL}
+    return resolve_budget
+
+
+def _mixed_algo_config(mode: str) -> Callable[[Any, dict, set, Any], Any]:
+    def adjust(config: Any, budget: dict, given: set, algo: Any) -> Any:
+        from offbench import o2o
+
+        return o2o.fine_tuning_config(algo, config, mode, given)  # as `offbench run` does
+    return adjust
+
+
+def _mixed_run(mode: str) -> Callable[..., Any]:
+    def run(cell: Cell, out: Path, resume: bool, sinks: list) -> Any:
+        from offbench import o2o
+
+        c = cell.config
+        config = o2o.MixedConfig(mode=mode, **c["budget"])
+        return o2o.train(c["algorithm"], c["dataset"], c["seeds"], config, algo_config_from(c),
+                         out, resume=resume, first_seed=c["first_seed"], progress=False,
+                         on_rows=_fanout(sinks), seed_group=cell.seed_group)
+    return run
+
+
+for _mode in ("o2o", "hybrid"):
+    register_mode(Mode(_mode, _mixed_budget(_mode), _mixed_run(_mode), _mixed_algo_config(_mode)))
+
+
+def _fanout(sinks: list) -> Callable[[list[dict]], None] | None:
+    if not sinks:
+        return None
+
+    def write(rows: list[dict]) -> None:
+        for sink in sinks:
+            sink.write(rows)
+    return write
+
+
+@dataclasses.dataclass
+class SweepResult:
+    ran: list[str]
+    skipped: list[str]
+    failed: dict[str, str]  # cell folder name -> error
+
+
+def algo_config_from(config: dict) -> Any:
+    """The algorithm's Config object from a cell's resolved config."""
+    from offbench.algorithms import config_from_dict, load_algorithm
+
+    return config_from_dict(load_algorithm(config["algorithm"]).Config, config["algo_config"])
+
+
+def run_cell(cell: Cell, folder: CellDir, resume: bool,
+             log: Callable[[str], None] | None = None) -> str | None:
+    """Train one cell; returns None or the error (also written to the cell's status.json).
+    log: where a progress line goes after every chunk (None: no progress lines)."""
+    from offbench.harness import sinks as sink_module
+
+    mode = get_mode(cell.config["mode"])
+    previous = folder.status().get("state")
+    # a failed or killed cell restarts from its last checkpoint, if it got that far
+    resume_cell = resume or previous in ("running", "failed")
+    folder.set_status("running", started=time.time())
+    opened: list = []
+    start = time.perf_counter()
+    try:
+        opened = sink_module.open_sinks(cell.sinks, folder.path, cell.config)
+        if log is not None:
+            opened.append(sink_module.ProgressSink(cell.label, log))
+        table = mode.run(cell, folder.path, resume_cell, opened)
+    except Exception as err:  # noqa: BLE001 - a crashing cell must not end the sweep
+        message = f"{type(err).__name__}: {err}"
+        folder.set_status("failed", error=message, traceback=traceback.format_exc(),
+                          wall_s=time.perf_counter() - start)
+        return message
+    finally:
+        for sink in opened:
+            sink.close()
+    folder.set_status("complete", wall_s=time.perf_counter() - start,
+                      rows=int(len(table)) if table is not None else 0)
+    return None
