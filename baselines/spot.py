@@ -18,14 +18,26 @@ Fine-tuning (`online_update`, the O2O loop's hook): the same losses on the loop'
 max(lambda_end, 1 - t / lambda_cool_steps) over online updates t, the schedule SPOT's code
 offers for fine-tuning (`lambda_cool`, end 0.2); the VAE stays the dataset's density.
 
-Defaults: SPOT's D4RL locomotion settings as we read them: TD3's (Adam 3e-4, 2x256 nets, policy
-noise 0.2, clip 0.5, policy_freq 2, tau 5e-3), VAE 2x750 with Adam 1e-3, beta 0.5, 100k VAE
-steps, states standardized. Where ours differs: lambda is per dataset in the paper (0.05-1 on
-locomotion); our default is 1.0, choose others with `--set lmbda=...`; the VAE is trained inside
-the same run (the first `vae_steps` of --offline-updates train only the VAE, so pass
---offline-updates 1100000 for SPOT's 100k + 1M); SPOT's actor has dropout, ours none; lambda
-cooling is on by default here (SPOT's code has it as an option; we could not check which the
-paper's fine-tuning numbers used); Flax's default initialization.
+Defaults: the authors' D4RL locomotion settings (github.com/thuml/SPOT: main.py, train_vae.py,
+configs/offline/*.yml): TD3's (Adam 3e-4, 2x256 nets, policy noise 0.2, clip 0.5, policy_freq
+2, tau 5e-3, batch 256), VAE 2x750 with Adam 1e-3, beta 0.5, 100k VAE steps, states
+standardized. lambda is set PER DATASET by the authors' configs (configs/offline/*.yml,
+`lambd`); our default 1.0 is main.py's own default (halfcheetah-medium-expert's value); set the
+others with `--set lmbda=...`:
+
+                 medium   medium-replay   medium-expert
+    halfcheetah  0.05     0.05            1.0
+    hopper       0.1      0.1             0.2
+    walker2d     0.2      0.2             0.5
+
+(no config for random, expert, full-replay or ant.) Fine-tuning follows the authors'
+configs/online_finetune/*.yml (AntMaze only): lambda cooling on, end 0.2.
+
+Where ours differs: the VAE is trained inside the same run (the first `vae_steps` of
+--offline-updates train only the VAE, so pass --offline-updates 1100000 for SPOT's 100k + 1M);
+SPOT's actor has dropout 0.1 offline (main.py's actor_dropout), ours none; the authors'
+fine-tuning configs use actor_lr 1e-4 (ours keeps 3e-4 unless set); Flax's default
+initialization.
 
 Cost: the VAE/TD3 switch is a `lax.cond` on the step counter, which vmapping over seeds turns
 into a select, so a vmapped update computes both the VAE and the TD3 step (as TD3's delayed

@@ -383,3 +383,16 @@ def test_contract_and_published_defaults():
     assert cfg.lagrange and cfg.target_action_gap == 5.0 and cfg.cql_clip_diff_min == -200.0
     with pytest.raises(ValueError, match="cql_n_actions"):
         cql.init(jax.random.PRNGKey(0), SPEC, cql.Config(cql_n_actions=0))
+
+
+def test_full_profile_normalizes_rewards_on_hopper_medium_only():
+    """CORL's configs/offline/cql turn normalize_reward on for hopper-medium alone, with
+    reward_scale 1.0 and reward_bias 0.0: the full profile sets exactly that."""
+    import tomllib
+    from pathlib import Path
+
+    spec = tomllib.loads((Path(__file__).parents[1] / "tasks/sweeps/full.toml").read_text())
+    per_dataset = spec["algorithms_set"]["cql"]["datasets"]
+    assert per_dataset == {"hopper-medium": ["normalize_reward_by_returns=true"]}
+    cfg = apply_overrides(cql.Config(), per_dataset["hopper-medium"])
+    assert cfg.normalize_reward_by_returns and (cfg.reward_scale, cfg.reward_bias) == (1.0, 0.0)
