@@ -187,7 +187,8 @@ def test_learns_q_and_the_better_action():
     """A one-state bandit, every transition terminal, reward 1 when a[0] > 0 else 0, half and
     half: Q -> r on the data, and the policy's mean of a[0] (+-0.5 in the data) -> the weighted
     mean with weights exp((Q - V) / lambda), whatever V is (it cancels):
-    0.5 * (e^1 - e^0) / (e^1 + e^0) = 0.5 * tanh(0.5)."""
+    0.5 * (e^(1/lambda) - e^0) / (e^(1/lambda) + e^0) = 0.5 * tanh(0.5 / lambda), 0.4526 at the
+    default lambda 0.3333."""
     n = 64
     rng = np.random.default_rng(1)
     sign = np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
@@ -204,7 +205,7 @@ def test_learns_q_and_the_better_action():
     q = np_critics(state.critic, obs, action)
     assert np.abs(q - reward).max() < 0.1, np.abs(q - reward).max()
     mean = float(ACT(state, batch.obs[:1], jax.random.PRNGKey(0), True)[0, 0])
-    assert abs(mean - 0.5 * np.tanh(0.5)) < 0.02, mean
+    assert abs(mean - 0.5 * np.tanh(0.5 / 0.3333)) < 0.02, mean
 
 
 def test_bad_config_is_rejected():
