@@ -25,16 +25,16 @@ medium-expert 5), walker2d N=10 (eta 1; medium-expert 5), hopper N=50 (eta 1). S
 `--set num_critics=50 --set eta=1.0`.
 
 Differences: those of sac_n.py (update order, temperature loss, log-std squashing, kernel
-initialization); and the authors' code computes ES on a random subset of min(N, |A|) critics
-(e.g. 6 of 10 on halfcheetah), where CORL, and this module, use all N.
+initialization, and the exact tanh log-probability log(1 - tanh(u)^2) where CORL's EDAC and the
+authors' code use log(1 - tanh(u)^2 + 1e-6), which part only where the actor saturates); and
+the authors' code computes ES on a random subset of min(N, |A|) critics (e.g. 6 of 10 on
+halfcheetah), where CORL, and this module, use all N.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -42,7 +42,7 @@ from flax import struct
 
 from baselines import sac, sac_n
 from offbench.algorithms import EnvSpec, Transition
-from offbench.networks import Critic
+from offbench.networks import CriticEnsemble
 
 MODES = ("offline", "o2o")
 NORM_EPS = 1e-10  # added to the gradient norms, as in the authors' code and CORL
@@ -58,28 +58,13 @@ class EDACState(struct.PyTreeNode):
     config: Config = struct.field(pytree_node=False)
 
 
-class PerMemberCriticEnsemble(nn.Module):
-    """`offbench.networks.CriticEnsemble` (the same parameters) with one action per member:
-    obs (B, obs_size), actions (size, B, action_size) -> (size, B). Q_i sees only actions[i],
-    so the gradient of the sum of all outputs w.r.t. `actions` holds every member's action
-    gradient, in one backward pass through the ensemble."""
-
-    hidden: Sequence[int]
-    size: int = 2
-    layer_norm: bool = False
-
-    @nn.compact
-    def __call__(self, obs: jax.Array, actions: jax.Array) -> jax.Array:
-        ensemble = nn.vmap(Critic, variable_axes={"params": 0}, split_rngs={"params": True},
-                           in_axes=(None, 0), out_axes=0, axis_size=self.size)
-        return ensemble(self.hidden, self.layer_norm)(obs, actions)
-
-
 def action_gradients(critic_params, state: sac.SACState, obs: jax.Array,
                      action: jax.Array) -> jax.Array:
     """grad_a Q_i(s, a) for every critic i: shape (N, B, action_size)."""
     cfg = state.config
-    net = PerMemberCriticEnsemble(cfg.hidden, cfg.num_critics, cfg.critic_layer_norm)
+    # the same parameters as sac.networks' critic; member i sees only actions[i], so the gradient
+    # of the sum of all outputs holds every member's action gradient (one backward pass)
+    net = CriticEnsemble(cfg.hidden, cfg.num_critics, cfg.critic_layer_norm, member_actions=True)
     actions = jnp.broadcast_to(action, (cfg.num_critics, *action.shape))
     return jax.grad(lambda a: net.apply(critic_params, obs, a).sum())(actions)
 

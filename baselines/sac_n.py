@@ -29,7 +29,16 @@ critic LayerNorm, hopper-medium-replay 20, hopper-medium-expert 40). From the CL
 
     offbench run sac_n walker2d-medium --updates 350000 --set batch_size=10000 \\
         --set actor_lr=0.0018 --set critic_lr=0.0018 --set temperature_lr=0.0018 \\
-        --set edac_init=false --set num_critics=10
+        --set edac_init=false --set num_critics=10 --set critic_layer_norm_shared=true
+
+(hopper-medium adds `--set critic_layer_norm=true --set num_critics=25`). LB-SAC's critic
+LayerNorm is as in CORL's lb_sac.py: one PyTorch `nn.LayerNorm(256)` after each hidden layer of
+the batched ensemble, so every critic is normalized on its own but ONE scale and bias (and
+their Adam state and target copy) serve all N critics, with PyTorch's epsilon 1e-5
+(`critic_layer_norm_shared`, networks.CriticEnsemble(layer_norm="shared")). Without
+`critic_layer_norm_shared`, `critic_layer_norm=true` gives every critic its own Flax LayerNorm
+(epsilon 1e-6): offbench's own option for SAC-N (CORL's sac_n.py has no LayerNorm), used by the
+diagnosis sweeps.
 
 Known failure here: on our walker2d-medium-expert the critics can blow up together (mean Q far
 above any return, temperature climbing) because they agree at the policy's off-data actions, so
@@ -39,12 +48,17 @@ finite, so the loop does not flag it diverged: watch q_mean.
 
 Known differences from CORL: sac.py updates critic, then actor, then temperature (CORL and the
 authors' code: temperature, actor, critic); the temperature loss is alpha * (H - target) rather
-than log_alpha * (H - target) (the same sign of step; Adam sees a rescaled gradient); the actor's
-log-std is squashed smoothly into [-5, 2] (networks.py) instead of clipped, so with the small
-EDAC output initialization the initial policy std is exp(-1.5) instead of 1; hidden-layer kernels
-keep Flax's LeCun-normal initialization (PyTorch: uniform +-1/sqrt(fan_in)); the critic loss is
-sac.py's 0.5 * sum over critics of the mean squared TD error (CORL: without 0.5; LB-SAC: the mean
-over critics as well), a constant factor that Adam's update does not see (up to its epsilon).
+than log_alpha * (H - target) (the same sign of step; Adam sees a rescaled gradient); the tanh
+log-probability's Jacobian term is the exact log(1 - tanh(u)^2) (networks.py), where CORL's
+SAC-N and LB-SAC use log(1 - tanh(u)^2 + 1e-6): the two agree while 1 - tanh(u)^2 >> 1e-6 and
+part where the pre-tanh sample saturates (|u| >~ 5; the exact term keeps falling, -2|u| + log 4,
+CORL's stops at log 1e-6), as LB-SAC's actor does under its large learning rates (actor
+gradients ~1e-3 relative apart); the actor's log-std is squashed smoothly into [-5, 2]
+(networks.py) instead of clipped, so with the small EDAC output initialization the initial policy
+std is exp(-1.5) instead of 1; hidden-layer kernels keep Flax's LeCun-normal initialization
+(PyTorch: uniform +-1/sqrt(fan_in)); the critic loss is sac.py's 0.5 * sum over critics of the
+mean squared TD error (CORL: without 0.5; LB-SAC: the mean over critics as well), a constant
+factor that Adam's update does not see (up to its epsilon).
 """
 
 from __future__ import annotations
@@ -56,6 +70,7 @@ import jax.numpy as jnp
 
 from baselines import sac
 from offbench.algorithms import EnvSpec
+from offbench.networks import SHARED
 
 MODES = ("offline", "o2o")
 
@@ -74,6 +89,8 @@ class Config:
     target_entropy: float | None = None  # None: -action_size
     backup_entropy: bool = True  # subtract alpha * log pi(a'|s') in the target
     critic_layer_norm: bool = False  # LB-SAC on hopper-medium
+    # one LayerNorm's scale and bias shared by all N critics, PyTorch's epsilon (LB-SAC's)
+    critic_layer_norm_shared: bool = False
     # Hidden biases 0.1, output layers uniform in +-3e-3 (critics) and +-1e-3 (actor), as in the
     # authors' code and CORL; LB-SAC turns it off.
     edac_init: bool = True
@@ -82,7 +99,7 @@ class Config:
 
 # LB-SAC's large-batch setting (walker2d's N); N is per dataset, see the module docstring.
 LB_SAC = Config(batch_size=10_000, actor_lr=0.0018, critic_lr=0.0018, temperature_lr=0.0018,
-                num_critics=10, edac_init=False)
+                num_critics=10, edac_init=False, critic_layer_norm_shared=True)
 
 EDAC_BIAS = 0.1
 EDAC_CRITIC_OUT = 3e-3
@@ -97,8 +114,16 @@ def sac_config(config: Config) -> sac.Config:
                       init_temperature=config.init_temperature,
                       target_entropy=config.target_entropy, num_critics=config.num_critics,
                       num_target_critics=config.num_critics, actor_q="min",
-                      critic_layer_norm=config.critic_layer_norm, actor_layer_norm=False,
+                      critic_layer_norm=critic_layer_norm(config), actor_layer_norm=False,
                       backup_entropy=config.backup_entropy)
+
+
+def critic_layer_norm(config: Config) -> bool | str:
+    """The critic ensemble's `layer_norm` (networks.CriticEnsemble): False, True (one per
+    critic) or "shared" (one for all N)."""
+    if config.critic_layer_norm and config.critic_layer_norm_shared:
+        return SHARED
+    return config.critic_layer_norm
 
 
 def _edac_mlp(mlp: dict, key: jax.Array, out_bound: float) -> dict:
@@ -125,7 +150,7 @@ def edac_initialization(state: sac.SACState, key: jax.Array) -> sac.SACState:
                         "MLP_0": _edac_mlp(state.actor["params"]["MLP_0"], k_actor,
                                            EDAC_ACTOR_OUT)}}
     members = state.critic["params"]["VmapCritic_0"]
-    critic = {"params": {"VmapCritic_0": {
+    critic = {"params": {**state.critic["params"], "VmapCritic_0": {
         **members, "MLP_0": _edac_mlp(members["MLP_0"], k_critic, EDAC_CRITIC_OUT)}}}
     actor_tx, critic_tx, _ = sac.optimizers(state.config)
     return state.replace(actor=actor, critic=critic, target_critic=critic,

@@ -74,3 +74,24 @@ def perturbed(params, path, index, delta):
     params = jax.tree.map(lambda x: np.array(x, np.float64), params)
     get(params, path)[index] += delta
     return params
+
+
+def np_critics_shared_layer_norm(params, obs, action, eps=1e-5):
+    """np_critics for a critic ensemble whose members share ONE LayerNorm per hidden layer
+    (`CriticEnsemble(layer_norm="shared")`, CORL's LB-SAC): member i's own Dense layers, then
+    the shared scale and bias params["params"]["LayerNorm_k"] after hidden layer k, with
+    PyTorch's epsilon."""
+    top = params["params"]
+    p = top["VmapCritic_0"]["MLP_0"]
+    layers = sorted((n for n in p if n.startswith("Dense_")), key=lambda n: int(n[6:]))
+    x = np.concatenate([obs, action], axis=-1)
+    out = []
+    for i in range(p[layers[0]]["kernel"].shape[0]):
+        h = x
+        for k, name in enumerate(layers):
+            h = (h @ np.asarray(p[name]["kernel"][i], np.float64)
+                 + np.asarray(p[name]["bias"][i], np.float64))
+            if k < len(layers) - 1:
+                h = np.maximum(np_layer_norm(top[f"LayerNorm_{k}"], h, eps), 0.0)
+        out.append(h[..., 0])
+    return np.stack(out)

@@ -2,6 +2,7 @@
 paper's equations: the soft target is the minimum over ALL N target critics, the actor uses the
 minimum over N; the critic-loss gradient is backpropagated by hand through the ReLU layers."""
 
+import dataclasses
 import functools
 
 import jax
@@ -11,8 +12,18 @@ import pytest
 
 from baselines import sac, sac_n
 from offbench.algorithms import EnvSpec, apply_overrides
+from offbench.networks import tanh_gaussian_log_prob
 
-from np_reference import as_np, fixed_batch, get, np_actor, np_critics, np_sample, perturbed
+from np_reference import (
+    as_np,
+    fixed_batch,
+    get,
+    np_actor,
+    np_critics,
+    np_critics_shared_layer_norm,
+    np_sample,
+    perturbed,
+)
 
 SPEC = EnvSpec(observation_size=5, action_size=3)
 GAMMA = 0.99
@@ -92,8 +103,13 @@ def test_defaults_and_translation_to_sac():
     assert jax.tree.leaves(state.critic)[0].shape[0] == 7  # one vmapped ensemble of 7
     # LB-SAC is a preset of the same Config, reachable with the documented --set flags
     flags = ["batch_size=10000", "actor_lr=0.0018", "critic_lr=0.0018", "temperature_lr=0.0018",
-             "edac_init=false", "num_critics=10"]
+             "edac_init=false", "num_critics=10", "critic_layer_norm_shared=true"]
     assert apply_overrides(sac_n.Config(), flags) == sac_n.LB_SAC
+    # LB-SAC's LayerNorm (hopper-medium) is one for all N critics; SAC-N's option, one per critic
+    with_ln = dataclasses.replace(sac_n.LB_SAC, critic_layer_norm=True)
+    assert sac_n.sac_config(with_ln).critic_layer_norm == "shared"
+    assert sac_n.sac_config(sac_n.Config(critic_layer_norm=True)).critic_layer_norm is True
+    assert sac_n.sac_config(sac_n.LB_SAC).critic_layer_norm is False
 
 
 def test_critic_target_is_min_over_all_n():
@@ -191,6 +207,84 @@ def test_layer_norm_critics_match_reference():
         k: v for k, v in state.critic["params"]["VmapCritic_0"]["MLP_0"].items()
         if k.startswith("Dense")}}}}
     assert abs(np_loss(plain) - np_loss(state.critic)) > 1e-2 * np_loss(state.critic)
+
+
+def test_lb_sac_layer_norm_is_shared_by_all_critics():
+    """LB-SAC with critic LayerNorm (hopper-medium), as CORL's lb_sac.py: one nn.LayerNorm(width)
+    per hidden layer applied to all N critics' activations (each normalized on its own, ONE scale
+    and bias, PyTorch's epsilon 1e-5). Loss, the shared parameters' gradient (summed over the
+    critics that use them) and one update's Adam step on them, against the numpy reference."""
+    cfg = dataclasses.replace(sac_n.LB_SAC, hidden=(16, 16), num_critics=N, init_temperature=0.3,
+                              critic_layer_norm=True)
+    state = sac_n.init(jax.random.PRNGKey(1), SPEC, cfg)
+    params = state.critic["params"]
+    assert params["LayerNorm_0"]["scale"].shape == (16,)  # one for all N, not (N, 16)
+    assert not [k for k in params["VmapCritic_0"]["MLP_0"] if k.startswith("LayerNorm")]
+    rng = np.random.default_rng(0)
+
+    def prepare(critic):
+        """LayerNorm off its identity; a first layer small enough that its pre-activations'
+        variance (~1e-4) makes the epsilon matter."""
+        p = critic["params"]
+        mlp = p["VmapCritic_0"]["MLP_0"]
+        norms = {f"LayerNorm_{k}": {"scale": jnp.asarray(1 + 0.5 * rng.normal(size=16),
+                                                         jnp.float32),
+                                    "bias": jnp.asarray(0.1 * rng.normal(size=16), jnp.float32)}
+                 for k in range(2)}
+        dense0 = {**mlp["Dense_0"], "kernel": mlp["Dense_0"]["kernel"] * 0.01}
+        return {"params": {**p, **norms,
+                           "VmapCritic_0": {"MLP_0": {**mlp, "Dense_0": dense0}}}}
+
+    target = prepare(sac_n.init(jax.random.PRNGKey(2), SPEC, cfg).critic)
+    state = state.replace(critic=prepare(state.critic), target_critic=target)
+    critic_tx = sac.optimizers(state.config)[1]
+    state = state.replace(critic_opt=critic_tx.init(state.critic))
+    key = jax.random.PRNGKey(7)
+    k_critic = jax.random.split(key)[0]  # sac.update's key for the critic step
+    batch, b = fixed_batch(), as_np(fixed_batch())
+    (loss, _), grads = jax.value_and_grad(sac.critic_loss, has_aux=True)(
+        state.critic, state, batch, k_critic)
+
+    noise = np.asarray(jax.random.normal(jax.random.split(k_critic)[0], (64, 3)), np.float64)
+    next_a, next_logp = np_sample(*np_actor(state.actor, b.next_obs), noise)
+
+    def np_loss(critic, target=state.target_critic, eps=1e-5):
+        y = b.reward + GAMMA * (1.0 - b.terminal) * (
+            np_critics_shared_layer_norm(target, b.next_obs, next_a, eps).min(0)
+            - np.exp(np.float64(state.log_alpha)) * next_logp)
+        q = np_critics_shared_layer_norm(critic, b.obs, b.action, eps)
+        return 0.5 * np.sum(np.mean((q - y) ** 2, axis=1))
+
+    expected = np_loss(state.critic)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    # the test can tell Flax's epsilon from PyTorch's
+    flax_eps = np_loss(state.critic, eps=1e-6)
+    assert abs(flax_eps - expected) > 1e-3 * expected
+    new, _ = jax.jit(sac_n.update)(state, batch, key)
+    h = 1e-5
+    for path in (("params", "LayerNorm_0", "scale"), ("params", "LayerNorm_1", "bias")):
+        numeric = np.array([(np_loss(perturbed(state.critic, path, j, h))
+                             - np_loss(perturbed(state.critic, path, j, -h))) / (2 * h)
+                            for j in range(16)])
+        np.testing.assert_allclose(np.asarray(get(grads, path)), numeric, rtol=2e-4,
+                                   atol=1e-6 * np.abs(numeric).max())
+        # Adam's first step moves every shared entry by lr * g / (|g| + 1e-8), once for all N
+        step = np.asarray(get(new.critic, path)) - np.asarray(get(state.critic, path))
+        np.testing.assert_allclose(step, -cfg.critic_lr * numeric / (np.abs(numeric) + 1e-8),
+                                   rtol=1e-3, atol=1e-9)
+
+
+def test_tanh_log_prob_is_exact_where_tanh_saturates():
+    """The Jacobian term is the exact log(1 - tanh(u)^2) = -2 log cosh(u), also at |u| = 9 where
+    CORL's log(1 - tanh(u)^2 + 1e-6) stops near log 1e-6; the module declares the difference."""
+    u = np.array([[0.5, -4.0, 9.0]])
+    got = float(tanh_gaussian_log_prob(jnp.asarray(u, jnp.float32), jnp.zeros((1, 3)),
+                                       jnp.asarray(u, jnp.float32))[0])
+    by_hand = np.sum(-0.5 * np.log(2 * np.pi) + 2 * np.log(np.cosh(u)))
+    np.testing.assert_allclose(got, by_hand, rtol=1e-6)
+    corl = np.sum(-0.5 * np.log(2 * np.pi) - np.log(1 - np.tanh(u) ** 2 + 1e-6))
+    assert by_hand - corl > 1.0
+    assert "log(1 - tanh(u)^2 + 1e-6)" in sac_n.__doc__
 
 
 def test_edac_initialization():
