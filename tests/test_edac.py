@@ -266,3 +266,28 @@ def test_update():
     action = edac.act(new, batch.obs, jax.random.PRNGKey(1), True)
     assert action.shape == batch.action.shape and np.all(np.abs(np.asarray(action)) <= 1)
     assert edac.policy_params(new) is new.sac.actor
+
+
+def test_action_gradients_with_shared_layer_norm():
+    """With LB-SAC's shared critic LayerNorm the per-member action gradients come from the very
+    parameters the TD loss uses: grad_a Q_i(s, a) equals the gradient of member i of sac's critic
+    ensemble, member by member (each member's Q depends on its own action only)."""
+    cfg = edac.Config(hidden=(16, 16), num_critics=N, eta=ETA, edac_init=False,
+                      critic_layer_norm=True, critic_layer_norm_shared=True)
+    s = edac.init(jax.random.PRNGKey(1), SPEC, cfg).sac
+    assert s.critic["params"]["LayerNorm_0"]["scale"].shape == (16,)
+    s = s.replace(critic=jax.tree_util.tree_map_with_path(  # shared LayerNorm off its identity
+        lambda path, x: x * 1.5 + 0.1 if "LayerNorm" in jax.tree_util.keystr(path) else x,
+        s.critic))
+    batch = fixed_batch()
+    got = edac.action_gradients(s.critic, s, batch.obs, batch.action)
+    critic_net = edac.sac.networks(s.config, s.spec)[1]
+    for i in range(N):
+        want = jax.grad(lambda a, i=i: critic_net.apply(s.critic, batch.obs, a)[i].sum())(
+            batch.action)
+        np.testing.assert_allclose(np.asarray(got[i]), np.asarray(want), rtol=1e-5, atol=1e-7)
+
+
+def test_tanh_log_prob_difference_is_declared():
+    """networks.py's exact log(1 - tanh(u)^2) (pinned in test_sac_n) against CORL's EDAC +1e-6."""
+    assert "log(1 - tanh(u)^2 + 1e-6)" in edac.__doc__
