@@ -26,6 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
+import os
+import sys
 import types
 import typing
 from pathlib import Path
@@ -68,15 +71,46 @@ def algorithm_names() -> list[str]:
     return sorted(p.stem for p in BASELINES_DIR.glob("*.py") if not p.stem.startswith("_"))
 
 
+def import_algorithm_module(target: str) -> types.ModuleType:
+    """The module `target` names: a name in baselines/, a dotted module path (importable where
+    offbench is installed, or from the current directory, as `python -m` finds modules), or the
+    path of a .py file. One ValueError saying what to give when it cannot be imported."""
+    if target.endswith(".py") or os.sep in target:
+        path = Path(target)
+        if not path.is_file():
+            raise ValueError(f"algorithm file {target} does not exist")
+        name = path.stem  # the module's name in cell configs and reports
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ValueError(f"cannot import {target} as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+    if "." not in target:
+        if target not in algorithm_names():
+            raise ValueError(f"unknown algorithm '{target}'; valid algorithms: "
+                             f"{algorithm_names()} (or a dotted module path, or a .py file)")
+        target = f"baselines.{target}"
+    try:
+        return importlib.import_module(target)
+    except ModuleNotFoundError as err:
+        cwd = os.getcwd()
+        if err.name and target.startswith(err.name) and cwd not in sys.path:
+            sys.path.insert(0, cwd)  # a module of the folder the user works in
+            try:
+                return importlib.import_module(target)
+            except ModuleNotFoundError:
+                sys.path.remove(cwd)
+        raise ValueError(f"cannot import algorithm module '{target}' ({err}): give a module "
+                         "importable from the current directory or installed, or the path of "
+                         "its .py file") from None
+
+
 def load_algorithm(name: str) -> types.ModuleType:
-    """`name` from baselines/, or a dotted module path; checks the contract's names exist."""
-    if "." in name:
-        module = importlib.import_module(name)
-    elif name in algorithm_names():
-        module = importlib.import_module(f"baselines.{name}")
-    else:
-        raise ValueError(f"unknown algorithm '{name}'; valid algorithms: {algorithm_names()} "
-                         "(or a dotted module path)")
+    """`name` from baselines/, a dotted module path or a .py file; checks the contract's names
+    exist."""
+    module = import_algorithm_module(name)
     missing = [attr for attr in REQUIRED if not hasattr(module, attr)]
     if missing:
         raise ValueError(f"algorithm module '{module.__name__}' lacks {missing}; "

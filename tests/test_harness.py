@@ -23,7 +23,7 @@ import pytest
 from offbench import io
 from offbench.data import builder
 from offbench.harness import cells, store, sweep
-from offbench.reports import leaderboard
+from offbench.reports import declared, leaderboard
 
 DATASET = "test/hopper/random-v0"
 BUDGET = {"updates": 200, "eval_every": 100, "eval_episodes": 2, "checkpoint_every": 100,
@@ -600,9 +600,11 @@ def test_store_report_of_a_sweep(swept, tmp_path):
 
 
 def to_toml(spec: dict) -> str:
-    return "\n".join(
-        [f"{k} = {json.dumps(v)}" for k, v in spec.items() if k != "budget"] + ["[budget]"]
-        + [f"{k} = {json.dumps(v)}" for k, v in spec["budget"].items()]) + "\n"
+    lines = ([f"{k} = {json.dumps(v)}" for k, v in spec.items() if k not in ("budget", "report")]
+             + ["[budget]"] + [f"{k} = {json.dumps(v)}" for k, v in spec["budget"].items()])
+    for table in spec.get("report", []):
+        lines += ["[[report]]"] + [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
 
 
 def test_bench_runs_submitted_algorithms_beside_the_profile(swept, tmp_path, monkeypatch):
@@ -1043,3 +1045,89 @@ def test_every_committed_sweep_spec_expands(path):
         configs = {(tuple(c.config["algo_config"]["hidden"]),
                     c.config["algo_config"]["num_critics"]) for c in cells}
         assert configs == {((64, 64), 20), ((64, 64), 50), ((64, 64), 100)}
+    # its declared reports and needed specs are well formed, and no two specs write one file
+    declared.parse(spec)
+    declared.needs(spec, path)
+
+
+def test_committed_specs_write_distinct_reports():
+    outs = [r["out"] for p in SWEEP_SPECS for r in declared.parse(sweep.load_spec(p))]
+    assert outs and len(outs) == len(set(outs))
+    assert "results/checks/offline/check.md" in outs
+
+
+def test_bad_report_tables_fail_before_anything_runs(swept, tmp_path, capsys):
+    from offbench import cli
+
+    root, _ = swept
+    spec = tiny_spec(name="bad-report", algorithms=["bc"], sinks=[])
+    spec["report"] = [{"kind": "leaderboard", "out": "x.md"},
+                      {"kind": "offline", "out": "y.md", "samples": 3},
+                      {"kind": "probe", "out": 5}]
+    path = tmp_path / "bad.toml"
+    path.write_text(to_toml(spec))
+    before = sorted(p.name for p in (root / "cells").iterdir())
+    assert cli.main(["sweep", str(path), "--store", str(root)]) == 2
+    err = capsys.readouterr().err
+    for problem in ("report[0].kind: 'leaderboard' is not one of",
+                    "report[1].samples: not a field of a 'offline' report",
+                    "report[1].budget: missing", "report[2].out: expected str, got 5"):
+        assert problem in err
+    assert sorted(p.name for p in (root / "cells").iterdir()) == before
+    # --report on a spec that declares none is refused too
+    path.write_text(to_toml(tiny_spec(name="no-report", algorithms=["bc"], sinks=[])))
+    assert cli.main(["sweep", str(path), "--store", str(root), "--report"]) == 2
+    assert "declares no [[report]]" in capsys.readouterr().err
+
+
+def test_sweep_report_writes_what_the_spec_declares_after_its_needs(swept, tmp_path, capsys):
+    """`offbench sweep SPEC --report` (make sweep): the needed spec runs first, then the
+    declared report reads both sweeps' cells, the same report report-offline writes."""
+    from offbench import cli
+
+    root, _ = swept
+    (tmp_path / "base.toml").write_text(to_toml(tiny_spec(name="base", algorithms=["bc"],
+                                                          sinks=[])))
+    spec = tiny_spec(name="with-report", algorithms=["bc"], sinks=[],
+                     set=["hidden=32,32", "batch_size=32"])
+    spec["needs"] = ["base.toml"]
+    spec["report"] = [{"kind": "offline", "out": str(tmp_path / "out" / "check.md"),
+                       "budget": "tiny", "title": "Declared", "sweeps": ["base", "with-report"]}]
+    (tmp_path / "main.toml").write_text(to_toml(spec))
+    assert cli.main(["sweep", str(tmp_path / "main.toml"), "--store", str(root),
+                     "--report"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("needs") < out.index("sweep 'base': ") < out.index("sweep 'with-report': ")
+    text = (tmp_path / "out" / "check.md").read_text()
+    assert text.startswith("# Declared") and "tiny" in text
+    finals = pd.read_csv(tmp_path / "out" / "check.csv")
+    # both sweeps' cells, told apart by the override that differs: 2 cells x 2 seeds
+    assert sorted(set(finals.algorithm)) == ["bc[batch_size=32]", "bc[batch_size=64]"]
+    assert len(finals) == 4
+    assert cli.main(["report-offline", "--sweep", "base", "--sweep", "with-report", "--store",
+                     str(root), "--budget", "tiny", "--title", "Declared",
+                     "--out", str(tmp_path / "direct.md")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "direct.csv"), finals)
+
+
+def test_a_module_outside_baselines_loads_by_file_path_or_from_the_working_folder(
+        tmp_path, monkeypatch):
+    """`offbench run/check/bench` take a contributed module as a dotted path importable from
+    the folder the user works in (as `python -m` finds it) or as the path of its .py file."""
+    from offbench.algorithms import load_algorithm
+
+    package = tmp_path / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "mine.py").write_text(GOOD_MODULE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    assert load_algorithm("mypkg.mine").__name__ == "mypkg.mine"
+    by_file = load_algorithm(str(package / "mine.py"))
+    assert by_file.__name__ == "mine" and hasattr(by_file, "update")
+    for bad, message in (("mypkg.nope", "cannot import algorithm module 'mypkg.nope'"),
+                         ("nope_pkg.mine", "cannot import algorithm module 'nope_pkg.mine'"),
+                         (str(tmp_path / "none.py"), "does not exist"),
+                         ("nope", "unknown algorithm 'nope'")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            load_algorithm(bad)

@@ -68,3 +68,13 @@ def test_no_import_circle_among_offbench_modules():
     graph = import_graph()
     assert "offbench.harness.sweep" in graph and graph["offbench.harness.sweep"]
     assert cycles(graph) == []
+
+
+def test_cli_reference_is_generated_from_the_parser():
+    from offbench import clidoc
+
+    page = (PACKAGE.parent / "docs" / "cli.md").read_text()
+    assert page == clidoc.markdown(), ("docs/cli.md is stale: regenerate it with "
+                                       "`.venv/bin/python -m offbench.clidoc > docs/cli.md`")
+    # every command and its options are on the page
+    assert "## offbench sweep" in page and "--report" in page

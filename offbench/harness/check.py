@@ -30,12 +30,8 @@ declared sizes; no env, no files) it checks:
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
-import sys
 import types
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,24 +46,13 @@ class CheckFailed(Exception):
 
 
 def load_module(target: str) -> types.ModuleType:
-    """A .py file path, a dotted module path, or a name in baselines/."""
-    if target.endswith(".py") or Path(target).is_file():
-        path = Path(target)
-        if not path.exists():
-            raise CheckFailed(f"no such file: {target}")
-        name = f"offbench_check_{path.stem}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise CheckFailed(f"cannot import {target} as a Python module")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
-    from offbench.algorithms import algorithm_names
+    """A .py file path, a dotted module path, or a name in baselines/ (as `offbench run`)."""
+    from offbench.algorithms import import_algorithm_module
 
-    if "." not in target and target in algorithm_names():
-        target = f"baselines.{target}"
-    return importlib.import_module(target)
+    try:
+        return import_algorithm_module(target)
+    except ValueError as err:
+        raise CheckFailed(str(err)) from None
 
 
 def tiny_dataset(fields: tuple[str, ...], seed: int = 0) -> dict[str, np.ndarray]:
