@@ -74,7 +74,7 @@ class Config:
     tanh_mean: bool = False  # actor mean = MLP(s), unsquashed
     log_std_min: float = -20.0
     log_std_max: float = 2.0
-    normalize_obs: bool = True  # applied by the harness (offbench/offline.py)
+    normalize_obs: bool = True  # applied by the harness (offbench/loops/offline.py)
 
 
 class AWACState(struct.PyTreeNode):

@@ -43,7 +43,7 @@ class Config:
     hidden: tuple[int, ...] = (256, 256)
     lr: float = 3e-4
     batch_size: int = 256
-    normalize_obs: bool = True  # applied by the harness (offbench/offline.py)
+    normalize_obs: bool = True  # applied by the harness (offbench/loops/offline.py)
     top_fraction: float = 1.0  # keep this fraction of whole episodes, best returns first
     max_episode_steps: int = 1000  # an episode this long is whole (CORL's max_traj_len)
 

@@ -80,9 +80,9 @@ class Config(sac.Config):
     orthogonal_init: bool = True  # critics: orthogonal kernels (gain sqrt2, output 1e-2)
     # Cal-QL: policy-action Q in the regularizer >= MC return-to-go. The harness computes
     # mc_returns from the rewards the critic learns, after reward_scale/bias/normalization
-    # (offbench/offline.py prepare), so the bound is in the critic's units.
+    # (offbench/loops/offline.py prepare), so the bound is in the critic's units.
     calql: bool = False
-    # Applied by the harness (offbench/offline.py)
+    # Applied by the harness (offbench/loops/offline.py)
     normalize_obs: bool = True  # CORL: normalize=True
     normalize_reward_by_returns: bool = False  # CORL: normalize_reward (False but hopper-medium)
     reward_scale: float = 1.0

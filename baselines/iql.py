@@ -30,7 +30,7 @@ authors; CORL: CosineAnnealingLR). The schedule needs the run's total number of 
 Reward scaling, the authors' setting: on for every locomotion dataset (train_offline.py
 normalizes halfcheetah, hopper and walker2d alike; we extend it to ant, which neither reference
 runs), applied by the harness
-(offbench/offline.py) as r * 1000 / (max return - min return). The range is over whole
+(offbench/loops/offline.py) as r * 1000 / (max return - min return). The range is over whole
 episodes only (ended by a termination or the time limit), as CORL's return_reward_range; the
 authors' split_into_trajectories also counts the trailing cut episode.
 
@@ -93,7 +93,7 @@ class Config:
     tanh_mean: bool = True  # actor mean = tanh(MLP(s))
     log_std_min: float = -5.0
     log_std_max: float = 2.0
-    normalize_obs: bool = True  # applied by the harness (offbench/offline.py)
+    normalize_obs: bool = True  # applied by the harness (offbench/loops/offline.py)
     normalize_reward_by_returns: bool = True  # applied by the harness: r * 1000 / return range
 
 

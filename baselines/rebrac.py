@@ -85,7 +85,7 @@ class Config:
     critic_bc_coef: float = 0.01  # beta_2: per dataset, see the table above
     normalize_q: bool = True  # lambda = 1 / mean |Q| in the actor loss
     expl_noise: float = 0.03  # std of act()'s Gaussian exploration noise (not deterministic)
-    normalize_obs: bool = False  # applied by the harness (offbench/offline.py)
+    normalize_obs: bool = False  # applied by the harness (offbench/loops/offline.py)
     actor_layer_norm: bool = False
     critic_layer_norm: bool = True
 

@@ -94,7 +94,7 @@ class Config:
     # Hidden biases 0.1, output layers uniform in +-3e-3 (critics) and +-1e-3 (actor), as in the
     # authors' code and CORL; LB-SAC turns it off.
     edac_init: bool = True
-    normalize_obs: bool = False  # applied by the harness (offbench/offline.py); CORL: none
+    normalize_obs: bool = False  # applied by the harness (offbench/loops/offline.py); CORL: none
 
 
 # LB-SAC's large-batch setting (walker2d's N); N is per dataset, see the module docstring.

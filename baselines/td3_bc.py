@@ -63,7 +63,7 @@ class Config:
     policy_freq: int = 2  # actor and target updates on every policy_freq-th update
     alpha: float = 2.5  # lambda = alpha / mean |Q|
     expl_noise: float = 0.1  # std of act()'s Gaussian exploration noise (not deterministic)
-    normalize_obs: bool = True  # applied by the harness (offbench/offline.py)
+    normalize_obs: bool = True  # applied by the harness (offbench/loops/offline.py)
     actor_layer_norm: bool = False  # off in TD3+BC; LayerNorm options for ablations
     critic_layer_norm: bool = False
 

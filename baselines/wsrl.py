@@ -8,7 +8,7 @@ buffer with rollouts of the FROZEN pre-trained policy, then fine-tune with SAC o
   weights carry over).
 - Warm-up: `warmup_steps` 5000 env steps acted by the pre-trained policy (sampling from it),
   with no updates, so its parameters stay as pre-trained (the loop's `warmup_actions="policy"`,
-  offbench/online.py; declared here by the config fields the O2O loop reads).
+  offbench/loops/online.py; declared here by the config fields the O2O loop reads).
 - Online: `online_update` (the O2O loop's hook for a fine-tuning step that differs from the
   pre-training one) is RLPD's SAC step, `baselines/rlpd.py`: `utd` critic steps per env step,
   the actor and temperature once per `utd`; no conservative term; `offline_ratio` 0, so every

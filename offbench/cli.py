@@ -81,8 +81,8 @@ def cmd_train_online(args: argparse.Namespace) -> int:
     import dataclasses
 
     import offbench.envs as envs
-    from offbench import online
     from offbench.algorithms import apply_overrides, load_algorithm
+    from offbench.loops import online
 
     algo = load_algorithm(args.algorithm)
     envs.get_spec(args.task)
@@ -117,9 +117,9 @@ def cmd_train_online(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from offbench import o2o, offline
     from offbench.algorithms import apply_overrides, load_algorithm
     from offbench.data import load
+    from offbench.loops import o2o, offline
 
     algo = load_algorithm(args.algorithm)
     if args.mode == "offline" and "@" in args.dataset:
@@ -177,8 +177,9 @@ def _run_mixed(args: argparse.Namespace, algo, algo_config, given: set) -> int:
     """`offbench run --mode o2o|hybrid`."""
     import dataclasses
 
-    from offbench import hybrid, o2o
+    from offbench import hybrid
     from offbench.data import load
+    from offbench.loops import o2o
 
     data_id, _ = hybrid.split(args.dataset)  # a bad hybrid name fails before anything runs
     algo_config = o2o.fine_tuning_config(algo, algo_config, args.mode, given)

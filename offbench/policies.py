@@ -31,9 +31,9 @@ import pandas as pd
 from flax import serialization
 
 import offbench.envs as envs
-from offbench import rollout
 from offbench.envs.spec import TASKS_DIR
 from offbench.io import write_bytes_atomic, write_text_atomic
+from offbench.loops import rollout
 from offbench.networks import TanhGaussianActor, tanh_gaussian_sample
 from offbench.provenance import record
 

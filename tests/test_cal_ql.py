@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from baselines import cal_ql, cql
-from offbench import o2o
 from offbench.algorithms import EnvSpec
+from offbench.loops import o2o
 
 from np_reference import fixed_batch, np_actor, np_critics, np_sample
 

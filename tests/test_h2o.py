@@ -11,8 +11,9 @@ from test_o2o import synthetic_prepared
 
 import offbench.envs as envs
 from baselines import h2o
-from offbench import hybrid, o2o
+from offbench import hybrid
 from offbench.algorithms import EnvSpec, Transition
+from offbench.loops import o2o
 
 
 @pytest.mark.parametrize("name,dataset,overrides", [

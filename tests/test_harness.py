@@ -670,7 +670,7 @@ def test_sinks_wandb_skipped_without_its_package_and_unknown_names_refused(tmp_p
 
 KILLED_IN_A_CELL = """
 import dataclasses, sys
-from offbench import offline
+from offbench.loops import offline
 from offbench.harness import cells, store, sweep
 
 def run(cell, out, resume, sinks):  # the offline runner, killed after its first checkpoint
@@ -844,7 +844,7 @@ def test_check_accepts_the_baselines_with_special_batches_or_phases(name, overri
 
 
 def test_check_runs_the_online_loop_a_module_declares(tmp_path, monkeypatch):
-    from offbench import online
+    from offbench.loops import online
 
     path = tmp_path / "onl.py"
     path.write_text(module_text().replace('MODES = ("offline",)', 'MODES = ("offline", "online")'))
@@ -890,7 +890,7 @@ MIXED_BUDGET = {"online_steps": 40, "eval_every": 20, "eval_episodes": 2,
 
 
 def test_o2o_and_hybrid_cells_run_and_report_their_metrics(env_root, tmp_path):
-    """Two sweeps share one store: IQL O2O and RLPD hybrid cells run through offbench/o2o.py,
+    """Two sweeps share one store: IQL O2O and RLPD hybrid cells run through offbench/loops/o2o.py,
     and the leaderboard's mode tables show what their run.json recorded."""
     root = tmp_path / "store"
     o2o_spec = tiny_spec(name="o2o", algorithms=["iql"], modes=["o2o"], sinks=[],

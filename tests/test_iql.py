@@ -287,7 +287,7 @@ def test_reward_scale_counts_whole_episodes_only():
     """Time limit 3. Episode 0 (1, 2, 3) reaches it: return 6; episode 1 (1, 1) terminates:
     return 2; episode 2 (10, 10) is cut by the end of the data: left out (CORL's
     return_reward_range). Scale 1000 / (6 - 2) = 250, not 1000 / (20 - 2) = 55.6."""
-    from offbench import offline
+    from offbench.loops import offline
 
     rewards = np.array([1, 2, 3, 1, 1, 10, 10], np.float32)
     terminals = np.array([0, 0, 0, 0, 1, 0, 0], np.float32)
@@ -302,8 +302,8 @@ def test_harness_scales_iql_rewards_by_the_whole_episode_range(minari_root):
     """IQL's reward scale through the harness: 1000 over the range of the whole episodes'
     returns (hopper's time limit is 1000 steps). One episode cut by the end of its collection
     stream is given the dataset's highest return, so counting it would change the scale."""
-    from offbench import offline
     from offbench.data import load
+    from offbench.loops import offline
 
     from conftest import TINY_DATASET
 

@@ -19,9 +19,10 @@ import pandas as pd
 import pytest
 
 from baselines import rebrac, rlpd
-from offbench import metrics, o2o, offline, online, policies, replay
+from offbench import metrics, policies
 from offbench.algorithms import Transition
 from offbench.data.loader import mc_returns, next_actions
+from offbench.loops import o2o, offline, online, replay
 
 from conftest import TINY_DATASET, comparable_metrics
 

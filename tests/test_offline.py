@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from baselines import bc, td3_bc
-from offbench import offline
+from offbench.loops import offline
 
 from conftest import TINY_DATASET, comparable_metrics
 
@@ -181,7 +181,7 @@ import jax
 assert jax.device_count() == 2, jax.devices()
 from pathlib import Path
 from baselines import bc, td3_bc
-from offbench import driver, offline
+from offbench.loops import driver, offline
 assert driver.seed_sharding(2) is not None
 config = offline.OfflineConfig(**json.loads(sys.argv[1]))
 seeds, group = int(sys.argv[4]), (int(sys.argv[5]) or None)

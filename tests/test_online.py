@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from baselines import sac
-from offbench import online
+from offbench.loops import online
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFBENCH = str(Path(sys.executable).parent / "offbench")

@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from offbench import replay
+from offbench.loops import replay
 
 
 def test_wraps_around_and_overwrites_the_oldest():

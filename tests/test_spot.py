@@ -79,7 +79,7 @@ def test_vae_first_then_policy_and_the_cooled_lambda():
 def test_spot_in_the_o2o_loop_fine_tunes_with_the_cooled_lambda():
     from test_o2o import synthetic_prepared
 
-    from offbench import o2o
+    from offbench.loops import o2o
 
     cfg = dataclasses.replace(CFG, batch_size=8, lambda_cool_steps=20)
     prepared = synthetic_prepared(obs_size=11, action_size=3)

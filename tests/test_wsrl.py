@@ -10,7 +10,7 @@ import numpy as np
 from test_o2o import synthetic_prepared
 
 from baselines import cql, rlpd, wsrl
-from offbench import o2o
+from offbench.loops import o2o
 
 CFG = wsrl.Config(hidden=(16,), num_critics=3, batch_size=8, cql_n_actions=2, utd=2)
 

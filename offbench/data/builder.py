@@ -28,9 +28,10 @@ import numpy as np
 
 import offbench
 import offbench.envs as envs
-from offbench import policies, rollout
+from offbench import policies
 from offbench.data.ids import DatasetName, data_root
 from offbench.io import write_text_atomic
+from offbench.loops import rollout
 from offbench.provenance import record
 
 SIDECAR = "offbench.json"

@@ -3,11 +3,11 @@
 folder.
 
 Modes dispatch through MODES: one `Mode` (resolve the budget, run a cell) per mode name:
-offline (offbench/offline.py), o2o and hybrid (one loop for both, offbench/o2o.py); another
-loop plugs in with `register_mode` without touching the sweep machinery. A mode's `run`
-returns the per-seed metrics table and leaves in the cell folder what `offbench run` leaves
-(metrics.csv, run.json with `per_seed` results, checkpoints); O2O/hybrid metrics the
-leaderboard shows (reports/leaderboard.py MODE_METRICS) go into `per_seed`.
+offline (offbench/loops/offline.py), o2o and hybrid (one loop for both,
+offbench/loops/o2o.py); another loop plugs in with `register_mode` without touching the sweep
+machinery. A mode's `run` returns the per-seed metrics table and leaves in the cell folder what
+`offbench run` leaves (metrics.csv, run.json with `per_seed` results, checkpoints); O2O/hybrid
+metrics the leaderboard shows (reports/leaderboard.py MODE_METRICS) go into `per_seed`.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def seeds_phrase(seeds: int) -> str:
 # ---- offline mode -------------------------------------------------------------------------
 
 def _offline_budget(budget: dict, algo_config: Any) -> dict:
-    from offbench import offline
+    from offbench.loops import offline
 
     fields = {f.name for f in dataclasses.fields(offline.OfflineConfig)} - {
         "inject_nan_seed", "inject_nan_at"}
@@ -104,7 +104,7 @@ def _offline_algo_config(config: Any, budget: dict, given: set, algo: Any) -> An
 
 
 def _offline_run(cell: Cell, out: Path, resume: bool, sinks: list) -> Any:
-    from offbench import offline
+    from offbench.loops import offline
 
     c = cell.config
     algo_config = algo_config_from(c)
@@ -117,14 +117,14 @@ def _offline_run(cell: Cell, out: Path, resume: bool, sinks: list) -> Any:
 register_mode(Mode("offline", _offline_budget, _offline_run, _offline_algo_config))
 
 
-# ---- o2o and hybrid modes (one loop for both: offbench/o2o.py) ------------------------------
+# ---- o2o and hybrid modes (one loop for both: offbench/loops/o2o.py) -------------------------
 
 _MIXED_INTERNAL = ("mode", "inject_nan_seed", "inject_nan_at")
 
 
 def _mixed_budget(mode: str) -> Callable[[dict, Any], dict]:
     def resolve_budget(budget: dict, algo_config: Any) -> dict:
-        from offbench import o2o
+        from offbench.loops import o2o
 
         fields = {f.name for f in dataclasses.fields(o2o.MixedConfig)} - set(_MIXED_INTERNAL)
         unknown = set(budget) - fields
@@ -149,7 +149,7 @@ def _mixed_budget(mode: str) -> Callable[[dict, Any], dict]:
 
 def _mixed_algo_config(mode: str) -> Callable[[Any, dict, set, Any], Any]:
     def adjust(config: Any, budget: dict, given: set, algo: Any) -> Any:
-        from offbench import o2o
+        from offbench.loops import o2o
 
         return o2o.fine_tuning_config(algo, config, mode, given)  # as `offbench run` does
     return adjust
@@ -157,7 +157,7 @@ def _mixed_algo_config(mode: str) -> Callable[[Any, dict, set, Any], Any]:
 
 def _mixed_run(mode: str) -> Callable[..., Any]:
     def run(cell: Cell, out: Path, resume: bool, sinks: list) -> Any:
-        from offbench import o2o
+        from offbench.loops import o2o
 
         c = cell.config
         config = o2o.MixedConfig(mode=mode, **c["budget"])

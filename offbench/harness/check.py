@@ -19,11 +19,11 @@ declared sizes; no env, no files) it checks:
 - the offline mode, when declared: two evaluation periods of the real offline loop (its
   `prepare_dataset` hook, sampling, divergence guard, evaluation on hopper with 5-step
   episodes);
-- the o2o and hybrid modes, when declared: the one compiled O2O/hybrid loop (offbench/o2o.py)
+- the o2o and hybrid modes, when declared: the one compiled O2O/hybrid loop (offbench/loops/o2o.py)
   for a few updates and env steps on hopper, through the phase switch (o2o), with the
   algorithm's own offline ratio, UTD and warm-up actions (`online_update` if it has one).
 - the online mode, when declared: the online loop of `offbench train-online`
-  (offbench/online.py) for 4 env steps on hopper with updates after one warm-up step, finite
+  (offbench/loops/online.py) for 4 env steps on hopper with updates after one warm-up step, finite
   returns, no NaN/Inf in the parameters.
 """
 
@@ -152,8 +152,8 @@ class Checker:
         if config is None:
             return False
         from offbench.algorithms import EnvSpec, skips_metrics
-        from offbench.o2o import with_source_marks
-        from offbench.offline import sample as sample_rows
+        from offbench.loops.o2o import with_source_marks
+        from offbench.loops.offline import sample as sample_rows
 
         m = self.module
 
@@ -274,7 +274,7 @@ class Checker:
         the scanned updates with the divergence guard, and evaluation on a real (short) env."""
         import jax
 
-        from offbench import offline
+        from offbench.loops import offline
 
         m = self.module
         arrays = tiny_dataset(fields)
@@ -298,11 +298,11 @@ class Checker:
 
 
     def online_loop(self, config: Any) -> None:
-        """The declared online mode end to end in offbench/online.py's compiled loop: env steps
-        into the replay buffer, updates, evaluation on a real (short) env."""
+        """The declared online mode end to end in offbench/loops/online.py's compiled loop: env
+        steps into the replay buffer, updates, evaluation on a real (short) env."""
         import jax
 
-        from offbench import offline, online
+        from offbench.loops import offline, online
 
         loop = online.OnlineConfig(env_steps=4, warmup_steps=1, eval_every=2, eval_episodes=2,
                                    checkpoint_every=2, episode_length=5, backend="mujoco")
@@ -318,11 +318,11 @@ class Checker:
                               "finite numbers")
 
     def mixed_loop(self, config: Any, fields: tuple[str, ...], mode: str) -> None:
-        """A declared o2o or hybrid mode end to end in offbench/o2o.py's compiled loop: mixed
+        """A declared o2o or hybrid mode end to end in offbench/loops/o2o.py's compiled loop: mixed
         minibatches, the phase switch, env steps on a real (short) env, evaluation."""
         import jax
 
-        from offbench import o2o, offline
+        from offbench.loops import o2o, offline
 
         m = self.module
         arrays = tiny_dataset(fields)

@@ -27,9 +27,9 @@ def measure_cold_compiles() -> None:
 
 
 def time_one_period(loop, problem, arrays, seeds: int, repeats: int):
-    """Compile and time one evaluation period of `loop` (offbench.offline or offbench.o2o:
-    their init_carry/make_chunk) with `seeds` vmapped; returns (compile s, median run s,
-    carry, keys)."""
+    """Compile and time one evaluation period of `loop` (offbench.loops.offline or
+    offbench.loops.o2o: their init_carry/make_chunk) with `seeds` vmapped; returns (compile s,
+    median run s, carry, keys)."""
     import jax.numpy as jnp
 
     keys = jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)])

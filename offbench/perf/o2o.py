@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 import offbench.envs as envs
-from offbench import o2o, offline
 from offbench.io import write_text_atomic
+from offbench.loops import o2o, offline
 from offbench.perf import measure_cold_compiles, time_one_period
 from offbench.provenance import record
 

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 import offbench.envs as envs
-from offbench import driver, offline
 from offbench.algorithms import algorithm_names, load_algorithm
 from offbench.io import write_text_atomic
+from offbench.loops import driver, offline
 from offbench.perf import measure_cold_compiles, time_one_period, timed
 from offbench.provenance import record
 
@@ -168,7 +168,7 @@ def write_report(df: pd.DataFrame, peak: float, out: Path, prov: dict, task: str
         f"update. Updates/s: medians over repeats of {updates} updates in one `lax.scan`, "
         f"vmapped over seeds; 'groups of {GROUP}': the {SEEDS} seeds as {SEEDS // GROUP} vmapped "
         f"groups of {GROUP} run one after another in the same program (`--seed-group {GROUP}`, "
-        "offbench/driver.py `map_seeds`).",
+        "offbench/loops/driver.py `map_seeds`).",
         "",
         summary.to_markdown(floatfmt=".3g"), "",
         f"## A run's time split (1 seed, one evaluation per {EVAL_EVERY} updates, the default)",
@@ -192,7 +192,7 @@ def write_report(df: pd.DataFrame, peak: float, out: Path, prov: dict, task: str
         f"'same, 8 in groups of {GROUP}': the ratio with `--seed-group {GROUP}`, the {SEEDS} "
         f"seeds as vmapped groups of {GROUP} one after another; where it beats all {SEEDS} at "
         "once, the update's large activations (critic ensembles, CQL's sampled actions) cost "
-        "more per seed in one big batch than in small ones (why: offbench/driver.py, "
+        "more per seed in one big batch than in small ones (why: offbench/loops/driver.py, "
         "`map_seeds`).",
         "",
         *[f"- {target}: met by {', '.join(summary.index[ok]) or 'none'}; missed by "

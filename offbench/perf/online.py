@@ -11,8 +11,8 @@ from pathlib import Path
 import jax
 import pandas as pd
 
-from offbench import online
 from offbench.io import write_text_atomic
+from offbench.loops import online
 from offbench.perf import measure_cold_compiles, timed
 from offbench.provenance import record
 

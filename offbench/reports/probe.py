@@ -61,7 +61,7 @@ def probe_run(folder: Path, samples: int = 2048, seed: int = 0,
               data_root: str | Path | None = None) -> pd.DataFrame:
     """One row per seed of an offline run folder (or store cell): the probe at its latest
     checkpoint, with that checkpoint's update count and the seed's last normalized score."""
-    from offbench import offline
+    from offbench.loops import offline
     from offbench.reports.offline import run_label  # ALGO[variant] for a grid's cells
 
     if samples < 1:

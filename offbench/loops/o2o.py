@@ -47,9 +47,10 @@ import jax.numpy as jnp
 import pandas as pd
 
 import offbench.envs as envs
-from offbench import driver, metrics, offline, online, replay
+from offbench import metrics
 from offbench.algorithms import Transition, skips_metrics
 from offbench.data import Dataset
+from offbench.loops import driver, offline, online, replay
 
 MIXED_MODES = ("o2o", "hybrid")
 DEFAULT_OFFLINE_RATIO = 0.5

@@ -43,11 +43,11 @@ import pandas as pd
 from flax import struct
 
 import offbench.envs as envs
-from offbench import driver, rollout
 from offbench.algorithms import EnvSpec, Transition, skips_metrics
 from offbench.data import Dataset
 from offbench.data import stats as data_stats
 from offbench.data.loader import mc_returns
+from offbench.loops import driver, rollout
 
 OBS_STD_EPS = 1e-3
 

@@ -5,11 +5,11 @@ period is a `lax.scan` over iterations (one step of `num_envs` vectorized envs, 
 algorithm updates on replay minibatches) followed by a deterministic evaluation on separate env
 instances. `jit(vmap(chunk))` trains all seeds in one XLA program. The iteration index is
 passed unbatched, so the warm-up switch stays a real `lax.cond` under vmap (no wasted updates).
-`make_period` is also the online phase of the O2O/hybrid loop (offbench/o2o.py), which passes
+`make_period` is also the online phase of the O2O/hybrid loop (offbench/loops/o2o.py), which passes
 its own minibatch sampler (dataset + replay), a divergence guard, the dataset's
 observation/reward maps and the derived fields to fill.
 
-The host driver (`offbench/driver.py`, shared with the offline loop) runs chunks between Orbax
+The host driver (`offbench/loops/driver.py`, shared with the offline loop) runs chunks between Orbax
 checkpoints, shows progress, and writes
 per-seed metrics (`metrics.csv`) and `run.json` (written at the start, completed with wall and
 compile time at the end); `resume=True` restarts from the last
@@ -31,8 +31,8 @@ import pandas as pd
 from flax import struct
 
 import offbench.envs as envs
-from offbench import driver, replay, rollout
 from offbench.algorithms import EnvSpec, Transition, skips_metrics
+from offbench.loops import driver, replay, rollout
 
 WARMUP_ACTIONS = ("random", "policy")
 
