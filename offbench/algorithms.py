@@ -8,14 +8,9 @@ An algorithm is one module `baselines/NAME.py` (or any importable module) defini
     update(state, batch, key) -> (state, metrics)           one gradient step; metrics: dict
     act(state, obs, key, deterministic) -> action           actions in [-1, 1]
 
-Optional: `policy_params(state) -> pytree`, the parameters `act` uses (saved by
-`train-online --snapshots`, e.g. for behaviour policies); `online_update(state, batch, key)`,
-used instead of `update` in the online phase of O2O/hybrid runs (WSRL, SPOT); `BATCH_FIELDS`
-with "from_dataset" to have O2O/hybrid minibatches mark their dataset rows (H2O);
-`q_values(state, obs, action) -> (num_critics, batch)`, the critics' Q-values (not the
-targets'), read by `offbench probe` (offbench/reports/probe.py); `SKIPS_METRICS = True` when some
-metrics are NaN on the updates that do not compute them (RLPD's actor between its steps, SPOT's
-TD3 losses while its VAE trains). Without it a NaN metric is a NaN loss: the seed diverged.
+Optional hooks, and the Config fields the harness reads, are the `Contract` below (read once
+per module by `contract(module)`, which checks their types): the one description of the plug-in
+API that CONTRIBUTING.md and `offbench check` use.
 
 `update` and `act` must be pure (jit- and vmap-able); the configuration lives inside `state`
 as static data (see `baselines/sac.py`). The harness owns loops, sampling, vmapping over seeds,
@@ -62,9 +57,141 @@ class Transition:
     extra: dict = struct.field(default_factory=dict)
 
 
+# Config fields the harness reads when an algorithm's Config has them: name -> (types, default
+# when the Config lacks it, what the harness does with it)
+HARNESS_FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
+    "normalize_obs": ((bool,), False, "offline loop: standardize observations with the "
+                      "dataset's mean and std (env observations too in O2O/hybrid)"),
+    "reward_scale": ((int, float), 1.0, "offline loop: r' = scale * r + bias"),
+    "reward_bias": ((int, float), 0.0, "offline loop: r' = scale * r + bias"),
+    "normalize_reward_by_returns": ((bool,), False, "offline loop: r' = r * 1000 / (max - min "
+                                    "whole-episode return) (IQL's locomotion convention)"),
+    "discount": ((int, float), 0.99, "discount of derived Monte-Carlo returns (mc_returns)"),
+    "max_steps": ((int,), None, "set to the run's updates unless given: learning-rate "
+                  "schedules span the run"),
+    "batch_size": ((int,), None, "minibatch size (`offbench check` uses it)"),
+    "utd": ((int,), 1, "O2O/hybrid: updates per env step"),
+    "offline_ratio": ((int, float), 0.5, "O2O/hybrid: fraction of each online minibatch from "
+                      "the dataset"),
+    "warmup_steps": ((int,), 0, "O2O/hybrid: online env steps before the first update"),
+    "warmup_actions": ((str,), "random", "O2O/hybrid: actions of the warm-up steps "
+                       "(random or policy)"),
+}
+
+
+def config_field(config: Any, name: str) -> Any:
+    """A harness-read Config field's value, or its HARNESS_FIELDS default when the Config
+    lacks it."""
+    return getattr(config, name, HARNESS_FIELDS[name][1])
+
+
+@dataclasses.dataclass(frozen=True)
+class Contract:
+    """Everything the harness reads of an algorithm module, read once (`contract(module)`).
+
+    Required: Config (a frozen dataclass of published defaults), MODES, init, update, act.
+    Optional hooks (None when absent):
+      policy_params(state) -> pytree     the parameters `act` uses (`train-online --snapshots`)
+      online_update(state, batch, key)   used instead of `update` online in O2O/hybrid (WSRL, SPOT)
+      q_values(state, obs, action) -> (num_critics, batch)   the critics' Q-values (`probe`)
+      prepare_dataset(arrays, lengths, config) -> (arrays, lengths)   host-side data selection
+    Optional declarations:
+      DATASET_FIELDS   derived dataset fields it needs (next_actions, mc_returns, ...)
+      BATCH_FIELDS     "from_dataset": O2O/hybrid minibatches mark their dataset rows (H2O)
+      SKIPS_METRICS    True when some metrics are NaN on updates that do not compute them (RLPD's
+                       actor between its steps); otherwise a NaN metric means the seed diverged
+      O2O_SETTINGS     Config values for the online phase of O2O runs (published fine-tuning)
+    """
+
+    module: types.ModuleType
+    Config: type
+    modes: tuple[str, ...]
+    init: Any
+    update: Any
+    act: Any
+    policy_params: Any = None
+    online_update: Any = None
+    q_values: Any = None
+    prepare_dataset: Any = None
+    dataset_fields: tuple[str, ...] = ()
+    batch_fields: tuple[str, ...] = ()
+    skips_metrics: bool = False
+    o2o_settings: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.module.__name__
+
+
+HOOKS = ("policy_params", "online_update", "q_values", "prepare_dataset")
+DECLARATIONS = {"DATASET_FIELDS": "dataset_fields", "BATCH_FIELDS": "batch_fields",
+                "SKIPS_METRICS": "skips_metrics", "O2O_SETTINGS": "o2o_settings"}
+_CONTRACTS: dict[str, Contract] = {}
+
+
+def contract(module: types.ModuleType) -> Contract:
+    """The module's Contract, checked once (one ValueError listing every problem). A Contract
+    (e.g. o2o.online_view's, with `online_update` as its `update`) is its own."""
+    if isinstance(module, Contract):
+        return module
+    key = f"{module.__name__}:{id(module)}"
+    if key in _CONTRACTS:
+        return _CONTRACTS[key]
+    where = f"algorithm module '{module.__name__}'"
+    missing = [attr for attr in REQUIRED if not hasattr(module, attr)]
+    if missing:
+        raise ValueError(f"{where} lacks {missing}; the contract needs {list(REQUIRED)} "
+                         "(see offbench/algorithms.py)")
+    problems = []
+    config = module.Config
+    if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
+        problems.append("Config must be a dataclass")
+    modes = module.MODES
+    if not (isinstance(modes, tuple) and modes and all(isinstance(m, str) for m in modes)):
+        problems.append(f"MODES must be a non-empty tuple of mode names, got {modes!r}")
+    for name in ("init", "update", "act", *HOOKS):
+        if hasattr(module, name) and not callable(getattr(module, name)):
+            problems.append(f"`{name}` must be a function")
+    values = {field: getattr(module, attr) for attr, field in DECLARATIONS.items()
+              if hasattr(module, attr)}
+    for field in ("dataset_fields", "batch_fields"):
+        if field in values:
+            value = values[field] = tuple(values[field]) if isinstance(
+                values[field], list | tuple) else values[field]
+            if not (isinstance(value, tuple) and all(isinstance(v, str) for v in value)):
+                problems.append(f"{field.upper()} must be a tuple of field names")
+    if not isinstance(values.get("skips_metrics", False), bool):
+        problems.append("SKIPS_METRICS must be True or False")
+    names = ({f.name: f for f in dataclasses.fields(config)}
+             if dataclasses.is_dataclass(config) else {})
+    settings = values.get("o2o_settings", {})
+    if not isinstance(settings, dict) or set(settings) - set(names):
+        problems.append(f"O2O_SETTINGS must be a dict of Config fields, got {settings!r}")
+    if names:
+        try:
+            defaults = config()
+        except TypeError as err:
+            problems.append(f"Config() must build with its defaults ({err})")
+            defaults = None
+        for name, (types_, _, _) in HARNESS_FIELDS.items():
+            value = getattr(defaults, name, None)
+            if (value is not None and (isinstance(value, bool) and bool not in types_
+                                       or not isinstance(value, types_))):
+                problems.append(f"Config.{name} must be {'/'.join(t.__name__ for t in types_)} "
+                                f"(the harness reads it: {HARNESS_FIELDS[name][2]}), got "
+                                f"{value!r}")
+    if problems:
+        raise ValueError(f"{where} breaks the contract: " + "; ".join(problems))
+    result = Contract(module=module, Config=config, modes=modes, init=module.init,
+                      update=module.update, act=module.act,
+                      **{h: getattr(module, h, None) for h in HOOKS}, **values)
+    _CONTRACTS[key] = result
+    return result
+
+
 def skips_metrics(algo: Any) -> bool:
     """Whether the algorithm reports a metric as NaN on updates that do not compute it."""
-    return bool(getattr(algo, "SKIPS_METRICS", False))
+    return contract(algo).skips_metrics
 
 
 def algorithm_names() -> list[str]:
@@ -111,10 +238,7 @@ def load_algorithm(name: str) -> types.ModuleType:
     """`name` from baselines/, a dotted module path or a .py file; checks the contract's names
     exist."""
     module = import_algorithm_module(name)
-    missing = [attr for attr in REQUIRED if not hasattr(module, attr)]
-    if missing:
-        raise ValueError(f"algorithm module '{module.__name__}' lacks {missing}; "
-                         f"the contract needs {list(REQUIRED)} (see offbench/algorithms.py)")
+    contract(module)  # one clear error for a module that breaks the contract
     return module
 
 

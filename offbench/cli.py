@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -114,111 +115,90 @@ def cmd_train_online(args: argparse.Namespace) -> int:
     return 0
 
 
+# `offbench run` flags -> budget keys: offline's, and those of the o2o/hybrid loop
+RUN_BUDGET_FLAGS = {"updates": "--updates", "eval_every": "--eval-every",
+                    "eval_episodes": "--eval-episodes", "checkpoint_every": "--checkpoint-every",
+                    "episode_length": "--episode-length", "offline_updates": "--offline-updates",
+                    "online_steps": "--online-steps", "offline_ratio": "--offline-ratio",
+                    "utd": "--utd", "num_envs": "--num-envs", "warmup_steps": "--warmup-steps",
+                    "threshold": "--threshold"}
+OFFLINE_ONLY = {"updates"}
+MIXED_ONLY = {"offline_updates", "online_steps", "offline_ratio", "utd", "num_envs",
+              "warmup_steps", "threshold"}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    import dataclasses
+    """One cell through the sweep machinery (cells.resolve, cells.run_cell) into --out."""
+    from offbench.algorithms import load_algorithm
+    from offbench.harness import cells
+    from offbench.harness.store import CellDir
+    from offbench.loops import driver
 
-    from offbench.algorithms import apply_overrides, load_algorithm
-    from offbench.data import load
-    from offbench.loops import o2o, offline
+    table = {key: getattr(args, key) for key in RUN_BUDGET_FLAGS
+             if getattr(args, key) is not None}
+    wrong = sorted(table.keys() & (MIXED_ONLY if args.mode == "offline" else
+                                   OFFLINE_ONLY if args.mode in ("o2o", "hybrid") else set()))
+    if wrong:
+        flags = ", ".join(RUN_BUDGET_FLAGS[k] for k in wrong)
+        raise ValueError(f"{flags} only apply with --mode o2o or hybrid" if args.mode == "offline"
+                         else f"{flags} only applies with --mode offline (o2o and hybrid count "
+                              "--offline-updates and --online-steps)")
+    items = list(args.set or [])
+    if args.utd is not None and "utd" in {f.name for f in dataclasses.fields(
+            load_algorithm(args.algorithm).Config)} and not any(
+            i.startswith("utd=") for i in items):
+        items.append(f"utd={args.utd}")  # the algorithm's UTD is the loop's (RLPD)
+    config = cells.resolve(args.algorithm, args.dataset, args.mode, items=items, budget=table,
+                           backend=args.backend, seeds=args.seeds, first_seed=args.first_seed)
+    driver.check_seed_group(args.seeds, args.seed_group, driver.seed_device_count(args.seeds))
+    dataset = cells.load_dataset(config, args.root)  # a missing dataset fails here
+    name = args.dataset.replace("/", "_").replace(":", "_")
+    out = Path(args.out or f"runs/{args.mode}/{args.algorithm}-{name}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder for the run")
+    if not args.resume and ((out / "metrics.csv").exists() or (out / "checkpoints").exists()):
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose "
+                         "another --out")
+    cell = cells.Cell(config, seed_group=args.seed_group, data_root=args.root, dataset=dataset)
+    error = cells.run_cell(cell, CellDir(out), resume=args.resume, log=print)
+    if error is not None:
+        print(f"offbench run: error: {error} (traceback in {out / 'status.json'})",
+              file=sys.stderr)
+        return 1
+    _print_run_summary(out, args.mode, args.seeds, args.threshold)
+    return 0
 
-    algo = load_algorithm(args.algorithm)
-    if args.mode == "offline" and "@" in args.dataset:
-        raise ValueError(f"'{args.dataset}' is a hybrid sim-to-real task: use --mode hybrid "
-                         "(or o2o)")
-    if args.mode == "offline" and "offline" not in algo.MODES:
-        raise ValueError(f"algorithm '{args.algorithm}' has no offline mode (its modes: "
-                         f"{list(algo.MODES)})")
-    if args.mode != "offline":
-        o2o.check_mode(algo, args.algorithm, args.mode)
-    else:
-        mixed_only = [flag for flag, value in (("--offline-updates", args.offline_updates),
-                                               ("--offline-ratio", args.offline_ratio),
-                                               ("--threshold", args.threshold))
-                      if value is not None]
-        if mixed_only:
-            raise ValueError(f"{', '.join(mixed_only)} only apply with --mode o2o or hybrid")
-    algo_config = apply_overrides(algo.Config(), args.set or [])
-    given = {item.partition("=")[0] for item in args.set or []}
-    if args.mode != "offline":
-        return _run_mixed(args, algo, algo_config, given)
-    if hasattr(algo_config, "max_steps") and "max_steps" not in given:
-        # learning-rate schedules (IQL's cosine actor decay) span the run unless told otherwise
-        algo_config = dataclasses.replace(algo_config, max_steps=args.updates)
-    defaults = offline.OfflineConfig()
-    config = dataclasses.replace(
-        defaults, updates=args.updates,
-        eval_every=args.eval_every or min(defaults.eval_every, args.updates),
-        eval_episodes=args.eval_episodes,
-        checkpoint_every=args.checkpoint_every or defaults.checkpoint_every,
-        backend=args.backend, episode_length=args.episode_length)
-    config.validate()
-    fields = tuple(getattr(algo, "DATASET_FIELDS", ()))
-    dataset = load(args.dataset, args.root, derived=fields,
-                   discount=getattr(algo_config, "discount", 0.99))
-    out = Path(args.out or f"runs/offline/{args.algorithm}-{args.dataset.replace('/', '_')}")
-    df = offline.train(args.algorithm, args.dataset, args.seeds, config, algo_config, out,
-                       resume=args.resume, first_seed=args.first_seed,
-                       stop_after_chunks=args.stop_after_chunks, dataset=dataset,
-                       seed_group=args.seed_group)
-    final = df[df.period == df.period.max()].sort_values("seed")
-    best = df.groupby("seed").normalized_score.max()
-    diverged = int((final.diverged > 0).sum())
+
+def _print_run_summary(out: Path, mode: str, seeds: int, threshold: float | None) -> None:
+    import pandas as pd
+
     from offbench.harness.cells import seeds_phrase
 
-    print(f"normalized score over {seeds_phrase(args.seeds)}: "
-          f"last {final.normalized_score.mean():.1f} ± {final.normalized_score.std(ddof=0):.1f}, "
-          f"best {best.mean():.1f}"
-          + (f"; {diverged} seed(s) diverged" if diverged else "")
-          + f"; metrics in {out / 'metrics.csv'}")
-    return 0
-
-
-def _run_mixed(args: argparse.Namespace, algo, algo_config, given: set) -> int:
-    """`offbench run --mode o2o|hybrid`."""
-    import dataclasses
-
-    from offbench import hybrid
-    from offbench.data import load
-    from offbench.loops import o2o
-
-    data_id, _ = hybrid.split(args.dataset)  # a bad hybrid name fails before anything runs
-    algo_config = o2o.fine_tuning_config(algo, algo_config, args.mode, given)
-    if args.utd is not None and hasattr(algo_config, "utd"):
-        # the algorithm's UTD is the loop's (RLPD)
-        algo_config = dataclasses.replace(algo_config, utd=args.utd)
-    offline_updates = args.offline_updates if args.offline_updates is not None else (
-        0 if args.mode == "hybrid" else 1_000_000)
-    defaults = o2o.MixedConfig()
-    eval_every = args.eval_every or min(defaults.eval_every, args.online_steps)
-    config = o2o.MixedConfig(
-        mode=args.mode, offline_updates=offline_updates, online_steps=args.online_steps,
-        offline_ratio=args.offline_ratio, eval_every=eval_every,
-        eval_episodes=args.eval_episodes,
-        checkpoint_every=args.checkpoint_every or defaults.checkpoint_every,
-        num_envs=args.num_envs, utd=args.utd, warmup_steps=args.warmup_steps,
-        backend=args.backend, episode_length=args.episode_length, threshold=args.threshold)
-    config = o2o.resolve(config, algo_config)  # bad input fails before the data is loaded
-    dataset = load(data_id, args.root, derived=tuple(getattr(algo, "DATASET_FIELDS", ())),
-                   discount=getattr(algo_config, "discount", 0.99))
-    out = Path(args.out or f"runs/{args.mode}/{args.algorithm}-"
-               f"{args.dataset.replace('/', '_').replace(':', '_')}")
-    o2o.train(args.algorithm, args.dataset, args.seeds, config, algo_config, out,
-              resume=args.resume, first_seed=args.first_seed,
-              stop_after_chunks=args.stop_after_chunks, dataset=dataset,
-              seed_group=args.seed_group)
-    per_seed = json.loads((out / "run.json").read_text())["per_seed"]
-    keys = (("pretrain_score", "dip", "final_score", "regret") if args.mode == "o2o"
-            else ("final_score", "steps_to_threshold") if args.threshold is not None
+    if mode == "offline":
+        df = pd.read_csv(out / "metrics.csv")
+        final = df[df.period == df.period.max()].sort_values("seed")
+        best = df.groupby("seed").normalized_score.max()
+        diverged = int((final.diverged > 0).sum())
+        print(f"normalized score over {seeds_phrase(seeds)}: "
+              f"last {final.normalized_score.mean():.1f} ± "
+              f"{final.normalized_score.std(ddof=0):.1f}, best {best.mean():.1f}"
+              + (f"; {diverged} seed(s) diverged" if diverged else "")
+              + f"; metrics in {out / 'metrics.csv'}")
+        return
+    per_seed = json.loads((out / "run.json").read_text()).get("per_seed", {})
+    keys = (("pretrain_score", "dip", "final_score", "regret") if mode == "o2o"
+            else ("final_score", "steps_to_threshold") if threshold is not None
             else ("last_score",))
     for seed, entry in per_seed.items():
-        print(f"seed {seed}: " + ", ".join(f"{k} {entry.get(k, entry['last_score'])}"
+        print(f"seed {seed}: " + ", ".join(f"{k} {entry.get(k, entry.get('last_score'))}"
                                            for k in keys))
     print(f"metrics in {out / 'metrics.csv'}")
-    return 0
 
 
 def _policy_snapshot(algo):
-    if not hasattr(algo, "policy_params"):
+    from offbench.algorithms import contract
+
+    if contract(algo).policy_params is None:
         raise ValueError(f"--snapshots needs `policy_params(state)` in {algo.__name__} "
                          "(the parameters its policy acts with)")
     return algo.policy_params
@@ -571,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--utd", type=_positive, help="updates per iteration (update-to-data; "
                                                 "default: the algorithm's `utd`, else 1)")
     p.add_argument("--eval-every", type=_positive, help="env steps between evaluations (5000)")
-    p.add_argument("--eval-episodes", type=_positive, default=10)
+    p.add_argument("--eval-episodes", type=_positive, help="episodes per evaluation (10)")
     p.add_argument("--checkpoint-every", type=_positive,
                    help="env steps between checkpoints (50000)")
     p.add_argument("--episode-length", type=_positive,
@@ -587,14 +567,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="dataset id, e.g. hopper-medium-replay (see `offbench "
                                    "datasets list`), a Minari id, or a hybrid sim-to-real task "
                                    "DATASET@sim:gravity=0.5,... (--mode hybrid/o2o)")
-    p.add_argument("--mode", default="offline", choices=["offline", "o2o", "hybrid"],
-                   help="offline; o2o: pre-train offline, then fine-tune online; hybrid: "
-                        "online from scratch with the dataset in every minibatch")
+    p.add_argument("--mode", default="offline",
+                   help="offline (default); o2o: pre-train offline, then fine-tune online; "
+                        "hybrid: online from scratch with the dataset in every minibatch; or "
+                        "any mode registered with offbench.harness.cells.register_mode")
     p.add_argument("--seeds", type=_positive, default=1, help="seeds trained together (vmapped)")
     p.add_argument("--first-seed", type=_count, default=0)
-    p.add_argument("--updates", type=_positive, default=1_000_000, help="gradient updates per seed")
+    p.add_argument("--updates", type=_positive, help="gradient updates per seed (1000000)")
     p.add_argument("--eval-every", type=_positive, help="updates between evaluations (5000)")
-    p.add_argument("--eval-episodes", type=_positive, default=10)
+    p.add_argument("--eval-episodes", type=_positive, help="episodes per evaluation (10)")
     p.add_argument("--checkpoint-every", type=_positive, help="updates between checkpoints (50000)")
     p.add_argument("--episode-length", type=_positive,
                    help="time limit of evaluation (and o2o/hybrid training) episodes (1000)")
@@ -603,13 +584,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "updates offline and env steps online)")
     g.add_argument("--offline-updates", type=_count,
                    help="o2o: pre-training updates per seed (1000000); hybrid: 0")
-    g.add_argument("--online-steps", type=_positive, default=1_000_000, help="env steps per seed")
+    g.add_argument("--online-steps", type=_positive, help="env steps per seed (1000000)")
     g.add_argument("--offline-ratio", type=float,
                    help="fraction of each online minibatch from the dataset, in [0, 1] "
                         "(default: the algorithm's, else 0.5; 0 drops the data)")
     g.add_argument("--utd", type=_positive, help="updates per env step (default: the "
                                                 "algorithm's, else 1)")
-    g.add_argument("--num-envs", type=_positive, default=1, help="training envs per seed")
+    g.add_argument("--num-envs", type=_positive, help="training envs per seed (1)")
     g.add_argument("--warmup-steps", type=_count,
                    help="online steps with no updates first (default: the algorithm's, else 0)")
     g.add_argument("--threshold", type=float,

@@ -1131,3 +1131,65 @@ def test_a_module_outside_baselines_loads_by_file_path_or_from_the_working_folde
                          ("nope", "unknown algorithm 'nope'")):
         with pytest.raises(ValueError, match=re.escape(message)):
             load_algorithm(bad)
+
+
+RUN_FLAGS = ["--seeds", "2", "--updates", "200", "--eval-every", "100", "--eval-episodes", "2",
+             "--checkpoint-every", "100", "--episode-length", "20", "--backend", "mujoco",
+             "--set", "hidden=32,32", "--set", "batch_size=64"]
+
+
+def comparable(metrics: pd.DataFrame) -> pd.DataFrame:
+    return metrics.drop(columns=[c for c in metrics.columns if "wall" in c or c == "time"])
+
+
+def test_offbench_run_is_a_one_cell_sweep(env_root, tmp_path, capsys):
+    """`offbench run` and a sweep cell of the same request resolve to the same run description
+    (cells.resolve) and train to identical metrics (cells.run_cell)."""
+    from offbench import cli
+
+    assert cli.main(["run", "bc", DATASET, *RUN_FLAGS, "--out", str(tmp_path / "run")]) == 0
+    assert "normalized score over 2 seeds" in capsys.readouterr().out
+    spec = tiny_spec(name="as-run", profile=cells.RUN_PROFILE, algorithms=["bc"], sinks=[])
+    root = tmp_path / "store"
+    assert sweep.run_sweep(spec, store.Store(root), log=quiet).failed == {}
+    (cell,) = store.Store(root).cells()
+    run_config = cells.resolve("bc", DATASET, "offline", items=["hidden=32,32", "batch_size=64"],
+                               budget=BUDGET, seeds=2)
+    assert run_config == cell.config()
+    pd.testing.assert_frame_equal(
+        comparable(pd.read_csv(tmp_path / "run" / "metrics.csv")),
+        comparable(pd.read_csv(cell.path / "metrics.csv")), check_exact=True)
+    # the folder refuses a second run without --resume, before touching it
+    assert cli.main(["run", "bc", DATASET, *RUN_FLAGS, "--out", str(tmp_path / "run")]) == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+
+
+CUSTOM_MODE_RUN = """
+import dataclasses, sys
+from offbench import cli
+from offbench.harness import cells
+
+# a mode registered by a test: offline training under another name
+cells.register_mode(dataclasses.replace(cells.MODES["offline"], name="offline-again"))
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_registered_mode_runs_from_offbench_run(env_root, tmp_path):
+    module = tmp_path / "mine.py"
+    module.write_text(module_text().replace('MODES = ("offline",)',
+                                            'MODES = ("offline", "offline-again")'))
+    script = tmp_path / "run.py"
+    script.write_text(CUSTOM_MODE_RUN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(env_root / "code")])}
+    done = subprocess.run([sys.executable, str(script), "run", str(module), DATASET, "--mode",
+                           "offline-again", *RUN_FLAGS[:-4], "--out", str(tmp_path / "run")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["state"] == "complete"
+    assert len(pd.read_csv(tmp_path / "run" / "metrics.csv")) == 2 * 2  # 2 seeds x 2 evals
+    unknown = subprocess.run([sys.executable, "-m", "offbench.cli", "run", "bc", DATASET,
+                              "--mode", "nope"], env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert unknown.returncode != 0 and "mode 'nope' has no runner here" in unknown.stderr

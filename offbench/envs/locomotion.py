@@ -7,6 +7,10 @@ Observation, reward and termination are written once here, as JAX functions of t
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,9 +30,35 @@ GYMNASIUM_ASSETS = Path(gymnasium.__file__).parent / "envs" / "mujoco" / "assets
 def load_model(spec: LocomotionSpec, overrides: Mapping[str, object] | None = None
                ) -> mujoco.MjModel:
     """The task's MjModel, from the installed Gymnasium's own model file, with overrides."""
-    model = mujoco.MjModel.from_xml_path(str(GYMNASIUM_ASSETS / spec.model_file))
+    with _compiler_warnings_once():
+        model = mujoco.MjModel.from_xml_path(str(GYMNASIUM_ASSETS / spec.model_file))
     apply_dynamics_overrides(model, overrides or {})
     return model
+
+
+_WARNED: set[str] = set()
+
+
+@contextlib.contextmanager
+def _compiler_warnings_once():
+    """MuJoCo's compiler prints its warnings (e.g. Gymnasium's half_cheetah.xml uses the
+    deprecated `settotalmass`) to the C stderr on every compile, i.e. for every env built: pass
+    each distinct line on once per process instead."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines()
+    for line in lines:
+        if line.strip() and line not in _WARNED:
+            _WARNED.add(line)
+            print(line, file=sys.stderr)
 
 
 def _within(x: jax.Array, bounds: tuple[float, float], strict: bool) -> jax.Array:

@@ -13,6 +13,7 @@ metrics the leaderboard shows (reports/leaderboard.py MODE_METRICS) go into `per
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import traceback
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from offbench.harness.store import CellDir
+from offbench.io import canonical_json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +46,7 @@ def register_mode(mode: Mode) -> None:
 
 def get_mode(name: str) -> Mode:
     if name not in MODES:
-        raise ValueError(f"sweep spec: mode '{name}' has no runner here; registered modes: "
+        raise ValueError(f"mode '{name}' has no runner here; registered modes: "
                          f"{sorted(MODES)}")
     return MODES[name]
 
@@ -58,6 +60,10 @@ class Cell:
     # --seed-group: seeds in vmapped groups (driver.map_seeds); a CPU speed knob that changes
     # results only to float rounding, so not in the config a cell is identified by
     seed_group: int | None = None
+    # `offbench run --root`, and the dataset it loaded to check the request before anything was
+    # written: where the data is read from, not what the cell is (its fingerprint is)
+    data_root: str | None = None
+    dataset: Any = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -111,7 +117,8 @@ def _offline_run(cell: Cell, out: Path, resume: bool, sinks: list) -> Any:
     config = offline.OfflineConfig(**c["budget"])
     return offline.train(c["algorithm"], c["dataset"], c["seeds"], config, algo_config, out,
                          resume=resume, first_seed=c["first_seed"], progress=False,
-                         on_rows=_fanout(sinks), seed_group=cell.seed_group)
+                         on_rows=_fanout(sinks), seed_group=cell.seed_group,
+                         data_root=cell.data_root, dataset=cell.dataset)
 
 
 register_mode(Mode("offline", _offline_budget, _offline_run, _offline_algo_config))
@@ -163,7 +170,8 @@ def _mixed_run(mode: str) -> Callable[..., Any]:
         config = o2o.MixedConfig(mode=mode, **c["budget"])
         return o2o.train(c["algorithm"], c["dataset"], c["seeds"], config, algo_config_from(c),
                          out, resume=resume, first_seed=c["first_seed"], progress=False,
-                         on_rows=_fanout(sinks), seed_group=cell.seed_group)
+                         on_rows=_fanout(sinks), seed_group=cell.seed_group,
+                         data_root=cell.data_root, dataset=cell.dataset)
     return run
 
 
@@ -179,6 +187,65 @@ def _fanout(sinks: list) -> Callable[[list[dict]], None] | None:
         for sink in sinks:
             sink.write(rows)
     return write
+
+
+# ---- a request -> the run description ----------------------------------------------------
+
+RUN_PROFILE = "run"  # the profile of `offbench run`'s one-cell requests
+
+
+def resolve(algo_name: str, dataset: str, mode_name: str, *, items: list[str] | tuple = (),
+            variant: dict | None = None, budget: dict | None = None, backend: str | None = None,
+            seeds: int = 1, first_seed: int = 0, profile: str = RUN_PROFILE,
+            fingerprint: str | None | type = ...) -> dict:
+    """A request (a sweep spec's combination, or `offbench run`'s flags) -> the resolved cell
+    config: the one run description the store hashes and every executor runs. `items` are
+    KEY=VALUE overrides of the algorithm's Config, `budget` the mode's budget table (defaults
+    filled and checked by the mode); `fingerprint` of the dataset (default: computed).
+    One ValueError for a request that cannot run, before anything is written."""
+    from offbench.algorithms import apply_overrides, load_algorithm
+
+    algo = load_algorithm(algo_name)
+    mode = get_mode(mode_name)
+    if mode_name not in algo.MODES:
+        what = "has no offline mode" if mode_name == "offline" else (
+            f"does not support mode '{mode_name}'")
+        raise ValueError(f"algorithm '{algo_name}' {what} (its modes: {list(algo.MODES)})")
+    if mode_name == "offline" and "@" in dataset:
+        raise ValueError(f"'{dataset}' is a hybrid sim-to-real task: use --mode hybrid (or o2o)")
+    algo_config = apply_overrides(algo.Config(), list(items))
+    given = {item.partition("=")[0] for item in items}
+    table = dict(budget or {})
+    if backend is not None:
+        table.setdefault("backend", backend)
+    resolved = mode.resolve_budget(table, algo_config)
+    algo_config = mode.adjust_algo_config(algo_config, resolved, given, algo)
+    if fingerprint is ...:
+        from offbench.data.builder import dataset_fingerprint
+
+        fingerprint = dataset_fingerprint(dataset)
+    variant = variant or {}
+    config = {
+        "algorithm": algo_name, "module": algo.__name__, "dataset": dataset,
+        "dataset_sha256": fingerprint, "mode": mode_name, "budget": resolved,
+        "algo_config": dataclasses.asdict(algo_config), "overrides": sorted(items),
+        "variant": ",".join(f"{k}={v}" for k, v in variant.items()),
+        "seeds": int(seeds), "first_seed": int(first_seed), "profile": str(profile)}
+    return json.loads(canonical_json(config))  # exactly what cell.json holds
+
+
+def load_dataset(config: dict, data_root: str | Path | None = None) -> Any:
+    """A cell's dataset as its loop reads it (the algorithm's derived fields, its discount);
+    for o2o/hybrid the real task's data of a `DATASET@sim:...` name."""
+    from offbench import hybrid
+    from offbench.algorithms import HARNESS_FIELDS, contract, load_algorithm
+    from offbench.data import load
+
+    algo = load_algorithm(config["algorithm"])
+    data_id = (config["dataset"] if config["mode"] == "offline"
+               else hybrid.split(config["dataset"])[0])
+    return load(data_id, data_root, derived=contract(algo).dataset_fields,
+                discount=config["algo_config"].get("discount", HARNESS_FIELDS["discount"][1]))
 
 
 @dataclasses.dataclass

@@ -8,6 +8,8 @@ declared sizes; no env, no files) it checks:
 - `Config`: a frozen dataclass that builds with no arguments (its defaults are the published
   hyperparameters), with an int `batch_size` (the loops sample batches of that size);
 - `MODES`: a non-empty tuple of known modes; `DATASET_FIELDS` (if any) are fields we derive;
+- the optional hooks and the Config fields the harness reads have the types
+  `offbench.algorithms.Contract` and `HARNESS_FIELDS` describe;
 - `init` under `jit`, and under `vmap` over seed keys;
 - `update` under `jit`: returns `(state, metrics)` with the state's structure, shapes and
   dtypes unchanged and a dict of finite scalar metrics, for several updates;
@@ -142,6 +144,14 @@ class Checker:
             raise CheckFailed(f"DATASET_FIELDS names {bad}, which the harness does not derive; "
                               f"it can give {list(DERIVED_FIELDS)}")
 
+    def contract(self) -> Any:
+        from offbench.algorithms import contract
+
+        try:
+            return contract(self.module)
+        except ValueError as err:
+            raise CheckFailed(str(err)) from None
+
     def run(self) -> bool:
         import jax
 
@@ -149,9 +159,11 @@ class Checker:
             return False
         config = self.step("Config: frozen dataclass with defaults and batch_size", self.config)
         self.step("MODES and DATASET_FIELDS", self.modes)
-        if config is None:
+        hooks = self.step("optional hooks and the Config fields the harness reads "
+                          "(offbench.algorithms.Contract)", self.contract)
+        if config is None or hooks is None:
             return False
-        from offbench.algorithms import EnvSpec, skips_metrics
+        from offbench.algorithms import EnvSpec, config_field, skips_metrics
         from offbench.loops.o2o import with_source_marks
         from offbench.loops.offline import sample as sample_rows
 
@@ -159,13 +171,13 @@ class Checker:
 
         def sample(arrays, key, batch_size):
             batch = sample_rows(arrays, key, batch_size)
-            if "from_dataset" in getattr(m, "BATCH_FIELDS", ()):
+            if "from_dataset" in hooks.batch_fields:
                 # as the hybrid loop marks them (H2O): the first half dataset rows, the rest env
                 batch = with_source_marks(batch, batch_size // 2)
             return batch
 
         spec = EnvSpec(OBS, ACT)
-        fields = tuple(getattr(m, "DATASET_FIELDS", ()))
+        fields = hooks.dataset_fields
         arrays = {k: jax.numpy.asarray(v) for k, v in tiny_dataset(fields).items()}
         batch_size = min(config.batch_size, N)
         obs = arrays["obs"][:7]
@@ -197,7 +209,7 @@ class Checker:
 
         # an algorithm that steps some networks once per `utd` updates (RLPD's actor) reports
         # their metrics as NaN in between: run enough updates to see each metric computed
-        n_updates = max(self.updates, int(getattr(config, "utd", 1) or 1))
+        n_updates = max(self.updates, int(config_field(config, "utd") or 1))
         trained = self.step(f"update under jit: {n_updates} updates keep the state's "
                             "shapes, metrics finite scalars", lambda: train(jax.random.PRNGKey(1)))
 
@@ -279,7 +291,7 @@ class Checker:
         m = self.module
         arrays = tiny_dataset(fields)
         lengths = np.full(N // 64, 64)
-        if hasattr(m, "prepare_dataset"):
+        if self.contract().prepare_dataset is not None:
             arrays, lengths = m.prepare_dataset(arrays, lengths, config)
         arrays = {k: jax.numpy.asarray(v) for k, v in arrays.items()}
         loop = offline.OfflineConfig(updates=4, eval_every=2, eval_episodes=2, episode_length=5,
@@ -327,7 +339,7 @@ class Checker:
         m = self.module
         arrays = tiny_dataset(fields)
         lengths = np.full(N // 64, 64)
-        if hasattr(m, "prepare_dataset"):
+        if self.contract().prepare_dataset is not None:
             arrays, lengths = m.prepare_dataset(arrays, lengths, config)
         prepared = offline.Prepared({k: jax.numpy.asarray(v) for k, v in arrays.items()},
                                     np.zeros(OBS, np.float32), np.ones(OBS, np.float32), 1.0, 0.0)

@@ -39,15 +39,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from offbench.harness.cells import Cell, SweepResult, get_mode, run_cell
+from offbench.harness.cells import Cell, SweepResult, get_mode, resolve, run_cell
 from offbench.harness.store import Store
-from offbench.io import canonical_json
 
 if TYPE_CHECKING:
     from offbench.harness.ray_executor import RayOptions
@@ -97,7 +95,7 @@ def _has_key(config: Any, item: str) -> bool:
 def expand(spec: dict, log: Callable[[str], None] = print) -> list[Cell]:
     """Every cell of a spec, resolved (algorithm configs with overrides, budgets validated).
     Raises ValueError on a malformed spec before anything runs."""
-    from offbench.algorithms import apply_overrides, load_algorithm
+    from offbench.algorithms import load_algorithm
     from offbench.data.builder import dataset_fingerprint
 
     unknown = set(spec) - SPEC_KEYS
@@ -151,26 +149,13 @@ def expand(spec: dict, log: Callable[[str], None] = print) -> list[Cell]:
                 log(f"skipped: {algo_name} does not declare mode '{mode_name}' "
                     f"(its modes: {list(algo.MODES)})")
                 continue
-            mode = get_mode(mode_name)
             items = (shared + strict + per_dataset.get(dataset_key(dataset), [])
                      + [f"{k}={v}" for k, v in variant.items()])
-            algo_config = apply_overrides(base, items)
-            given = {item.partition("=")[0] for item in items}
-            table = dict(budget_table)
-            if "backend" in spec:
-                table.setdefault("backend", spec["backend"])
-            budget = mode.resolve_budget(table, algo_config)
-            algo_config = mode.adjust_algo_config(algo_config, budget, given, algo)
-            config = {
-                "algorithm": algo_name, "module": algo.__name__, "dataset": dataset,
-                "dataset_sha256": fingerprints.setdefault(dataset, dataset_fingerprint(dataset)),
-                "mode": mode_name, "budget": budget,
-                "algo_config": dataclasses.asdict(algo_config),
-                "overrides": sorted(items), "variant": ",".join(
-                    f"{k}={v}" for k, v in variant.items()),
-                "seeds": seeds, "first_seed": int(spec.get("first_seed", 0)),
-                "profile": str(spec["profile"])}
-            config = json.loads(canonical_json(config))  # exactly what cell.json holds
+            config = resolve(
+                algo_name, dataset, mode_name, items=items, variant=variant,
+                budget=budget_table, backend=spec.get("backend"), seeds=seeds,
+                first_seed=int(spec.get("first_seed", 0)), profile=str(spec["profile"]),
+                fingerprint=fingerprints.setdefault(dataset, dataset_fingerprint(dataset)))
             cells.append(Cell(config, tuple(spec.get("sinks", ()))))
     if not cells:
         raise ValueError(f"sweep spec '{spec.get('name')}' has no cell to run")

@@ -48,12 +48,11 @@ import pandas as pd
 
 import offbench.envs as envs
 from offbench import metrics
-from offbench.algorithms import Transition, skips_metrics
+from offbench.algorithms import Transition, config_field, contract, skips_metrics
 from offbench.data import Dataset
 from offbench.loops import driver, offline, online, replay
 
 MIXED_MODES = ("o2o", "hybrid")
-DEFAULT_OFFLINE_RATIO = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,12 +146,12 @@ def resolve(config: MixedConfig, algo_config: Any) -> MixedConfig:
     """Fill the fields left to the algorithm (offline ratio, UTD, warm-up) and validate."""
     ratio = config.offline_ratio
     if ratio is None:
-        ratio = getattr(algo_config, "offline_ratio", DEFAULT_OFFLINE_RATIO)
-    utd = config.utd if config.utd is not None else getattr(algo_config, "utd", 1)
+        ratio = config_field(algo_config, "offline_ratio")
+    utd = config.utd if config.utd is not None else config_field(algo_config, "utd")
     warmup = config.warmup_steps
     if warmup is None:
-        warmup = getattr(algo_config, "warmup_steps", 0)
-    actions = config.warmup_actions or getattr(algo_config, "warmup_actions", "random")
+        warmup = config_field(algo_config, "warmup_steps")
+    actions = config.warmup_actions or config_field(algo_config, "warmup_actions")
     config = dataclasses.replace(config, offline_ratio=float(ratio), utd=int(utd),
                                  warmup_steps=int(warmup), warmup_actions=actions)
     config.validate()
@@ -189,19 +188,19 @@ def with_source_marks(batch: Transition, n_offline: int) -> Transition:
 
 
 def online_view(algo: types.ModuleType, config: MixedConfig | None = None) -> Any:
-    """The algorithm as the online phase runs it: its `online_update` in place of `update`
-    when it defines one (an algorithm whose fine-tuning differs from its pre-training: WSRL,
-    SPOT's lambda schedule, ReBRAC's decaying penalties); else the module itself. An
+    """The algorithm as the online phase runs it (its Contract): its `online_update` in place
+    of `update` when it defines one (an algorithm whose fine-tuning differs from its
+    pre-training: WSRL, SPOT's lambda schedule, ReBRAC's decaying penalties); else the module
+    itself. An
     `online_update` with `online_start`/`online_updates` parameters is told where fine-tuning
     starts (the offline updates) and how many updates it has (MixedConfig.online_updates)."""
-    if not hasattr(algo, "online_update"):
+    if contract(algo).online_update is None:
         return algo
     update = algo.online_update
     if config is not None and "online_start" in inspect.signature(update).parameters:
         update = functools.partial(update, online_start=config.offline_updates,
                                    online_updates=max(1, config.online_updates))
-    attrs = {k: getattr(algo, k) for k in dir(algo) if not k.startswith("__")}
-    return types.SimpleNamespace(**{**attrs, "update": update})
+    return dataclasses.replace(contract(algo), update=update)
 
 
 def fine_tuning_config(algo: types.ModuleType, algo_config: Any, mode: str,
@@ -211,7 +210,7 @@ def fine_tuning_config(algo: types.ModuleType, algo_config: Any, mode: str,
     the keys the user set (`given`). Other modes: unchanged."""
     if mode != "o2o":
         return algo_config
-    changes = {k: v for k, v in getattr(algo, "O2O_SETTINGS", {}).items() if k not in given}
+    changes = {k: v for k, v in contract(algo).o2o_settings.items() if k not in given}
     return dataclasses.replace(algo_config, **changes)
 
 
@@ -250,9 +249,9 @@ class Problem:
             online_view(self.algo, cfg), self.algo_config, self.task, cfg.online_config(),
             obs_mean=prep.obs_mean, obs_std=prep.obs_std, reward_scale=prep.reward_scale,
             reward_bias=prep.reward_bias, extra_fields=fields,
-            discount=getattr(self.algo_config, "discount", 0.99),
+            discount=config_field(self.algo_config, "discount"),
             env_overrides=self.sim_overrides)
-        self.mark_source = "from_dataset" in getattr(self.algo, "BATCH_FIELDS", ())
+        self.mark_source = "from_dataset" in contract(self.algo).batch_fields
         self.n_offline = offline_count(self.algo_config.batch_size, cfg.offline_ratio)
 
     def phase(self, period: int) -> dict:
@@ -382,8 +381,8 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: MixedConfig, algo
                 "mixed_config": dataclasses.asdict(config),
                 "algo_config": dataclasses.asdict(algo_config)}
     if dataset is None:
-        dataset = load(data_id, data_root, derived=tuple(getattr(algo, "DATASET_FIELDS", ())),
-                       discount=getattr(algo_config, "discount", 0.99))
+        dataset = load(data_id, data_root, derived=contract(algo).dataset_fields,
+                       discount=config_field(algo_config, "discount"))
     prepared = offline.prepare(algo, algo_config, dataset)
     meta = dataset.metadata
     problem = Problem(algo, algo_config, dataset.task, config, prepared, meta.get("ref_min"),

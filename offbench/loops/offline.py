@@ -43,7 +43,7 @@ import pandas as pd
 from flax import struct
 
 import offbench.envs as envs
-from offbench.algorithms import EnvSpec, Transition, skips_metrics
+from offbench.algorithms import EnvSpec, Transition, config_field, contract, skips_metrics
 from offbench.data import Dataset
 from offbench.data import stats as data_stats
 from offbench.data.loader import mc_returns
@@ -88,10 +88,6 @@ class Carry(struct.PyTreeNode):
     diverged_at: jax.Array  # update at which the seed diverged, -1 if it has not
 
 
-def _field(config: Any, name: str, default: Any) -> Any:
-    return getattr(config, name, default)
-
-
 @dataclasses.dataclass
 class Prepared:
     """The dataset as the algorithm learns from it, and the maps that took it there (applied to
@@ -113,24 +109,24 @@ def prepare(algo: types.ModuleType, config: Any, dataset: Dataset) -> Prepared:
               "terminal": np.asarray(dataset.terminals)}
     for name, value in dataset.extra.items():
         arrays[name] = np.asarray(value)
-    if hasattr(algo, "prepare_dataset"):
+    if contract(algo).prepare_dataset is not None:
         arrays, lengths = algo.prepare_dataset(arrays, lengths, config)
     obs_dim = arrays["obs"].shape[1]
     mean, std = np.zeros(obs_dim, np.float32), np.ones(obs_dim, np.float32)
-    if _field(config, "normalize_obs", False):
+    if config_field(config, "normalize_obs"):
         mean = arrays["obs"].mean(0)
         std = arrays["obs"].std(0) + OBS_STD_EPS
         arrays["obs"] = (arrays["obs"] - mean) / std
         arrays["next_obs"] = (arrays["next_obs"] - mean) / std
-    scale = _field(config, "reward_scale", 1.0)
-    if _field(config, "normalize_reward_by_returns", False):
+    scale = config_field(config, "reward_scale")
+    if config_field(config, "normalize_reward_by_returns"):
         scale = scale * return_range_scale(arrays["reward"], arrays["terminal"], lengths,
                                            envs.get_spec(dataset.task).episode_length)
-    bias = _field(config, "reward_bias", 0.0)
+    bias = config_field(config, "reward_bias")
     arrays["reward"] = (arrays["reward"] * scale + bias).astype(np.float32)
     if "mc_returns" in arrays:  # Cal-QL's bound must be in the units of the rewards it learns
         arrays["mc_returns"] = mc_returns(arrays["reward"], lengths,
-                                          _field(config, "discount", 0.99))
+                                          config_field(config, "discount"))
     return Prepared({k: jnp.asarray(v) for k, v in arrays.items()}, mean.astype(np.float32),
                     std.astype(np.float32), float(scale), float(bias))
 
@@ -306,10 +302,10 @@ def setup(algo_name: str, dataset_id: str, config: OfflineConfig, algo_config: A
         raise ValueError(f"algorithm '{algo_name}' does not support offline training "
                          f"(its modes: {list(algo.MODES)})")
     config = dataclasses.replace(config, backend=config.backend or envs.default_backend())
-    fields = tuple(getattr(algo, "DATASET_FIELDS", ()))
+    fields = contract(algo).dataset_fields
     if dataset is None:
         dataset = load(dataset_id, data_root, derived=fields,
-                       discount=_field(algo_config, "discount", 0.99))
+                       discount=config_field(algo_config, "discount"))
     arrays, mean, std = prepare_arrays(algo, algo_config, dataset)
     meta = dataset.metadata
     problem = Problem(algo, algo_config, dataset.task, config, mean, std,

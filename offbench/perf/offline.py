@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 import offbench.envs as envs
-from offbench.algorithms import algorithm_names, load_algorithm
+from offbench.algorithms import algorithm_names, contract, load_algorithm
 from offbench.io import write_text_atomic
 from offbench.loops import driver, offline
 from offbench.perf import measure_cold_compiles, time_one_period, timed
@@ -64,7 +64,7 @@ def offline_algorithms() -> list[str]:
 def bench_algorithm(name: str, task: str, updates: int, repeats: int) -> list[dict]:
     algo = load_algorithm(name)
     algo_config = dataclasses.replace(algo.Config(), batch_size=BATCH)
-    arrays = synthetic_arrays(task, tuple(getattr(algo, "DATASET_FIELDS", ())))
+    arrays = synthetic_arrays(task, contract(algo).dataset_fields)
     obs_size = arrays["obs"].shape[1]
     ones, zeros = np.ones(obs_size, np.float32), np.zeros(obs_size, np.float32)
     config = offline.OfflineConfig(updates=updates, eval_every=updates, eval_episodes=10,
