@@ -61,6 +61,7 @@ def probe_run(folder: Path, samples: int = 2048, seed: int = 0,
               data_root: str | Path | None = None) -> pd.DataFrame:
     """One row per seed of an offline run folder (or store cell): the probe at its latest
     checkpoint, with that checkpoint's update count and the seed's last normalized score."""
+    from offbench.algorithms import contract
     from offbench.loops import offline
     from offbench.reports.offline import run_label  # ALGO[variant] for a grid's cells
 
@@ -69,7 +70,7 @@ def probe_run(folder: Path, samples: int = 2048, seed: int = 0,
     folder = Path(folder)
     check_dataset_version(folder)
     problem, arrays, carry, done = offline.restore(folder, data_root)
-    if not hasattr(problem.algo, "q_values"):
+    if contract(problem.algo).q_values is None:
         raise ValueError(f"{problem.algo.__name__} has no critic to probe (no q_values)")
     size = arrays["obs"].shape[0]
     rng = np.random.default_rng(seed)
@@ -110,13 +111,13 @@ def probe_runs(folders: list[Path], samples: int = 2048) -> pd.DataFrame:
 def with_critics(folders: list[Path], log=print) -> list[Path]:
     """The run folders whose algorithm has critics to probe (the others are named and left
     out, e.g. BC in a sweep's cells)."""
-    from offbench.algorithms import load_algorithm
+    from offbench.algorithms import contract, load_algorithm
 
     kept = []
     for folder in map(Path, folders):
         settings = folder / "settings.json"
         name = json.loads(settings.read_text())["algorithm"] if settings.exists() else None
-        if name is not None and not hasattr(load_algorithm(name), "q_values"):
+        if name is not None and contract(load_algorithm(name)).q_values is None:
             log(f"left out {folder.name}: {name} has no critic to probe")
             continue
         kept.append(folder)
