@@ -40,7 +40,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from baselines.iql import (
+from offbench.algorithms import EnvSpec, Transition
+from offbench_baselines.iql import (
     GaussianActor,
     act,
     actor_net,
@@ -51,7 +52,6 @@ from baselines.iql import (
     q_values,
     twin_td_loss,
 )
-from offbench.algorithms import EnvSpec, Transition
 
 MODES = ("offline", "o2o")
 # O2O: AWAC was designed for fine-tuning; CORL's algorithms/finetune/awac.py keeps the offline

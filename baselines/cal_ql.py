@@ -39,9 +39,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from baselines import cql, sac
-from baselines.cql import act, policy_params, q_values, update
 from offbench.algorithms import EnvSpec, Transition
+from offbench_baselines import cql, sac
+from offbench_baselines.cql import act, policy_params, q_values, update
 
 MODES = ("offline", "o2o")
 DATASET_FIELDS = ("mc_returns",)

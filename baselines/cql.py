@@ -44,9 +44,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from baselines import sac
 from offbench.algorithms import EnvSpec, Transition
 from offbench.networks import tanh_gaussian_log_prob, tanh_gaussian_sample
+from offbench_baselines import sac
 
 MODES = ("offline", "o2o")
 # O2O: CORL's algorithms/finetune/cql.py keeps these settings (cql_alpha 10 online too) and

@@ -40,9 +40,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from baselines import sac, sac_n
 from offbench.algorithms import EnvSpec, Transition
 from offbench.networks import CriticEnsemble
+from offbench_baselines import sac, sac_n
 
 MODES = ("offline", "o2o")
 NORM_EPS = 1e-10  # added to the gradient norms, as in the authors' code and CORL

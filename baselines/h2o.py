@@ -38,10 +38,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from baselines import cql, sac
-from baselines.cql import CQLState, act, policy_params
 from offbench.algorithms import EnvSpec, Transition
 from offbench.networks import MLP
+from offbench_baselines import cql, sac
+from offbench_baselines.cql import CQLState, act, policy_params
 
 MODES = ("hybrid",)
 BATCH_FIELDS = ("from_dataset",)  # the loop marks dataset (real) rows with 1

@@ -59,9 +59,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from baselines import td3_bc
-from baselines.td3_bc import TD3State
 from offbench.algorithms import EnvSpec, Transition
+from offbench_baselines import td3_bc
+from offbench_baselines.td3_bc import TD3State
 
 MODES = ("offline", "o2o")
 DATASET_FIELDS = ("next_actions",)

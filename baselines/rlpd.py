@@ -30,9 +30,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from baselines import sac
-from baselines.sac import SACState, act, policy_params
 from offbench.algorithms import EnvSpec, Transition
+from offbench_baselines import sac
+from offbench_baselines.sac import SACState, act, policy_params
 
 MODES = ("online", "hybrid")
 # the actor's and temperature's metrics are NaN on the updates between their steps

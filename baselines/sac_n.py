@@ -68,9 +68,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from baselines import sac
 from offbench.algorithms import EnvSpec
 from offbench.networks import SHARED
+from offbench_baselines import sac
 
 MODES = ("offline", "o2o")
 

@@ -54,10 +54,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from baselines import td3_bc
-from baselines.td3_bc import TD3State, act, policy, policy_params, q_values
 from offbench.algorithms import EnvSpec, Transition
 from offbench.networks import MLP
+from offbench_baselines import td3_bc
+from offbench_baselines.td3_bc import TD3State, act, policy, policy_params, q_values
 
 MODES = ("offline", "o2o")
 # the TD3 losses are NaN while the VAE trains, the VAE's loss after

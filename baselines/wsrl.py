@@ -26,9 +26,9 @@ import dataclasses
 
 import jax
 
-from baselines import cql, rlpd
-from baselines.cql import CQLState, act, init, policy_params, update
 from offbench.algorithms import Transition
+from offbench_baselines import cql, rlpd
+from offbench_baselines.cql import CQLState, act, init, policy_params, update
 
 MODES = ("o2o",)
 # its online step is RLPD's, whose actor metrics are NaN between the actor's steps

@@ -218,7 +218,7 @@ def import_algorithm_module(target: str) -> types.ModuleType:
         if target not in algorithm_names():
             raise ValueError(f"unknown algorithm '{target}'; valid algorithms: "
                              f"{algorithm_names()} (or a dotted module path, or a .py file)")
-        target = f"baselines.{target}"
+        target = f"offbench_baselines.{target}"
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as err:

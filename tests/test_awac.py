@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from baselines import awac
 from offbench.algorithms import EnvSpec
+from offbench_baselines import awac
 
 from np_reference import as_np, fixed_batch, np_critics, np_mlp
 
@@ -217,7 +217,7 @@ def test_default_lambda_is_corls_locomotion_value():
     """CORL's locomotion configs (configs/offline/awac/*/*.yaml) all set awac_lambda: 0.3333;
     the weight of an advantage of 1 is then exp(1 / 0.3333) = exp(3.0003) = 20.0916, not the
     script default's exp(1 / 1.0) = 2.718."""
-    from baselines.iql import awr_weights
+    from offbench_baselines.iql import awr_weights
 
     config = awac.Config()
     assert config.awac_lambda == 0.3333

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from baselines import bc
 from offbench.algorithms import EnvSpec
+from offbench_baselines import bc
 
 from np_reference import as_np, fixed_batch, get, np_mlp, perturbed
 

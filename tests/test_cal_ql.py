@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from baselines import cal_ql, cql
 from offbench.algorithms import EnvSpec
 from offbench.loops import o2o
+from offbench_baselines import cal_ql, cql
 
 from np_reference import fixed_batch, np_actor, np_critics, np_sample
 

@@ -11,8 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from baselines import cql, sac
 from offbench.algorithms import EnvSpec, apply_overrides, load_algorithm
+from offbench_baselines import cql, sac
 
 from np_reference import as_np, fixed_batch, np_actor, np_critics, np_sample
 

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 import offbench
-from baselines import sac
 from offbench import data, policies
 from offbench.data import builder as data_build
 from offbench.data import loader as data_load
 from offbench.data import stats
 from offbench.loops import online
+from offbench_baselines import sac
 
 OFFBENCH = str(Path(sys.executable).parent / "offbench")
 SIZE = 3000  # transitions per tiny dataset

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from baselines import edac
 from offbench.algorithms import EnvSpec, apply_overrides
+from offbench_baselines import edac
 
 from np_reference import as_np, fixed_batch, np_actor, np_critics, np_sample
 

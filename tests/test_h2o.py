@@ -10,10 +10,10 @@ import pytest
 from test_o2o import synthetic_prepared
 
 import offbench.envs as envs
-from baselines import h2o
 from offbench import hybrid
 from offbench.algorithms import EnvSpec, Transition
 from offbench.loops import o2o
+from offbench_baselines import h2o
 
 
 @pytest.mark.parametrize("name,dataset,overrides", [
@@ -134,7 +134,7 @@ def test_bad_hybrid_task_on_the_command_line(tmp_path):
 def test_sim_rows_bellman_error_is_weighted_by_the_gap_weights():
     """td_loss = sum over critics of mean_b w_b (Q_i(s_b, a_b) - y_b)^2, w = 1 on real rows and
     clip(exp(-gap)) on sim rows; Q from the numpy critics, y from SAC's target (same key)."""
-    from baselines import sac
+    from offbench_baselines import sac
 
     from np_reference import np_critics
 

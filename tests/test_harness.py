@@ -288,7 +288,8 @@ def make_cell(root: Path, algorithm: str, dataset: str, per_seed: dict, profile:
               dataset_sha256: str | None = None) -> store.CellDir:
     """A finished cell written by hand: per_seed = {seed: (last, best) or dict}."""
     config = {**({"dataset_sha256": dataset_sha256} if dataset_sha256 else {}),
-              "algorithm": algorithm, "module": f"baselines.{algorithm}", "dataset": dataset,
+              "algorithm": algorithm, "module": f"offbench_baselines.{algorithm}",
+              "dataset": dataset,
               "mode": mode, "budget": {"updates": updates, "eval_every": 50,
                                        "eval_episodes": 10, "checkpoint_every": 50,
                                        "episode_length": None, "backend": "mujoco"},

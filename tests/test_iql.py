@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from baselines import iql
 from offbench.algorithms import EnvSpec
+from offbench_baselines import iql
 
 from np_reference import as_np, fixed_batch, np_critics, np_mlp
 

@@ -78,3 +78,30 @@ def test_cli_reference_is_generated_from_the_parser():
                                        "`.venv/bin/python -m offbench.clidoc > docs/cli.md`")
     # every command and its options are on the page
     assert "## offbench sweep" in page and "--report" in page
+
+
+def test_the_algorithms_install_as_offbench_baselines_not_baselines():
+    """baselines/ installs as `offbench_baselines` (a top-level `baselines` would shadow
+    OpenAI's package), so nothing may import the folder by its own name."""
+    import importlib.util
+    import tomllib
+
+    root = PACKAGE.parent
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {"offbench_baselines": "baselines"}
+    # every subpackage of offbench is listed for installation
+    listed = set(setuptools["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert found <= listed and "offbench_baselines" in listed
+    module = importlib.import_module("offbench_baselines.iql")
+    assert Path(module.__file__).resolve() == root / "baselines" / "iql.py"
+    offenders = []
+    for folder in ("offbench", "baselines", "tests", "examples"):
+        for path in (root / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                         else [a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [])
+                if any(n == "baselines" or n.startswith("baselines.") for n in names):
+                    offenders.append(str(path.relative_to(root)))
+    assert offenders == [], f"import offbench_baselines, not baselines: {offenders}"

@@ -26,7 +26,8 @@ def mixed_cell(root: Path, algorithm: str, dataset: str, mode: str, curves: dict
     n_off = 50 * len(next(iter(offline.values()), []))
     budget = {"offline_updates": n_off, "online_steps": 100 * len(next(iter(curves.values()))),
               "offline_ratio": ratio, "utd": 1, "eval_every": 50, "eval_episodes": 5}
-    config = {"algorithm": algorithm, "module": f"baselines.{algorithm}", "dataset": dataset,
+    config = {"algorithm": algorithm, "module": f"offbench_baselines.{algorithm}",
+              "dataset": dataset,
               "mode": mode, "budget": budget, "algo_config": {}, "overrides": ["hidden=8,8"],
               "variant": variant, "seeds": len(curves), "first_seed": 0, "profile": "cpu"}
     cell = store.Store(root).register(config, sweep)

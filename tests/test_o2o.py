@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from baselines import rebrac, rlpd
 from offbench import metrics, policies
 from offbench.algorithms import Transition
 from offbench.data.loader import mc_returns, next_actions
 from offbench.loops import o2o, offline, online, replay
+from offbench_baselines import rebrac, rlpd
 
 from conftest import TINY_DATASET, comparable_metrics
 
@@ -287,7 +287,7 @@ def test_online_view_tells_fine_tuning_its_budget():
     # ReBRAC's penalties decay over the online updates: the loop passes where they start
     # (after the offline updates) and how many there are: 150 env steps, the first 30 random
     # warm-up, in iterations of 2 envs -> 60 iterations of 3 updates
-    from baselines import spot
+    from offbench_baselines import spot
 
     config = dataclasses.replace(TINY, utd=3, warmup_steps=30)
     view = o2o.online_view(rebrac, config)
@@ -299,7 +299,7 @@ def test_online_view_tells_fine_tuning_its_budget():
 
 
 def test_published_fine_tuning_settings_apply_to_o2o_runs_only():
-    from baselines import iql
+    from offbench_baselines import iql
 
     base = iql.Config()
     assert base.actor_lr_schedule != "constant"

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from baselines import bc, td3_bc
 from offbench.loops import offline
+from offbench_baselines import bc, td3_bc
 
 from conftest import TINY_DATASET, comparable_metrics
 
@@ -180,7 +180,7 @@ import json, sys
 import jax
 assert jax.device_count() == 2, jax.devices()
 from pathlib import Path
-from baselines import bc, td3_bc
+from offbench_baselines import bc, td3_bc
 from offbench.loops import driver, offline
 assert driver.seed_sharding(2) is not None
 config = offline.OfflineConfig(**json.loads(sys.argv[1]))

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from baselines import sac
 from offbench.loops import online
+from offbench_baselines import sac
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFBENCH = str(Path(sys.executable).parent / "offbench")

@@ -3,8 +3,8 @@ with the measured time, and the report written (to a temporary folder, never res
 
 import numpy as np
 
-from baselines import rlpd
 from offbench.perf import o2o as perf_o2o
+from offbench_baselines import rlpd
 
 
 def test_o2o_perf_rows_and_report(tmp_path):

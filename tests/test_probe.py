@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from baselines import awac, bc, cal_ql, cql, edac, iql, rebrac, sac, sac_n, spot, td3_bc
 from offbench.algorithms import EnvSpec, config_from_dict
 from offbench.loops import offline
 from offbench.reports import probe
+from offbench_baselines import awac, bc, cal_ql, cql, edac, iql, rebrac, sac, sac_n, spot, td3_bc
 
 from conftest import TINY_DATASET
 

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from baselines import rebrac, td3_bc
 from offbench.algorithms import EnvSpec
+from offbench_baselines import rebrac, td3_bc
 
 from np_reference import as_np, fixed_batch, get, perturbed
 

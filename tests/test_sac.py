@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from baselines import sac
 from offbench.algorithms import EnvSpec
+from offbench_baselines import sac
 
 from np_reference import as_np, fixed_batch, get, np_actor, np_critics, np_sample, perturbed
 

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from baselines import sac, sac_n
 from offbench.algorithms import EnvSpec, apply_overrides
 from offbench.networks import tanh_gaussian_log_prob
+from offbench_baselines import sac, sac_n
 
 from np_reference import (
     as_np,

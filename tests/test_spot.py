@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from baselines import spot, td3_bc
 from offbench.algorithms import EnvSpec
+from offbench_baselines import spot, td3_bc
 
 from np_reference import fixed_batch, np_critics, np_mlp
 

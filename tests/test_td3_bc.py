@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from baselines import td3_bc
 from offbench.algorithms import EnvSpec
+from offbench_baselines import td3_bc
 
 from np_reference import as_np, fixed_batch, get, np_critics, np_mlp, perturbed
 

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from test_o2o import synthetic_prepared
 
-from baselines import cql, rlpd, wsrl
 from offbench.loops import o2o
+from offbench_baselines import cql, rlpd, wsrl
 
 CFG = wsrl.Config(hidden=(16,), num_critics=3, batch_size=8, cql_n_actions=2, utd=2)
 

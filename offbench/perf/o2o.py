@@ -38,7 +38,7 @@ def bench(task: str, seeds: int, utd: int, env_steps: int, repeats: int,
           algo_config: Any = None, episode_length: int | None = None) -> dict:
     """Env steps/s of one compiled online period of `env_steps` steps (hybrid RLPD, no warm-up,
     one evaluation episode), all seeds vmapped."""
-    from baselines import rlpd
+    from offbench_baselines import rlpd
 
     algo_config = dataclasses.replace(algo_config or rlpd.Config(), utd=utd)
     config = o2o.resolve(o2o.MixedConfig(

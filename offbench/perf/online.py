@@ -18,7 +18,7 @@ from offbench.provenance import record
 
 
 def bench_offbench(task: str, seeds: int, env_steps: int, repeats: int) -> list[dict]:
-    from baselines import sac
+    from offbench_baselines import sac
 
     cfg = online.OnlineConfig(env_steps=env_steps, warmup_steps=0, eval_every=env_steps,
                               eval_episodes=1, checkpoint_every=env_steps, backend="mujoco")
