@@ -185,6 +185,11 @@ def test_a_rebuilt_dataset_gives_new_cells(env_root, tmp_path, monkeypatch):
     built = names(spec)
     sidecar.write_text(json.dumps({**record, "command": "y"}))  # provenance only: same cell
     assert names(spec) == built != unbuilt
+    # rebuilt byte-identically at another commit: Minari's metadata.json (which records the
+    # commit) and the sidecar's git_commit differ, the transitions do not: same cells
+    sidecar.write_text(json.dumps({**record, "git_commit": "other", "sha256": {
+        **record["sha256"], "data/metadata.json": "cc"}}))
+    assert names(spec) == built
     sidecar.write_text(json.dumps({**record, "sha256": {"data/main_data.hdf5": "bb"}}))
     rebuilt = names(spec)
     sidecar.write_text(json.dumps({**record, "reference_scores": {"ref_min": 0.0,

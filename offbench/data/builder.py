@@ -263,10 +263,12 @@ def _copy_namespace_metadata(staging: Path, root: Path, minari_id: str) -> None:
 
 
 def dataset_fingerprint(dataset: str) -> str | None:
-    """A hash of a built offbench dataset's content record (the sha256 of its data files and its
-    reference scores, from its offbench.json), so a rebuilt dataset (new behaviour policies,
-    new reference scores) gives new cells. None for datasets not built by offbench (Minari's
-    own: their id is their identity) and for offbench datasets not built yet."""
+    """A hash of a built offbench dataset's content (the sha256 of its transitions file,
+    data/main_data.hdf5, and its reference scores, from its offbench.json), so a rebuilt dataset
+    with other data or reference scores gives new cells, and one rebuilt byte-identically keeps
+    them (Minari's metadata.json is left out: it records the code commit that built it). None
+    for datasets not built by offbench (Minari's own: their id is their identity) and for
+    offbench datasets not built yet."""
     from offbench.data.ids import parse
     from offbench.io import config_hash
 
@@ -278,5 +280,5 @@ def dataset_fingerprint(dataset: str) -> str | None:
     if not sidecar.exists():
         return None
     record = json.loads(sidecar.read_text())
-    return config_hash({"sha256": record.get("sha256"),
+    return config_hash({"data": (record.get("sha256") or {}).get(DATA_FILES[0]),
                         "reference_scores": record.get("reference_scores")})
