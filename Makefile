@@ -39,13 +39,15 @@ test: setup lint ## lint, then the whole test suite
 
 # The benchmark: the bench profile's sweep into the results store, then the leaderboard in
 # results/. PROFILE=auto picks `cpu` when JAX finds no accelerator and `full` otherwise;
-# `make bench PROFILE=full` forces one. ALGOS=mine (names in baselines/ or module paths) runs
-# submitted algorithms beside the profile's. Rerunning resumes: complete cells are skipped.
+# `make bench PROFILE=full` forces one. ALGOS=mine (names in baselines/, module paths or .py
+# files) runs submitted algorithms beside the profile's and writes their leaderboard to
+# results/submissions/NAME/ (results/ itself is left as committed). Rerunning resumes: complete
+# cells are skipped.
 PROFILE ?= auto
 ALGOS ?=
 STORE ?= $(OFFBENCH_CACHE)/store
 bench: setup ## the bench profile's sweep, then results/leaderboard.md (PROFILE=, ALGOS=)
-	$(BIN)/offbench bench --profile $(PROFILE) --store $(STORE) --out results --resume \
+	$(BIN)/offbench bench --profile $(PROFILE) --store $(STORE) --resume \
 	  $(if $(ALGOS),--algos $(ALGOS))
 
 # perf o2o: 250 env steps per timed run, 2 runs; at UTD 20 with 4 seeds one run is 20k RLPD

@@ -457,8 +457,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ValueError(f"{path} declares profile '{spec.get('profile')}', not '{profile}'")
     if args.algos:  # a submitted algorithm runs beside the profile's baselines
         spec["algorithms"] = list(dict.fromkeys([*spec["algorithms"], *args.algos]))
-    print(f"bench profile '{profile}' ({path}); store {args.store}")
+    if args.out is None:  # a submission's leaderboard never overwrites the committed one
+        args.out = str(submission_folder(args.algos)) if args.algos else "results"
+    print(f"bench profile '{profile}' ({path}); store {args.store}; leaderboard -> {args.out}")
     return _sweep_and_report(spec, args)
+
+
+def submission_folder(algos: list[str]) -> Path:
+    """results/submissions/NAME/: where `bench --algos` writes its leaderboard by default
+    (the submitted algorithms beside the profile's baselines; results/ itself is untouched)."""
+    import re
+
+    names = [re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(a).stem if a.endswith(".py") else a)
+             for a in algos]
+    return Path("results") / "submissions" / "+".join(names)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -615,7 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cpu, full or auto (cpu without an accelerator, else full)")
     p.add_argument("--algos", nargs="*", default=[],
                    help="algorithms (names or module paths) run beside the profile's ones")
-    p.add_argument("--out", default="results", help="leaderboard folder (default results)")
+    p.add_argument("--out", help="leaderboard folder (default results, or "
+                                 "results/submissions/NAME with --algos: the committed "
+                                 "leaderboard is never overwritten by a submission)")
     _add_sweep_options(p)
     p.set_defaults(func=cmd_bench)
 

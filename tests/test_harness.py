@@ -629,6 +629,13 @@ def test_bench_runs_submitted_algorithms_beside_the_profile(swept, tmp_path, mon
     assert set(table.entry) == {"bc", "harnesspkg.good"} and set(table.profile) == {"test"}
     assert (bc.path / "metrics.csv").stat().st_mtime_ns == before  # reused, not rerun
     assert cli.main(["bench", "--profile", "nope", "--store", str(root)]) == 2
+    # without --out a submission's leaderboard goes to its own folder, never over results/
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["bench", "--profile", "test", "--algos", "harnesspkg.good", "--store",
+                     str(root), "--reps", "200"]) == 0
+    assert (tmp_path / "results" / "submissions" / "harnesspkg.good" / "leaderboard.md").exists()
+    assert cli.submission_folder(["a/b/mine.py", "x.y"]) == Path(
+        "results/submissions/mine+x.y")
 
 
 def test_sweep_killed_between_cells_resumes_to_the_same_report(swept, env_root, tmp_path):
