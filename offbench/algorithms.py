@@ -120,7 +120,7 @@ class Contract:
 
     @property
     def name(self) -> str:
-        return self.module.__name__
+        return getattr(self.module, "__name__", repr(self.module))
 
 
 HOOKS = ("policy_params", "online_update", "q_values", "prepare_dataset")
@@ -134,10 +134,13 @@ def contract(module: types.ModuleType) -> Contract:
     (e.g. o2o.online_view's, with `online_update` as its `update`) is its own."""
     if isinstance(module, Contract):
         return module
-    key = f"{module.__name__}:{id(module)}"
-    if key in _CONTRACTS:
+    # modules are kept (sys.modules), so their id is a safe key; other objects standing in
+    # for a module (tests) are read anew each time
+    cached = isinstance(module, types.ModuleType)
+    key = f"{module.__name__}:{id(module)}" if cached else ""
+    if cached and key in _CONTRACTS:
         return _CONTRACTS[key]
-    where = f"algorithm module '{module.__name__}'"
+    where = f"algorithm module '{getattr(module, '__name__', module)}'"
     missing = [attr for attr in REQUIRED if not hasattr(module, attr)]
     if missing:
         raise ValueError(f"{where} lacks {missing}; the contract needs {list(REQUIRED)} "
@@ -185,7 +188,8 @@ def contract(module: types.ModuleType) -> Contract:
     result = Contract(module=module, Config=config, modes=modes, init=module.init,
                       update=module.update, act=module.act,
                       **{h: getattr(module, h, None) for h in HOOKS}, **values)
-    _CONTRACTS[key] = result
+    if cached:
+        _CONTRACTS[key] = result
     return result
 
 

@@ -50,9 +50,10 @@ def test_vmapped_seeds_equal_seeds_run_alone(minari_root, tmp_path, name, algo_c
                            together[together.seed == 1].eval_return)
     info = json.loads((tmp_path / "both" / "run.json").read_text())
     assert set(info["per_seed"]) == {"0", "1"} and info["mode"] == "offline"
-    for seed in (0, 1):  # last = the final evaluation, best = the best one, of each seed
+    for seed in (0, 1):  # the last and the best periodic evaluation of each seed
         scores = together[together.seed == seed].sort_values("period").normalized_score
-        assert info["per_seed"][str(seed)]["last_score"] == pytest.approx(scores.iloc[-1])
+        assert info["per_seed"][str(seed)]["last_periodic_score"] == pytest.approx(
+            scores.iloc[-1])
         assert info["per_seed"][str(seed)]["best_score"] == pytest.approx(scores.max())
     # the run record (issue 5): config, versions, commit, device, wall and compile time
     assert info["algo_config"]["hidden"] == [32, 32] and info["offline_config"]["updates"] == 300
@@ -282,10 +283,47 @@ def test_reward_transforms_and_mc_returns_agree(minari_root):
         discount: float = 0.5
 
     dataset = load(DATASET, derived=("mc_returns",), discount=0.5)
-    arrays, _, _ = offline.prepare_arrays(types.SimpleNamespace(), Config(), dataset)
+    # an algorithm with no hooks of its own: only the harness's transforms apply
+    algo = types.SimpleNamespace(Config=Config, MODES=("offline",), init=print, update=print,
+                                 act=print)
+    arrays, _, _ = offline.prepare_arrays(algo, Config(), dataset)
     raw = np.asarray(dataset.rewards, np.float64)
     np.testing.assert_allclose(np.asarray(arrays["reward"]), 2.0 * raw - 1.0, rtol=1e-6)
     first = int(dataset.metadata["episode_lengths"][0])
     rewards = 2.0 * raw[:first] - 1.0
     expected = [sum(0.5 ** k * r for k, r in enumerate(rewards[t:])) for t in range(first)]
     np.testing.assert_allclose(np.asarray(arrays["mc_returns"])[:first], expected, rtol=1e-5)
+
+
+def test_last_score_is_a_many_episode_final_evaluation(minari_root, tmp_path):
+    """run.json's last_score (the leaderboard's `last`) is the final policy evaluated on
+    final_eval_episodes episodes apart from the periodic evaluations, with its standard error;
+    recomputed here by hand from the episode returns of the restored final policy."""
+    import jax
+
+    config = dataclasses.replace(TINY, final_eval_episodes=6)
+    offline.train("bc", DATASET, 2, config, TINY_BC, tmp_path / "run", progress=False)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    problem, _, carry, done = offline.restore(tmp_path / "run")
+    assert done == config.periods
+    for s in (0, 1):
+        entry = info["per_seed"][str(s)]
+        assert entry["final_eval_episodes"] == 6 and "last_periodic_score" in entry
+        state = jax.tree.map(lambda x, s=s: x[s], carry)
+        key = jax.random.fold_in(state.key, offline.FINAL_EVAL_SALT)
+        returns = np.asarray(offline.evaluate(problem, state.algo, key, 6), np.float64)
+        assert returns.shape == (6,)
+        span = problem.ref_max - problem.ref_min
+        assert entry["last_return"] == pytest.approx(returns.mean(), rel=1e-5)
+        assert entry["last_score"] == pytest.approx(
+            100 * (returns.mean() - problem.ref_min) / span, rel=1e-5)
+        assert entry["last_score_se"] == pytest.approx(
+            100 * returns.std(ddof=1) / np.sqrt(6) / span, rel=1e-4)
+    # 0 turns it off: the last periodic evaluation is the last score
+    off = dataclasses.replace(TINY, final_eval_episodes=0)
+    df = offline.train("bc", DATASET, 1, off, TINY_BC, tmp_path / "off", progress=False)
+    entry = json.loads((tmp_path / "off" / "run.json").read_text())["per_seed"]["0"]
+    assert "final_eval_episodes" not in entry
+    assert entry["last_score"] == pytest.approx(df.sort_values("period").normalized_score.iloc[-1])
+    with pytest.raises(ValueError, match="final_eval_episodes must be >= 0"):
+        dataclasses.replace(TINY, final_eval_episodes=-1).validate()

@@ -160,7 +160,8 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
         summarize: Callable[[pd.DataFrame], dict] | None = None,
         annotate: Callable[[int], dict] | None = None,
         on_rows: Callable[[list[dict]], None] | None = None,
-        seed_group: int | None = None) -> pd.DataFrame:
+        seed_group: int | None = None,
+        final_eval: Callable[[Any], dict[str, dict]] | None = None) -> pd.DataFrame:
     """Train all seeds to `periods` evaluation periods; returns the per-seed metrics table.
 
     stop_after_chunks: end the process abruptly (os._exit) after that many chunks and their
@@ -168,7 +169,9 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
     annotate: period -> extra columns of its rows (e.g. the O2O phase). seed_group: run the
     seeds in vmapped groups of this size one after another (`map_seeds`; a CPU speed knob that
     changes results only to float rounding, so it is recorded in run.json, not in the settings
-    a resume must match).
+    a resume must match). final_eval: the trained carry -> per seed (str) fields of run.json's
+    per_seed (the final policy's many-episode evaluation), over those `summarize` gave; the
+    periodic last score is kept as last_periodic_score.
     """
     import orbax.checkpoint as ocp
 
@@ -254,6 +257,14 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
         run_info.update(wall_s=time.perf_counter() - start, compile_s=compile_s)
         if summarize is not None:
             run_info.update(summarize(table))
+        if final_eval is not None:
+            per_seed = run_info.setdefault("per_seed", {})
+            for seed, fields in final_eval(carry).items():
+                entry = per_seed.setdefault(seed, {})
+                for key in ("last_score", "last_return"):
+                    if key in entry:
+                        entry[key.replace("last_", "last_periodic_")] = entry[key]
+                entry.update(fields)
         write_text_atomic(run_path, json.dumps(run_info, indent=2, default=str))
     return table
 

@@ -78,6 +78,9 @@ class MixedConfig:
     backend: str | None = None
     episode_length: int | None = None
     threshold: float | None = None  # hybrid: run.json reports the env steps to reach it
+    # the final policy's evaluation on the real task (offline.final_evaluation): the
+    # leaderboard's `last` score; 0: the last periodic evaluation is
+    final_eval_episodes: int = 100
     inject_nan_seed: int | None = None  # offline phase fault injection (tests)
     inject_nan_at: int = 0
 
@@ -105,6 +108,8 @@ class MixedConfig:
                              f"got '{self.warmup_actions}'")
         if self.utd is not None and self.utd < 1:
             raise ValueError(f"utd must be >= 1, got {self.utd}")
+        if self.final_eval_episodes < 0:
+            raise ValueError(f"final_eval_episodes must be >= 0, got {self.final_eval_episodes}")
 
     @property
     def offline_periods(self) -> int:
@@ -398,4 +403,6 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: MixedConfig, algo
         units_per_period=config.eval_every, unit="step", resume=resume, progress=progress,
         static_args=(arrays,), stop_after_chunks=stop_after_chunks,
         summarize=lambda table: summarize(table, config), annotate=problem.phase,
-        on_rows=on_rows, seed_group=seed_group)
+        on_rows=on_rows, seed_group=seed_group,
+        final_eval=offline.final_evaluation(problem.offline, config.final_eval_episodes,
+                                            first_seed))

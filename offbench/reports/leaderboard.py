@@ -47,8 +47,10 @@ def budget_text(mode: str, budget: dict) -> str:
     """The budget in words (what changes the numbers; checkpoint spacing does not)."""
     if mode == "offline" and "updates" in budget:
         length = budget.get("episode_length") or 1000
+        final = budget.get("final_eval_episodes")
         return (f"{budget['updates']} updates, eval every {budget['eval_every']} "
-                f"({budget['eval_episodes']} episodes of {length} steps)")
+                f"({budget['eval_episodes']} episodes of {length} steps)"
+                + (f", final eval {final} episodes" if final else ""))
     return ", ".join(f"{k}={v}" for k, v in sorted(budget.items())
                      if k not in ("checkpoint_every", "backend"))
 
@@ -114,9 +116,14 @@ def entries(finals: pd.DataFrame) -> pd.DataFrame:
 
 def task_table(finals: pd.DataFrame) -> pd.DataFrame:
     """Per profile, mode, dataset and entry: mean and std (ddof=0) over seeds, seed counts."""
+    if "last_score_se" not in finals:  # runs without a final evaluation (older cells)
+        finals = finals.assign(last_score_se=np.nan, final_eval_episodes=np.nan)
     grouped = finals.groupby(["profile", "mode", "dataset", "entry"], sort=True)
     table = pd.DataFrame({
         "last_mean": grouped.last_score.mean(), "last_std": grouped.last_score.std(ddof=0),
+        # the final evaluation's standard error over its episodes, mean over seeds
+        "last_eval_se": grouped.last_score_se.mean(),
+        "final_eval_episodes": grouped.final_eval_episodes.max(),
         "best_mean": grouped.best_score.mean(), "best_std": grouped.best_score.std(ddof=0),
         "seeds": grouped.seed.count(), "diverged": grouped.diverged.sum().astype(int),
         "budget": grouped.budget.first(), "overrides": grouped.overrides.first()})
@@ -310,7 +317,10 @@ def write_profile(finals: pd.DataFrame, curves: pd.DataFrame, out: Path, reps: i
             f"over {finals.cell.nunique()} cells (each cell's run.json has its own, with its "
             "command, versions and machine).",
             "", "Normalized score = 100 * (return - ref_min) / (ref_max - ref_min) (random = 0, "
-            "expert = 100). last = final evaluation, best = best evaluation during training "
+            "expert = 100). last = the final policy's evaluation on many episodes after "
+            "training (the budget's final_eval_episodes; eval SE = its standard error over "
+            "those episodes, mean over seeds), or the last periodic evaluation for runs "
+            "without one; best = best periodic evaluation during training "
             "(an optimistic number: it selects on the test itself); mean ± std over seeds "
             "(population std). Aggregates over runs x tasks: IQM (mean of the middle 50% of all "
             "runs), median (over tasks, of each task's mean) and mean, with 95% "
@@ -327,8 +337,11 @@ def write_profile(finals: pd.DataFrame, curves: pd.DataFrame, out: Path, reps: i
         shown = pd.DataFrame({
             "task": mtable.dataset, "algorithm": mtable.entry,
             "last": [_pm(m, s) for m, s in zip(mtable.last_mean, mtable.last_std, strict=True)],
+            "eval SE": [f"{se:.1f}" if np.isfinite(se) else "" for se in mtable.last_eval_se],
             "best": [_pm(m, s) for m, s in zip(mtable.best_mean, mtable.best_std, strict=True)],
             "seeds": mtable.seeds, "diverged": mtable.diverged})
+        if not np.isfinite(mtable.last_eval_se).any():
+            shown = shown.drop(columns="eval SE")
         text += [f"## {mode}", "", shown.to_markdown(index=False), ""]
         extra = _mode_metrics_table(mrows, mode)
         if extra:
