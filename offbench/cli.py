@@ -103,7 +103,6 @@ def cmd_train_online(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/online/{args.algorithm}-{args.task}")
     df = online.train(args.algorithm, args.task, args.seeds, config, algo_config, out,
                       resume=args.resume, first_seed=args.first_seed,
-                      stop_after_chunks=args.stop_after_chunks,
                       snapshot=_policy_snapshot(algo) if args.snapshots else None,
                       seed_group=args.seed_group)
     final = df[df.period == df.period.max()]
@@ -160,7 +159,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose "
                          "another --out")
     cell = cells.Cell(config, seed_group=args.seed_group, data_root=args.root, dataset=dataset)
-    error = cells.run_cell(cell, CellDir(out), resume=args.resume, log=print)
+    error = cells.run_cell(cell, CellDir(out), resume=args.resume, log=print,
+                           raise_bad_input=True)
     if error is not None:
         print(f"offbench run: error: {error} (traceback in {out / 'status.json'})",
               file=sys.stderr)
@@ -391,7 +391,7 @@ def _sweep_and_report(spec: dict, args: argparse.Namespace, leaderboard: bool = 
         ray_options = RayOptions(args.ray_address, args.ray_cpus_per_cell,
                                  args.ray_gpus_per_cell)
     result = sweep.run_sweep(spec, store, resume=args.resume, executor=args.executor,
-                             stop_after_cells=args.stop_after_cells, ray_options=ray_options,
+                             ray_options=ray_options,
                              seed_group=args.seed_group)
     print(f"sweep '{spec['name']}': {len(result.ran)} cell(s) ran, {len(result.skipped)} "
           f"complete before, {len(result.failed)} failed; store {store.root}")
@@ -539,7 +539,6 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-gpus-per-cell", type=float, default=0.0, metavar="N",
                    help="Ray GPUs one cell reserves (default 0; 1 on GPU nodes)")
     p.add_argument("--reps", type=int, default=5_000, help="bootstrap resamples (report)")
-    p.add_argument("--stop-after-cells", type=int, help=argparse.SUPPRESS)  # crash tests
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -571,7 +570,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p, "runs/online/ALGO-TASK")
     p.add_argument("--snapshots", action="store_true",
                    help="save the policy's parameters after every evaluation (behaviour policies)")
-    p.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)  # crash tests
     p.set_defaults(func=cmd_train_online)
 
     p = sub.add_parser("run", help="train an algorithm on a dataset (offline RL)")
@@ -608,7 +606,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threshold", type=float,
                    help="run.json reports the env steps to reach this normalized score")
     _add_run_options(p, "runs/MODE/ALGO-DATASET")
-    p.add_argument("--stop-after-chunks", type=int, help=argparse.SUPPRESS)  # crash tests
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("sweep", help="run every cell of a sweep spec into a results store")

@@ -13,7 +13,7 @@ O2O (issue 6; CORL's regret adapted to dense rewards):
 Hybrid: `steps_to_threshold`, the env steps of the first evaluation whose score reaches the
 threshold (None if none does).
 
-Scores come from raw returns through `offbench.score.normalize` (the task's reference scores)
+Scores come from raw returns through `offbench.score.normalized_score` (the task's reference scores)
 when a task is given, or are passed in already normalized.
 """
 
@@ -24,14 +24,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from offbench import score as scores
+from offbench import policies
+from offbench.score import normalized_score
 
 DIP_FRACTION = 0.1
 
 
 def _scores(values: Sequence[float], task: str | None) -> np.ndarray:
     values = np.asarray(values, np.float64)
-    return scores.normalize(task, values) if task is not None else values
+    if task is None:
+        return values
+    ref_min, ref_max = policies.reference_scores(task)
+    return normalized_score(np.asarray(values, np.float64), ref_min, ref_max)
 
 
 def o2o_summary(pretrain_scores: Sequence[float], online_steps: Sequence[float],

@@ -36,6 +36,7 @@ from offbench.io import write_bytes_atomic, write_text_atomic
 from offbench.loops import rollout
 from offbench.networks import TanhGaussianActor, tanh_gaussian_sample
 from offbench.provenance import record
+from offbench.score import normalized_score
 
 POLICIES_DIR = TASKS_DIR / "policies"
 REFERENCE_EPISODES = 100
@@ -200,7 +201,7 @@ def select(task: str, run: Path, seed: int = 0, command: str | None = None, log=
     ref_max = float(expert_returns.mean())
 
     def normalized(value: float) -> float:
-        return 100.0 * (value - ref_min) / (ref_max - ref_min)
+        return normalized_score(value, ref_min, ref_max)
 
     # medium: every snapshot before the expert is evaluated as it acts in the data (sampling;
     # mid-training policies often score far below their deterministic training evaluations),

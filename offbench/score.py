@@ -1,14 +1,13 @@
 """Normalized scores: 100 * (return - ref_min) / (ref_max - ref_min), D4RL's definition, with
 the task's reference scores (uniform random and expert policy, 100 episodes each; measured by
-`offbench policies select`, stored in tasks/policies/TASK/policies.json and in every dataset)."""
+`offbench policies select`, stored in tasks/policies/TASK/policies.json and in every dataset).
+The one place the formula is written: loops, datasets, policies and reports call it."""
 
 from __future__ import annotations
 
-import numpy as np
-
-from offbench import policies
+from typing import Any
 
 
-def normalize(task: str, returns: np.ndarray | float) -> np.ndarray:
-    ref_min, ref_max = policies.reference_scores(task)
-    return 100.0 * (np.asarray(returns, np.float64) - ref_min) / (ref_max - ref_min)
+def normalized_score(returns: Any, ref_min: float, ref_max: float) -> Any:
+    """100 * (returns - ref_min) / (ref_max - ref_min), for floats, numpy or JAX arrays."""
+    return 100.0 * (returns - ref_min) / (ref_max - ref_min)

@@ -44,3 +44,39 @@ def minari_root(tmp_path_factory):
 def comparable_metrics(df):
     """A metrics table without wall times, in a fixed row order (for run-vs-run equality)."""
     return df.drop(columns="wall_s").sort_values(["seed", "period"]).reset_index(drop=True)
+
+
+# The offbench CLI in a subprocess that dies (os._exit(17), no cleanup) right after its Nth
+# saved chunk (driver.run's after_chunk) or its Nth cell of a sweep (run_sweep's after_cell):
+# how the resume-after-kill tests kill a run at a known point, with no hook in the CLI itself.
+KILLED_CLI = """
+import os, sys
+from offbench import cli
+from offbench.harness import sweep
+from offbench.loops import driver
+
+what, n = sys.argv[1], int(sys.argv[2])
+
+def die_after(count):
+    if count >= n:
+        sys.stdout.flush()
+        os._exit(17)
+
+real_run, real_sweep = driver.run, sweep.run_sweep
+if what == "chunks":
+    driver.run = lambda **kw: real_run(**{**kw, "after_chunk": die_after})
+else:
+    sweep.run_sweep = lambda *a, **kw: real_sweep(*a, **{**kw, "after_cell": die_after})
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
+def run_cli_killed(args: list[str], after_chunks: int | None = None,
+                   after_cells: int | None = None, env=None, timeout: int = 900):
+    """`offbench ARGS` killed after that many chunks (or sweep cells); returncode 17."""
+    import subprocess
+    import sys
+
+    what, n = ("chunks", after_chunks) if after_chunks is not None else ("cells", after_cells)
+    return subprocess.run([sys.executable, "-c", KILLED_CLI, what, str(n), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env)

@@ -25,6 +25,8 @@ from offbench.data import builder
 from offbench.harness import cells, store, sweep
 from offbench.reports import declared, leaderboard
 
+from conftest import run_cli_killed
+
 DATASET = "test/hopper/random-v0"
 BUDGET = {"updates": 200, "eval_every": 100, "eval_episodes": 2, "checkpoint_every": 100,
           "episode_length": 20, "backend": "mujoco"}
@@ -644,10 +646,9 @@ def test_sweep_killed_between_cells_resumes_to_the_same_report(swept, env_root, 
     spec_path.write_text(to_toml(tiny_spec()))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(env_root / "code")]),
            "MINARI_DATASETS_PATH": str(env_root / "minari")}
-    base = [sys.executable, "-m", "offbench.cli", "sweep", str(spec_path), "--store",
-            str(tmp_path / "store")]
-    killed = subprocess.run([*base, "--stop-after-cells", "1"], env=env, capture_output=True,
-                            text=True, timeout=600)
+    args = ["sweep", str(spec_path), "--store", str(tmp_path / "store")]
+    base = [sys.executable, "-m", "offbench.cli", *args]
+    killed = run_cli_killed(args, after_cells=1, env=env, timeout=600)
     assert killed.returncode == 17, killed.stderr
     resumed = subprocess.run([*base, "--resume", "--out", str(tmp_path / "out"), "--reps",
                               "200"], env=env, capture_output=True, text=True, timeout=600)
@@ -682,7 +683,7 @@ def test_sinks_wandb_skipped_without_its_package_and_unknown_names_refused(tmp_p
 
 
 KILLED_IN_A_CELL = """
-import dataclasses, sys
+import dataclasses, os, sys
 from offbench.loops import offline
 from offbench.harness import cells, store, sweep
 
@@ -691,7 +692,7 @@ def run(cell, out, resume, sinks):  # the offline runner, killed after its first
     offline.train(c["algorithm"], c["dataset"], c["seeds"],
                   offline.OfflineConfig(**c["budget"]), cells.algo_config_from(c), out,
                   resume=resume, first_seed=c["first_seed"], progress=False,
-                  stop_after_chunks=1)
+                  after_chunk=lambda n: os._exit(17))
 
 cells.register_mode(dataclasses.replace(cells.MODES["offline"], run=run))
 sweep.run_sweep(sweep.load_spec(sys.argv[1]), store.Store(sys.argv[2]))

@@ -24,7 +24,7 @@ from offbench.data.loader import mc_returns, next_actions
 from offbench.loops import o2o, offline, online, replay
 from offbench_baselines import rebrac, rlpd
 
-from conftest import TINY_DATASET, comparable_metrics
+from conftest import TINY_DATASET, comparable_metrics, run_cli_killed
 
 OFFBENCH = str(Path(sys.executable).parent / "offbench")
 DATASET = TINY_DATASET
@@ -321,8 +321,8 @@ def test_resume_in_the_online_phase_equals_uninterrupted_run(minari_root, tmp_pa
     full = run_cli(*base, "--out", str(tmp_path / "full"), env=env)
     assert full.returncode == 0, full.stderr[-3000:]
     assert "pretrain_score" in full.stdout
-    killed = run_cli(*base, "--out", str(tmp_path / "killed"), "--stop-after-chunks", "3",
-                     env=env)
+    killed = run_cli_killed([*base, "--out", str(tmp_path / "killed")], after_chunks=3,
+                            env=env)
     assert killed.returncode == 17, killed.stderr[-3000:]
     partial = pd.read_csv(tmp_path / "killed" / "metrics.csv")
     assert list(partial[partial.seed == 0].phase) == ["offline", "offline", "online"]

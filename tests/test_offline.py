@@ -17,7 +17,7 @@ import pytest
 from offbench.loops import offline
 from offbench_baselines import bc, td3_bc
 
-from conftest import TINY_DATASET, comparable_metrics
+from conftest import TINY_DATASET, comparable_metrics, run_cli_killed
 
 OFFBENCH = str(Path(sys.executable).parent / "offbench")
 DATASET = TINY_DATASET
@@ -63,11 +63,20 @@ def test_vmapped_seeds_equal_seeds_run_alone(minari_root, tmp_path, name, algo_c
     assert info["wall_s"] > info["compile_s"] > 0
 
 
+def nan_batch(seed_index: int, at: int):
+    """A fault for offline.Problem: the minibatch of seed `seed_index` at update `at` is NaN."""
+    import jax.numpy as jnp
+
+    def fault(batch, index, step):
+        poison = (index == seed_index) & (step == at)
+        return batch.replace(obs=jnp.where(poison, jnp.nan, batch.obs))
+    return fault
+
+
 def test_injected_nan_freezes_only_its_seed(minari_root, tmp_path):
     clean = offline.train("bc", DATASET, 3, TINY, TINY_BC, tmp_path / "clean", progress=False)
-    faulty_config = dataclasses.replace(TINY, inject_nan_seed=1, inject_nan_at=150)
-    faulty = offline.train("bc", DATASET, 3, faulty_config, TINY_BC, tmp_path / "faulty",
-                           progress=False)
+    faulty = offline.train("bc", DATASET, 3, TINY, TINY_BC, tmp_path / "faulty",
+                           progress=False, fault=nan_batch(seed_index=1, at=150))
     for seed in (0, 2):
         pd.testing.assert_frame_equal(comparable_metrics(clean[clean.seed == seed]),
                                       comparable_metrics(faulty[faulty.seed == seed]),
@@ -91,10 +100,9 @@ def test_frozen_seed_keeps_its_last_finite_parameters(minari_root):
     dataset = load(DATASET)
     arrays, mean, std = offline.prepare_arrays(bc, TINY_BC, dataset)
     config = dataclasses.replace(TINY, eval_every=50)
-    poisoned = dataclasses.replace(config, inject_nan_seed=0, inject_nan_at=150)
     states = []
-    for cfg, periods in ((config, 3), (poisoned, 6)):
-        problem = offline.Problem(bc, TINY_BC, "hopper", cfg, mean, std)
+    for fault, periods in ((None, 3), (nan_batch(seed_index=0, at=150), 6)):
+        problem = offline.Problem(bc, TINY_BC, "hopper", config, mean, std, fault=fault)
         carry = offline.init_carry(problem, jax.random.PRNGKey(0), 0, arrays)
         carry, _ = jax.jit(offline.make_chunk(problem, periods))(carry, 0, arrays)
         states.append(carry)
@@ -131,9 +139,9 @@ def test_a_nan_loss_alone_is_divergence_unless_the_algorithm_skips_metrics(
     from offbench.data import load
 
     arrays, mean, std = offline.prepare_arrays(bc, TINY_BC, load(DATASET))
-    config = dataclasses.replace(TINY, eval_every=50, inject_nan_seed=0, inject_nan_at=150)
+    config = dataclasses.replace(TINY, eval_every=50)
     problem = offline.Problem(bc_with_a_nan_loss(skips_metrics), TINY_BC, "hopper", config,
-                              mean, std)
+                              mean, std, fault=nan_batch(seed_index=0, at=150))
     carry = offline.init_carry(problem, jax.random.PRNGKey(0), 0, arrays)
     carry, _ = jax.jit(offline.make_chunk(problem, 6))(carry, 0, arrays)
     assert jax.tree.all(jax.tree.map(lambda x: bool(np.isfinite(x).all()), carry.algo))
@@ -154,8 +162,8 @@ def test_resume_after_kill_equals_uninterrupted_run(minari_root, tmp_path):
     full = run_cli(*base, "--out", str(tmp_path / "full"), env=env)
     assert full.returncode == 0, full.stderr
     assert "normalized score over 2 seeds" in full.stdout
-    killed = run_cli(*base, "--out", str(tmp_path / "killed"), "--stop-after-chunks", "1",
-                     env=env)
+    killed = run_cli_killed([*base, "--out", str(tmp_path / "killed")], after_chunks=1,
+                            env=env)
     assert killed.returncode == 17, killed.stderr
     assert len(pd.read_csv(tmp_path / "killed" / "metrics.csv")) == 2
     resumed = run_cli(*base, "--out", str(tmp_path / "killed"), "--resume", env=env)

@@ -14,6 +14,8 @@ import pytest
 from offbench.loops import online
 from offbench_baselines import sac
 
+from conftest import run_cli_killed
+
 ROOT = Path(__file__).resolve().parents[1]
 OFFBENCH = str(Path(sys.executable).parent / "offbench")
 # warm-up ends inside the first period, so the first checkpoint holds trained parameters
@@ -30,9 +32,9 @@ TINY_FLAGS = ["--env-steps", "300", "--num-envs", "2", "--warmup-steps", "50", "
 def test_contract_example_from_readme_trains(tmp_path):
     from examples import minimal_ddpg
 
-    # the README shows this very file
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"```python\n# examples/minimal_ddpg.py\n(.*?)```", readme, re.S).group(1)
+    # CONTRIBUTING.md shows this very file
+    guide = (ROOT / "CONTRIBUTING.md").read_text()
+    block = re.search(r"```python\n# examples/minimal_ddpg.py\n(.*?)```", guide, re.S).group(1)
     assert block.strip() == (ROOT / "examples" / "minimal_ddpg.py").read_text().strip()
 
     cfg = minimal_ddpg.Config(hidden=(32, 32), batch_size=32)
@@ -71,7 +73,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     base = ["train-online", "sac", "hopper", "--seeds", "2", *TINY_FLAGS]
     full = run_cli(*base, "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr
-    killed = run_cli(*base, "--out", str(tmp_path / "killed"), "--stop-after-chunks", "1")
+    killed = run_cli_killed([*base, "--out", str(tmp_path / "killed")], after_chunks=1)
     assert killed.returncode == 17, killed.stderr  # died right after its first checkpoint
     started = json.loads((tmp_path / "killed" / "run.json").read_text())
     assert "wall_s" not in started and started["command"].startswith("offbench train-online")

@@ -174,3 +174,14 @@ def test_offline_report_never_pools_different_runs_under_one_name(tmp_path):
         "per_seed": {"0": {"last_score": 1.0, "best_score": 1.0, "diverged": False}}}))
     with pytest.raises(ValueError, match="seed 0 of bc on hc comes from more than one"):
         offline_report.load_runs([run, run])
+
+
+def test_an_algorithm_keeps_its_colour_whatever_is_plotted_beside_it():
+    from offbench.reports import plots
+
+    baselines = [plots.algorithm_color(a) for a in plots.KNOWN]
+    assert len(set(baselines)) == len(baselines)  # the baselines are told apart
+    assert plots.algorithm_color("iql") == plots.algorithm_color("iql")
+    # a submission's colour depends on its name only (a hash), not on its rank among others
+    assert plots.algorithm_color("mine") == plots.algorithm_color("mine")
+    assert plots.algorithm_color("iql[beta=3]") != plots.algorithm_color("iql")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from offbench.score import normalized_score
+
 SACO_DIMS = 8
 SACO_BIN = 0.5
 
@@ -55,5 +57,5 @@ def summary(rewards: np.ndarray, terminals: np.ndarray, lengths: np.ndarray, ref
     return {"transitions": int(np.sum(lengths)), "episodes": len(lengths),
             "whole_episodes": int(whole.sum()), "return_mean": mean,
             "return_min": float(scored.min()), "return_max": float(scored.max()),
-            "normalized": 100.0 * (mean - ref_min) / (ref_max - ref_min),
+            "normalized": normalized_score(mean, ref_min, ref_max),
             "tq": (mean - ref_min) / (ref_max - ref_min)}

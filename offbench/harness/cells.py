@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from offbench.harness.store import CellDir
-from offbench.io import canonical_json
+from offbench.io import canonical_json, write_bytes_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +83,7 @@ def seeds_phrase(seeds: int) -> str:
 def _offline_budget(budget: dict, algo_config: Any) -> dict:
     from offbench.loops import offline
 
-    fields = {f.name for f in dataclasses.fields(offline.OfflineConfig)} - {
-        "inject_nan_seed", "inject_nan_at"}
+    fields = {f.name for f in dataclasses.fields(offline.OfflineConfig)}
     unknown = set(budget) - fields
     if unknown:
         raise ValueError(f"unknown offline budget keys {sorted(unknown)}; valid: {sorted(fields)}")
@@ -98,8 +97,7 @@ def _offline_budget(budget: dict, algo_config: Any) -> dict:
 
         config = dataclasses.replace(config, backend=envs.default_backend())
     config.validate()
-    return {k: v for k, v in dataclasses.asdict(config).items()
-            if k not in ("inject_nan_seed", "inject_nan_at")}
+    return dataclasses.asdict(config)
 
 
 def _offline_algo_config(config: Any, budget: dict, given: set, algo: Any) -> Any:
@@ -126,7 +124,7 @@ register_mode(Mode("offline", _offline_budget, _offline_run, _offline_algo_confi
 
 # ---- o2o and hybrid modes (one loop for both: offbench/loops/o2o.py) -------------------------
 
-_MIXED_INTERNAL = ("mode", "inject_nan_seed", "inject_nan_at")
+_MIXED_INTERNAL = ("mode",)  # set by the mode, not by a budget
 
 
 def _mixed_budget(mode: str) -> Callable[[dict, Any], dict]:
@@ -262,13 +260,22 @@ def algo_config_from(config: dict) -> Any:
     return config_from_dict(load_algorithm(config["algorithm"]).Config, config["algo_config"])
 
 
+BAD_INPUT = (ValueError, FileNotFoundError, FileExistsError)  # what the CLI reports in a line
+
+
 def run_cell(cell: Cell, folder: CellDir, resume: bool,
-             log: Callable[[str], None] | None = None) -> str | None:
+             log: Callable[[str], None] | None = None,
+             raise_bad_input: bool = False) -> str | None:
     """Train one cell; returns None or the error (also written to the cell's status.json).
-    log: where a progress line goes after every chunk (None: no progress lines)."""
+    log: where a progress line goes after every chunk (None: no progress lines).
+    raise_bad_input: a BAD_INPUT error (the request does not fit the folder, e.g. a resume with
+    other settings) is raised with the folder's status put back as it was, instead of being
+    recorded as the cell's failure (`offbench run`: one clear error, nothing changed)."""
     from offbench.harness import sinks as sink_module
 
     mode = get_mode(cell.config["mode"])
+    status_path = folder.path / "status.json"
+    before = status_path.read_bytes() if status_path.exists() else None
     previous = folder.status().get("state")
     # a failed or killed cell restarts from its last checkpoint, if it got that far
     resume_cell = resume or previous in ("running", "failed")
@@ -281,6 +288,12 @@ def run_cell(cell: Cell, folder: CellDir, resume: bool,
             opened.append(sink_module.ProgressSink(cell.label, log))
         table = mode.run(cell, folder.path, resume_cell, opened)
     except Exception as err:  # noqa: BLE001 - a crashing cell must not end the sweep
+        if raise_bad_input and isinstance(err, BAD_INPUT):
+            if before is None:
+                status_path.unlink(missing_ok=True)
+            else:
+                write_bytes_atomic(status_path, before)
+            raise
         message = f"{type(err).__name__}: {err}"
         folder.set_status("failed", error=message, traceback=traceback.format_exc(),
                           wall_s=time.perf_counter() - start)

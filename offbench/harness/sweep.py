@@ -187,7 +187,7 @@ def _ensure_datasets(datasets: list[str], log: Callable[[str], None]) -> None:
 
 def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str], None] = print,
               build_datasets: bool = True, executor: str = "local",
-              stop_after_cells: int | None = None,
+              after_cell: Callable[[int], None] | None = None,
               ray_options: RayOptions | None = None,
               seed_group: int | None = None) -> SweepResult:
     """Run every cell of `spec` into `store`. Complete cells (of this sweep or of any other
@@ -197,15 +197,17 @@ def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str
     process; "ray" sends each to a Ray cluster as one task (offbench/ray_executor.py; where
     and with which resources: `ray_options`), into the same store folders. seed_group: each
     cell's seeds in vmapped groups of that size (driver.map_seeds; a CPU speed knob, not part
-    of a cell's identity: it changes results only to float rounding)."""
+    of a cell's identity: it changes results only to float rounding). after_cell: called
+    with the number of cells handled after each one (local executor; tests end the process
+    there to check a killed sweep's resume)."""
     if executor not in ("local", "ray"):
         raise ValueError(f"unknown executor '{executor}'; use 'local' or 'ray'")
     if executor == "ray":  # before anything is built or written
         from offbench.harness import ray_executor
 
         ray_executor.check_installed()
-        if stop_after_cells is not None:
-            raise ValueError("stop_after_cells is a test hook of the local executor")
+        if after_cell is not None:
+            raise ValueError("after_cell is a hook of the local executor")
     if build_datasets:  # first, so that every cell's config holds its dataset's fingerprint
         _ensure_datasets(_as_list(spec.get("datasets", []), "datasets"), log)
     cells = [dataclasses.replace(c, seed_group=seed_group) for c in expand(spec, log)]
@@ -234,8 +236,6 @@ def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str
         else:
             log(f"    FAILED: {error}")
             result.failed[folder.name] = error
-        if stop_after_cells is not None and index + 1 >= stop_after_cells:
-            import os
-
-            os._exit(17)  # simulate a kill between cells (tests)
+        if after_cell is not None:
+            after_cell(index + 1)
     return result

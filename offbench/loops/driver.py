@@ -11,7 +11,6 @@ compiles it once per n, and shards the seed axis across local devices when there
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -126,20 +125,22 @@ def _checkpointer(directory: Path):
     return ocp.CheckpointManager(directory.resolve(), options=options)
 
 
-def _seed_keys(first_seed: int, seeds: int) -> jax.Array:
-    return jnp.stack([jax.random.PRNGKey(first_seed + s) for s in range(seeds)])
+def _seed_inputs(first_seed: int, seeds: int) -> tuple[jax.Array, jax.Array]:
+    """What `init` is vmapped over: each seed's key, and its position in the vmapped batch."""
+    keys = jnp.stack([jax.random.PRNGKey(first_seed + s) for s in range(seeds)])
+    return keys, jnp.arange(seeds, dtype=jnp.int32)
 
 
-def _restore(manager: Any, init_fn: Callable, keys: jax.Array) -> tuple[Any, int]:
-    """The latest checkpoint, restored into the structure `init_fn(keys)` has."""
+def _restore(manager: Any, init_fn: Callable, inputs: tuple) -> tuple[Any, int]:
+    """The latest checkpoint, restored into the structure `init_fn(*inputs)` has."""
     import orbax.checkpoint as ocp
 
     done = manager.latest_step()
-    abstract = jax.eval_shape(init_fn, keys)
+    abstract = jax.eval_shape(init_fn, *inputs)
     return manager.restore(done, args=ocp.args.StandardRestore(abstract)), done
 
 
-def restore_latest(out: Path, init: Callable[[jax.Array], Any], seeds: int,
+def restore_latest(out: Path, init: Callable[[jax.Array, jax.Array], Any], seeds: int,
                    first_seed: int) -> tuple[Any, int]:
     """The carry (all seeds) of the latest checkpoint in run folder `out`, and its period."""
     directory = Path(out) / "checkpoints"
@@ -149,14 +150,15 @@ def restore_latest(out: Path, init: Callable[[jax.Array], Any], seeds: int,
     if manager.latest_step() is None:
         raise ValueError(f"{directory} holds no checkpoint yet (the run saves one every "
                          "checkpoint_every updates)")
-    return _restore(manager, jax.jit(jax.vmap(init)), _seed_keys(first_seed, seeds))
+    return _restore(manager, jax.jit(jax.vmap(init)), _seed_inputs(first_seed, seeds))
 
 
-def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any],
+def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array, jax.Array], Any],
         make_chunk: Callable[[int], Callable], seeds: int, first_seed: int, periods: int,
         periods_per_chunk: int, units_per_period: int, unit: str, resume: bool,
         progress: bool = True, static_args: Sequence[Any] = (),
-        snapshot_writer: Callable | None = None, stop_after_chunks: int | None = None,
+        snapshot_writer: Callable | None = None,
+        after_chunk: Callable[[int], None] | None = None,
         summarize: Callable[[pd.DataFrame], dict] | None = None,
         annotate: Callable[[int], dict] | None = None,
         on_rows: Callable[[list[dict]], None] | None = None,
@@ -164,9 +166,11 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
         final_eval: Callable[[Any], dict[str, dict]] | None = None) -> pd.DataFrame:
     """Train all seeds to `periods` evaluation periods; returns the per-seed metrics table.
 
-    stop_after_chunks: end the process abruptly (os._exit) after that many chunks and their
-    checkpoint, to test resume-after-kill. summarize: extra fields for run.json at the end.
-    annotate: period -> extra columns of its rows (e.g. the O2O phase). seed_group: run the
+    init(key, seed_index): one seed's initial carry (seed_index: its position in the vmapped
+    batch). after_chunk: called with the number of chunks done after each chunk's metrics and
+    checkpoint are written (tests end the process there to check resume-after-kill).
+    summarize: extra fields for run.json at the end. annotate: period -> extra columns of its
+    rows (e.g. the O2O phase). seed_group: run the
     seeds in vmapped groups of this size one after another (`map_seeds`; a CPU speed knob that
     changes results only to float rounding, so it is recorded in run.json, not in the settings
     a resume must match). final_eval: the trained carry -> per seed (str) fields of run.json's
@@ -178,14 +182,14 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
     out = Path(out)
     check_seed_group(seeds, seed_group, seed_device_count(seeds))  # before anything is written
     settings = check_settings(out, settings, resume)
-    keys = _seed_keys(first_seed, seeds)
+    inputs = _seed_inputs(first_seed, seeds)
     init_fn = jax.jit(jax.vmap(init))
     manager = _checkpointer(out / "checkpoints")
     metrics_path = out / "metrics.csv"
     rows: list[dict] = []
     done = 0
     if resume and manager.latest_step() is not None:
-        carry, done = _restore(manager, init_fn, keys)
+        carry, done = _restore(manager, init_fn, inputs)
         if metrics_path.exists():
             # round_trip: the default parser can be 1 ulp off, and resumed rows must be exact
             rows = (pd.read_csv(metrics_path, float_precision="round_trip")
@@ -194,7 +198,7 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
         if (metrics_path.exists() or manager.latest_step() is not None) and not resume:
             raise ValueError(f"{out} already holds a run; pass --resume to continue it or "
                              "choose another --out")
-        carry = init_fn(keys)
+        carry = init_fn(*inputs)
     carry, seed_devices = shard_seeds(carry, seeds)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "settings.json").exists():
@@ -247,8 +251,8 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array], Any
                 postfix["diverged"] = int(last.diverged.sum())
             bar.set_postfix(postfix)
         chunks += 1
-        if stop_after_chunks is not None and chunks >= stop_after_chunks:
-            os._exit(17)  # simulate a crash: no cleanup, no final files
+        if after_chunk is not None:
+            after_chunk(chunks)
     if bar is not None:
         bar.close()
     table = pd.DataFrame(rows)

@@ -81,8 +81,6 @@ class MixedConfig:
     # the final policy's evaluation on the real task (offline.final_evaluation): the
     # leaderboard's `last` score; 0: the last periodic evaluation is
     final_eval_episodes: int = 100
-    inject_nan_seed: int | None = None  # offline phase fault injection (tests)
-    inject_nan_at: int = 0
 
     def validate(self) -> None:
         if self.mode not in MIXED_MODES:
@@ -143,8 +141,7 @@ class MixedConfig:
         return offline.OfflineConfig(
             updates=max(self.offline_updates, self.eval_every), eval_every=self.eval_every,
             eval_episodes=self.eval_episodes, checkpoint_every=self.checkpoint_every,
-            backend=self.backend, episode_length=self.episode_length,
-            inject_nan_seed=self.inject_nan_seed, inject_nan_at=self.inject_nan_at)
+            backend=self.backend, episode_length=self.episode_length)
 
 
 def resolve(config: MixedConfig, algo_config: Any) -> MixedConfig:
@@ -360,7 +357,8 @@ def summarize(table: pd.DataFrame, config: MixedConfig) -> dict:
 
 def train(algo_name: str, dataset_id: str, seeds: int, config: MixedConfig, algo_config: Any,
           out: Path, resume: bool = False, first_seed: int = 0, progress: bool = True,
-          stop_after_chunks: int | None = None, data_root: str | Path | None = None,
+          after_chunk: Callable[[int], None] | None = None,
+          data_root: str | Path | None = None,
           dataset: Dataset | None = None,
           on_rows: Callable[[list[dict]], None] | None = None,
           seed_group: int | None = None) -> pd.DataFrame:
@@ -392,16 +390,15 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: MixedConfig, algo
     meta = dataset.metadata
     problem = Problem(algo, algo_config, dataset.task, config, prepared, meta.get("ref_min"),
                       meta.get("ref_max"), sim_overrides=sim)
-    position = offline.seed_position(first_seed, seeds)
     arrays = prepared.arrays
     periods = config.offline_periods + config.online_periods
     return driver.run(
         out=out, settings={**settings, "task": dataset.task}, mode=config.mode,
-        init=lambda key: init_carry(problem, key, position(key), arrays),
+        init=lambda key, index: init_carry(problem, key, index, arrays),
         make_chunk=lambda n: make_chunk(problem, n), seeds=seeds, first_seed=first_seed,
         periods=periods, periods_per_chunk=max(1, config.checkpoint_every // config.eval_every),
         units_per_period=config.eval_every, unit="step", resume=resume, progress=progress,
-        static_args=(arrays,), stop_after_chunks=stop_after_chunks,
+        static_args=(arrays,), after_chunk=after_chunk,
         summarize=lambda table: summarize(table, config), annotate=problem.phase,
         on_rows=on_rows, seed_group=seed_group,
         final_eval=offline.final_evaluation(problem.offline, config.final_eval_episodes,

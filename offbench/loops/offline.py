@@ -47,10 +47,9 @@ import offbench.envs as envs
 from offbench.algorithms import EnvSpec, Transition, config_field, contract, skips_metrics
 from offbench.data import Dataset
 from offbench.data import stats as data_stats
-from offbench.data.loader import mc_returns
+from offbench.data.loader import OBS_STD_EPS, mc_returns
 from offbench.loops import driver, rollout
-
-OBS_STD_EPS = 1e-3
+from offbench.score import normalized_score
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +63,6 @@ class OfflineConfig:
     # the final policy's evaluation, apart from the periodic ones: the leaderboard's `last`
     # score (Unifloral's practice; 0: the last periodic evaluation is the last score)
     final_eval_episodes: int = 100
-    # Fault injection for tests: seed index whose batch observations turn NaN at this update.
-    inject_nan_seed: int | None = None
-    inject_nan_at: int = 0
 
     def validate(self) -> None:
         if self.updates <= 0 or self.eval_every <= 0 or self.eval_episodes <= 0:
@@ -89,7 +85,7 @@ class OfflineConfig:
 class Carry(struct.PyTreeNode):
     algo: Any
     key: jax.Array
-    seed_index: jax.Array  # position of this seed in the vmapped batch (fault injection)
+    seed_index: jax.Array  # position of this seed in the vmapped batch
     diverged: jax.Array  # bool
     diverged_at: jax.Array  # update at which the seed diverged, -1 if it has not
 
@@ -185,6 +181,9 @@ class Problem:
     obs_std: np.ndarray
     ref_min: float | None = None
     ref_max: float | None = None
+    # (batch, seed_index, update) -> batch, applied to every minibatch: fault injection by
+    # tests (a NaN batch for one seed at one update); None in every real run
+    fault: Callable[[Transition, jax.Array, jax.Array], Transition] | None = None
 
     def __post_init__(self):
         self.config.validate()
@@ -196,7 +195,7 @@ class Problem:
         """D4RL's normalized score with the dataset's reference returns (NaN without them)."""
         if self.ref_min is None or self.ref_max is None:
             return jnp.asarray(jnp.nan)
-        return 100.0 * (mean_return - self.ref_min) / (self.ref_max - self.ref_min)
+        return normalized_score(mean_return, self.ref_min, self.ref_max)
 
 
 def init_carry(problem: Problem, key: jax.Array, seed_index: jax.Array,
@@ -281,9 +280,8 @@ def make_period(problem: Problem):
     def one_update(carry: Carry, step: jax.Array, arrays: dict):
         key, k_sample, k_update = jax.random.split(carry.key, 3)
         batch = sample(arrays, k_sample, batch_size)
-        if cfg.inject_nan_seed is not None:
-            poison = (carry.seed_index == cfg.inject_nan_seed) & (step == cfg.inject_nan_at)
-            batch = batch.replace(obs=jnp.where(poison, jnp.nan, batch.obs))
+        if problem.fault is not None:  # tests: e.g. a NaN batch for one seed at one update
+            batch = problem.fault(batch, carry.seed_index, step)
         new_state, metrics = algo.update(carry.algo, batch, k_update)
         checked = computed_metrics(metrics) if skips else metrics
         carry, _ = keep_if_finite(carry, new_state, checked, step)
@@ -357,23 +355,26 @@ def setup(algo_name: str, dataset_id: str, config: OfflineConfig, algo_config: A
 
 def train(algo_name: str, dataset_id: str, seeds: int, config: OfflineConfig, algo_config: Any,
           out: Path, resume: bool = False, first_seed: int = 0, progress: bool = True,
-          stop_after_chunks: int | None = None, data_root: str | Path | None = None,
+          after_chunk: Callable[[int], None] | None = None,
+          data_root: str | Path | None = None,
           dataset: Dataset | None = None, on_rows: Any = None,
-          seed_group: int | None = None) -> pd.DataFrame:
+          seed_group: int | None = None, fault: Callable | None = None) -> pd.DataFrame:
     """Train `seeds` seeds of an offline algorithm on a dataset; returns per-seed metrics.
-    seed_group: vmapped groups of that many seeds, one after another (driver.map_seeds)."""
+    seed_group: vmapped groups of that many seeds, one after another (driver.map_seeds).
+    after_chunk, fault: test hooks (driver.run's after_chunk; Problem.fault)."""
     problem, arrays = setup(algo_name, dataset_id, config, algo_config, data_root, dataset)
+    problem.fault = fault
     config = problem.config
     settings = {"algorithm": algo_name, "dataset": dataset_id, "seeds": seeds,
                 "first_seed": first_seed, "offline_config": dataclasses.asdict(config),
                 "algo_config": dataclasses.asdict(algo_config)}
     return driver.run(
         out=Path(out), settings={**settings, "task": problem.task}, mode="offline",
-        init=_seed_index_init(problem, arrays, first_seed, seeds),
+        init=lambda key, index: init_carry(problem, key, index, arrays),
         make_chunk=lambda n: make_chunk(problem, n), seeds=seeds, first_seed=first_seed,
         periods=config.periods, periods_per_chunk=config.periods_per_chunk,
         units_per_period=config.eval_every, unit="update", resume=resume, progress=progress,
-        static_args=(arrays,), stop_after_chunks=stop_after_chunks, summarize=summarize,
+        static_args=(arrays,), after_chunk=after_chunk, summarize=summarize,
         on_rows=on_rows, seed_group=seed_group,
         final_eval=final_evaluation(problem, config.final_eval_episodes, first_seed))
 
@@ -399,18 +400,6 @@ def restore(out: Path, data_root: str | Path | None = None
     problem, arrays = setup(settings["algorithm"], settings["dataset"], config, algo_config,
                             data_root)
     seeds, first_seed = settings["seeds"], settings["first_seed"]
-    init = _seed_index_init(problem, arrays, first_seed, seeds)
-    carry, done = driver.restore_latest(out, init, seeds, first_seed)
+    carry, done = driver.restore_latest(
+        out, lambda key, index: init_carry(problem, key, index, arrays), seeds, first_seed)
     return problem, arrays, carry, done
-
-
-def seed_position(first_seed: int, seeds: int):
-    """key -> the seed's index in the vmapped batch, recovered from its key (the driver vmaps
-    init over keys only), so a carry knows its position (used only by fault injection)."""
-    keys = jnp.stack([jax.random.PRNGKey(first_seed + s) for s in range(seeds)])
-    return lambda key: jnp.argmax(jnp.all(keys == key, axis=-1))
-
-
-def _seed_index_init(problem: Problem, arrays: dict, first_seed: int, seeds: int):
-    position = seed_position(first_seed, seeds)
-    return lambda key: init_carry(problem, key, position(key), arrays)

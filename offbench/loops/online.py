@@ -324,14 +324,14 @@ def make_chunk(problem: Problem, periods: int):
 
 def train(algo_name: str, task: str, seeds: int, config: OnlineConfig, algo_config: Any,
           out: Path, resume: bool = False, first_seed: int = 0, progress: bool = True,
-          stop_after_chunks: int | None = None,
+          after_chunk: Callable[[int], None] | None = None,
           snapshot: Callable[[Any], Any] | None = None,
           seed_group: int | None = None) -> pd.DataFrame:
     """Train `seeds` seeds of an algorithm online on `task`; returns the per-seed metrics table.
 
     snapshot: algo state -> pytree saved after every evaluation period to
     DIR/snapshots/seed<S>/period_<P>.msgpack (e.g. the actor, for behaviour policies).
-    stop_after_chunks: end the process abruptly after that many chunks (resume tests).
+    after_chunk: called after each chunk is saved (driver.run; resume tests).
     seed_group: vmapped groups of that many seeds, one after another (driver.map_seeds).
     """
     from offbench.algorithms import load_algorithm
@@ -350,8 +350,8 @@ def train(algo_name: str, task: str, seeds: int, config: OnlineConfig, algo_conf
     writer = (driver.snapshot_writer(out / "snapshots", first_seed, seeds)
               if snapshot is not None else None)
     return driver.run(
-        out=out, settings=settings, mode="online", init=lambda k: init_carry(problem, k),
+        out=out, settings=settings, mode="online", init=lambda k, _: init_carry(problem, k),
         make_chunk=lambda n: make_chunk(problem, n), seeds=seeds, first_seed=first_seed,
         periods=config.periods, periods_per_chunk=config.periods_per_chunk,
         units_per_period=config.eval_every, unit="env step", resume=resume, progress=progress,
-        snapshot_writer=writer, stop_after_chunks=stop_after_chunks, seed_group=seed_group)
+        snapshot_writer=writer, after_chunk=after_chunk, seed_group=seed_group)

@@ -32,8 +32,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from offbench.harness.store import Store  # noqa: E402
-from offbench.io import write_bytes_atomic, write_text_atomic  # noqa: E402
+from offbench.io import write_text_atomic  # noqa: E402
 from offbench.provenance import record  # noqa: E402
+from offbench.reports import plots  # noqa: E402
 
 # Per-seed numbers O2O and hybrid runs record in run.json (issue 6); shown when present.
 MODE_METRICS = {"o2o": ("pretrain_score", "dip", "final_score", "regret"),
@@ -226,30 +227,17 @@ def improvement(matrices: dict[str, np.ndarray], reps: int, seed: int = 0) -> pd
     return pd.DataFrame(rows)
 
 
-def _save(fig, path: Path) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    write_bytes_atomic(path, buffer.getvalue())
-
-
 def plot_curves(curves: pd.DataFrame, out: Path, prefix: str) -> list[str]:
     names = []
     for (mode, dataset), rows in curves.groupby(["mode", "dataset"]):
         x = next((c for c in STEP_COLUMNS if c in rows and rows[c].notna().any()), "period")
         fig, ax = plt.subplots(figsize=(6, 4))
-        for algo, ar in rows.groupby("algorithm"):
-            by_step = ar.groupby(x).normalized_score
-            mean, std = by_step.mean(), by_step.std(ddof=0).fillna(0)
-            ax.plot(mean.index, mean.values, label=algo)
-            ax.fill_between(mean.index, mean - std, mean + std, alpha=0.2)
+        plots.mean_std_curves(ax, rows, x)
         ax.set(title=f"{dataset} ({mode}; mean ± std over seeds)", xlabel=x,
                ylabel="normalized score")
         ax.legend(fontsize=7)
         name = f"{prefix}curve_{mode}_{dataset.replace('/', '_')}.png"
-        _save(fig, out / name)
+        plots.save(fig, out / name)
         names.append(name)
     return names
 
@@ -263,10 +251,11 @@ def plot_aggregates(agg: pd.DataFrame, matrices: dict[str, np.ndarray], out: Pat
               for e in matrices}
     intervals = {e: agg[agg.entry == e].set_index("metric").loc[
         list(AGGREGATES), ["ci_low", "ci_high"]].to_numpy().T for e in matrices}
+    colors = {e: plots.algorithm_color(e) for e in matrices}  # the same in every plot
     fig, _ = plot_utils.plot_interval_estimates(
-        points, intervals, list(AGGREGATES), algorithms=list(matrices),
+        points, intervals, list(AGGREGATES), algorithms=list(matrices), colors=colors,
         row_height=0.5, xlabel_y_coordinate=-0.8 / max(1, len(matrices)) - 0.1)
-    _save(fig, out / f"{name}_intervals.png")
+    plots.save(fig, out / f"{name}_intervals.png")
     top = max(float(m.max()) for m in matrices.values())
     taus = np.linspace(min(0.0, min(float(m.min()) for m in matrices.values())),
                        max(100.0, top), 101)
@@ -274,9 +263,9 @@ def plot_aggregates(agg: pd.DataFrame, matrices: dict[str, np.ndarray], out: Pat
         profiles, cis = rly.create_performance_profile(matrices, taus, reps=200)
     fig, ax = plt.subplots(figsize=(6, 4))
     plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=cis, ax=ax,
-                                         xlabel=r"normalized score ($\tau$)")
+                                         colors=colors, xlabel=r"normalized score ($\tau$)")
     ax.legend(fontsize=7)
-    _save(fig, out / f"{name}_profiles.png")
+    plots.save(fig, out / f"{name}_profiles.png")
     return [f"{name}_intervals.png", f"{name}_profiles.png"]
 
 

@@ -39,7 +39,10 @@ from offbench import hybrid, metrics, policies  # noqa: E402
 from offbench.harness.store import Store, sweep_cells  # noqa: E402
 from offbench.io import write_text_atomic  # noqa: E402
 from offbench.provenance import record  # noqa: E402
-from offbench.reports import leaderboard  # noqa: E402
+from offbench.reports import (
+    leaderboard,  # noqa: E402
+    plots,  # noqa: E402
+)
 
 HELD, NOT_HELD, UNDECIDED = "held", "NOT held", "undecided"
 NEAR_RANDOM = 10.0  # a pre-train score below this is flagged: the claim is then nearly trivial
@@ -207,11 +210,7 @@ def plot_curves(curves: pd.DataFrame, out_dir: Path, prefix: str,
     for dataset, rows in curves.groupby("dataset"):
         fig, ax = plt.subplots(figsize=(6.5, 4))
         rows = rows.assign(x=_x(rows))
-        for algo, ar in rows.groupby("algorithm"):
-            by_x = ar.groupby("x").normalized_score
-            mean, std = by_x.mean(), by_x.std(ddof=0).fillna(0)
-            ax.plot(mean.index, mean.values, marker=".", label=algo)
-            ax.fill_between(mean.index, mean - std, mean + std, alpha=0.2)
+        plots.mean_std_curves(ax, rows, "x", marker=".")
         if (rows.phase == "offline").any():
             ax.axvline(0, color="grey", lw=0.8, ls=":")
             xlabel = "offline updates before the switch (<0) | online env steps (>0)"
@@ -223,9 +222,7 @@ def plot_curves(curves: pd.DataFrame, out_dir: Path, prefix: str,
                ylabel="normalized score (real task)" if is_sim(dataset) else "normalized score")
         ax.legend(fontsize=7)
         name = f"{prefix}_{dataset.replace('/', '_').replace('@sim:', '_sim_')}.png"
-        fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=100)
-        plt.close(fig)
+        plots.save(fig, out_dir / name)
         names.append(name)
     return names
 

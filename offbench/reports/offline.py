@@ -18,6 +18,7 @@ from offbench import policies  # noqa: E402
 from offbench.harness.store import CellDir  # noqa: E402
 from offbench.io import write_text_atomic  # noqa: E402
 from offbench.provenance import record  # noqa: E402
+from offbench.reports import plots  # noqa: E402
 
 
 def run_label(run_dir: Path, info: dict) -> str:
@@ -170,17 +171,11 @@ def plot_curves(curves: pd.DataFrame, out_dir: Path, prefix: str = "check") -> l
     names = []
     for dataset, rows in curves.groupby("dataset"):
         fig, ax = plt.subplots(figsize=(6, 4))
-        for algo, algo_rows in rows.groupby("algorithm"):
-            by_step = algo_rows.groupby("updates").normalized_score
-            mean, std = by_step.mean(), by_step.std(ddof=0).fillna(0)
-            ax.plot(mean.index, mean.values, label=algo)
-            ax.fill_between(mean.index, mean - std, mean + std, alpha=0.2)
+        plots.mean_std_curves(ax, rows, "updates")
         ax.set(title=dataset, xlabel="updates", ylabel="normalized score")
         ax.legend(fontsize=7)
         name = f"{prefix}_{dataset.replace('/', '_')}.png"
-        fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=100)
-        plt.close(fig)
+        plots.save(fig, out_dir / name)
         names.append(name)
     return names
 
