@@ -15,6 +15,7 @@ never leaves a half file that a report reads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable, Collection, Iterator
@@ -66,6 +67,19 @@ class CellDir:
                           json.dumps({"state": state, **fields}, indent=2, default=str))
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (fcntl.flock) on `path`, held for the block."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 class Store:
     """A folder of cells. Any number of sweeps may write into one store."""
 
@@ -80,17 +94,22 @@ class Store:
         return CellDir(self.cells_dir / cell_name(config))
 
     def register(self, config: dict, sweep: str | None = None) -> CellDir:
-        """The cell's folder with its cell.json (created, or the sweep's name added to it)."""
+        """The cell's folder with its cell.json (created, or the sweep's name added to it).
+        The read-modify-write of cell.json holds an exclusive lock on the cell's `.lock` file,
+        so sweeps registering the same cell at once (processes on this machine, or Ray workers
+        on a filesystem with POSIX locks) keep every sweep name."""
         cell = self.cell(config)
         path = cell.path / "cell.json"
-        record = (json.loads(path.read_text()) if path.exists()
-                  else {"hash": config_hash(config), "config": config, "sweeps": []})
-        if record["config"] != json.loads(canonical_json(config)):
-            # equal hashes of different configs: practically impossible, but never overwrite
-            raise ValueError(f"{cell.path} holds a different config with the same hash")
-        if sweep is not None and sweep not in record["sweeps"]:
-            record["sweeps"].append(sweep)
-        write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True))
+        cell.path.mkdir(parents=True, exist_ok=True)
+        with _locked(cell.path / ".lock"):
+            record = (json.loads(path.read_text()) if path.exists()
+                      else {"hash": config_hash(config), "config": config, "sweeps": []})
+            if record["config"] != json.loads(canonical_json(config)):
+                # equal hashes of different configs: practically impossible; never overwrite
+                raise ValueError(f"{cell.path} holds a different config with the same hash")
+            if sweep is not None and sweep not in record["sweeps"]:
+                record["sweeps"].append(sweep)
+            write_text_atomic(path, json.dumps(record, indent=2, sort_keys=True))
         return cell
 
     def cells(self) -> Iterator[CellDir]:
