@@ -1207,3 +1207,19 @@ def test_a_registered_mode_runs_from_offbench_run(env_root, tmp_path):
                               "--mode", "nope"], env=env, capture_output=True, text=True,
                              timeout=300)
     assert unknown.returncode != 0 and "mode 'nope' has no runner here" in unknown.stderr
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"seeds": 2.7}, "seeds = 2.7: expected a whole number >= 1"),
+    ({"seeds": True}, "seeds = True: expected a whole number >= 1"),
+    ({"seeds": "two"}, "seeds = 'two': expected a whole number >= 1"),
+    ({"first_seed": -1}, "first_seed = -1: expected a whole number >= 0"),
+    ({"budget": {**BUDGET, "updates": "100"}}, "offline budget updates = '100': expected int"),
+    ({"budget": {**BUDGET, "updates": 100.0}}, "offline budget updates = 100.0: expected int"),
+    ({"budget": {**BUDGET, "eval_episodes": True}}, "eval_episodes = True: expected int"),
+])
+def test_bad_spec_values_fail_before_anything_is_written(env_root, tmp_path, change, message):
+    spec = tiny_spec(algorithms=["bc"], sinks=[], **change)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sweep.run_sweep(spec, store.Store(tmp_path / "store"), log=quiet)
+    assert not (tmp_path / "store").exists()

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import time
 import traceback
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -78,15 +79,37 @@ def seeds_phrase(seeds: int) -> str:
     return "1 seed" if seeds == 1 else f"{seeds} seeds"
 
 
+def check_budget(budget: dict, config_class: type, mode: str, exclude: tuple = ()) -> None:
+    """One ValueError naming every unknown key of a mode's budget table and every value of the
+    wrong type (`updates = "100"`, `updates = 100.0`, `eval_episodes = true`), before anything
+    is built or written."""
+    hints = typing.get_type_hints(config_class)
+    fields = [f.name for f in dataclasses.fields(config_class) if f.name not in exclude]
+    problems = []
+    unknown = sorted(set(budget) - set(fields))
+    if unknown:
+        problems.append(f"unknown {mode} budget keys {unknown}; valid: {sorted(fields)}")
+    for key, value in budget.items():
+        if key in unknown:
+            continue
+        accepted = typing.get_args(hints[key]) or (hints[key],)
+        ok = any(value is None if t is type(None) else
+                 (isinstance(value, int | float) and not isinstance(value, bool)) if t is float
+                 else isinstance(value, t) and not (t is int and isinstance(value, bool))
+                 for t in accepted)
+        if not ok:
+            names = " or ".join("none" if t is type(None) else t.__name__ for t in accepted)
+            problems.append(f"{mode} budget {key} = {value!r}: expected {names}")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 # ---- offline mode -------------------------------------------------------------------------
 
 def _offline_budget(budget: dict, algo_config: Any) -> dict:
     from offbench.loops import offline
 
-    fields = {f.name for f in dataclasses.fields(offline.OfflineConfig)}
-    unknown = set(budget) - fields
-    if unknown:
-        raise ValueError(f"unknown offline budget keys {sorted(unknown)}; valid: {sorted(fields)}")
+    check_budget(budget, offline.OfflineConfig, "offline")
     defaults = offline.OfflineConfig()
     updates = budget.get("updates", defaults.updates)
     config = dataclasses.replace(
@@ -131,11 +154,7 @@ def _mixed_budget(mode: str) -> Callable[[dict, Any], dict]:
     def resolve_budget(budget: dict, algo_config: Any) -> dict:
         from offbench.loops import o2o
 
-        fields = {f.name for f in dataclasses.fields(o2o.MixedConfig)} - set(_MIXED_INTERNAL)
-        unknown = set(budget) - fields
-        if unknown:
-            raise ValueError(f"unknown {mode} budget keys {sorted(unknown)}; valid: "
-                             f"{sorted(fields)}")
+        check_budget(budget, o2o.MixedConfig, mode, exclude=_MIXED_INTERNAL)
         defaults = o2o.MixedConfig(mode=mode, offline_updates=0 if mode == "hybrid" else
                                    o2o.MixedConfig.offline_updates)
         online = budget.get("online_steps", defaults.online_steps)

@@ -114,9 +114,10 @@ def expand(spec: dict, log: Callable[[str], None] = print) -> list[Cell]:
     if "budget" in spec and "budgets" in spec:
         raise ValueError("sweep spec: give either [budget] or [[budgets]], not both")
     budgets = spec.get("budgets") or [spec.get("budget", {})]
-    seeds = int(spec.get("seeds", 1))
-    if seeds < 1:
-        raise ValueError("sweep spec: seeds must be at least 1")
+    seeds, first_seed = spec.get("seeds", 1), spec.get("first_seed", 0)
+    for key, value, least in (("seeds", seeds, 1), ("first_seed", first_seed, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ValueError(f"sweep spec: {key} = {value!r}: expected a whole number >= {least}")
     shared_set = list(spec.get("set", []))
     per_algo = spec.get("algorithms_set", {})
     for name in per_algo:
@@ -154,7 +155,7 @@ def expand(spec: dict, log: Callable[[str], None] = print) -> list[Cell]:
             config = resolve(
                 algo_name, dataset, mode_name, items=items, variant=variant,
                 budget=budget_table, backend=spec.get("backend"), seeds=seeds,
-                first_seed=int(spec.get("first_seed", 0)), profile=str(spec["profile"]),
+                first_seed=first_seed, profile=str(spec["profile"]),
                 fingerprint=fingerprints.setdefault(dataset, dataset_fingerprint(dataset)))
             cells.append(Cell(config, tuple(spec.get("sinks", ()))))
     if not cells:
@@ -208,6 +209,7 @@ def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str
         ray_executor.check_installed()
         if after_cell is not None:
             raise ValueError("after_cell is a hook of the local executor")
+    expand(spec, lambda *_: None)  # a malformed spec fails here, before anything is written
     if build_datasets:  # first, so that every cell's config holds its dataset's fingerprint
         _ensure_datasets(_as_list(spec.get("datasets", []), "datasets"), log)
     cells = [dataclasses.replace(c, seed_group=seed_group) for c in expand(spec, log)]
