@@ -1223,3 +1223,15 @@ def test_bad_spec_values_fail_before_anything_is_written(env_root, tmp_path, cha
     with pytest.raises(ValueError, match=re.escape(message)):
         sweep.run_sweep(spec, store.Store(tmp_path / "store"), log=quiet)
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"sinks": ["mlflow"]}, "unknown logging sinks ['mlflow']"),
+    ({"backend": "gpu"}, "backend = 'gpu'; valid: "),
+])
+def test_unknown_names_in_a_spec_fail_before_anything_is_written(env_root, tmp_path, change,
+                                                                 message):
+    spec = tiny_spec(algorithms=["bc"], **change)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sweep.run_sweep(spec, store.Store(tmp_path / "store"), log=quiet)
+    assert not (tmp_path / "store").exists()

@@ -114,6 +114,16 @@ def expand(spec: dict, log: Callable[[str], None] = print) -> list[Cell]:
     if "budget" in spec and "budgets" in spec:
         raise ValueError("sweep spec: give either [budget] or [[budgets]], not both")
     budgets = spec.get("budgets") or [spec.get("budget", {})]
+    from offbench.envs import BACKENDS
+    from offbench.harness.sinks import SINKS
+
+    sinks = spec.get("sinks", [])
+    unknown_sinks = sorted(({sinks} if isinstance(sinks, str) else set(sinks)) - set(SINKS))
+    if unknown_sinks:
+        raise ValueError(f"sweep spec: unknown logging sinks {unknown_sinks}; valid: "
+                         f"{list(SINKS)} (metrics.csv is always written)")
+    if spec.get("backend") not in (None, *BACKENDS):
+        raise ValueError(f"sweep spec: backend = {spec['backend']!r}; valid: {list(BACKENDS)}")
     seeds, first_seed = spec.get("seeds", 1), spec.get("first_seed", 0)
     for key, value, least in (("seeds", seeds, 1), ("first_seed", first_seed, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
