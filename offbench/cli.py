@@ -382,6 +382,9 @@ def _sweep_and_report(spec: dict, args: argparse.Namespace, leaderboard: bool = 
     from offbench.harness.store import Store
 
     store = Store(args.store)
+    for flag, path in (("--store", args.store), ("--out", getattr(args, "out", None))):
+        if path is not None and Path(path).exists() and not Path(path).is_dir():
+            raise ValueError(f"{flag} {path} is a file; give a folder")
     ray_options = None
     if args.ray_address and args.executor != "ray":  # not silently a local run
         raise ValueError("--ray-address needs --executor ray")
@@ -479,6 +482,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     leaderboard.write_report(Path(args.store), Path(args.out), profile=args.profile,
                              reps=args.reps)
     return 0
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    from offbench.harness.store import Store, check_store
+
+    store = Store(args.store)
+    problems = check_store(store)
+    total = sum(1 for p in store.cells_dir.iterdir() if p.is_dir())
+    for name, problem, fix in problems:
+        print(f"{name}: {problem}\n    fix: {fix}")
+    print(f"store {store.root}: {total} cell(s), {total - len(problems)} healthy, "
+          f"{len(problems)} incomplete or damaged")
+    return 1 if problems else 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -637,6 +653,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=5_000, help="bootstrap resamples")
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("store", help="check a results store: every cell's files, with the "
+                                     "command that repairs or reruns each bad one")
+    p.add_argument("action", choices=["check"])
+    p.add_argument("store", nargs="?", default=DEFAULT_STORE,
+                   help=f"results store (default {DEFAULT_STORE})")
+    p.set_defaults(func=cmd_store)
+
     p = sub.add_parser("check", help="validate an algorithm module against the contract")
     p.add_argument("module", help="a .py file, a dotted module path or a name in baselines/")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -752,6 +775,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError) as err:  # bad input: one line
         print(f"offbench {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (PermissionError, NotADirectoryError, IsADirectoryError) as err:  # a path's mistake
+        print(f"offbench {args.command}: error: cannot write {err.filename or 'a file'}: "
+              f"{err.strerror}; choose a folder you can write to", file=sys.stderr)
         return 2
     finally:
         provenance.COMMAND = outer

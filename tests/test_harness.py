@@ -1235,3 +1235,58 @@ def test_unknown_names_in_a_spec_fail_before_anything_is_written(env_root, tmp_p
     with pytest.raises(ValueError, match=re.escape(message)):
         sweep.run_sweep(spec, store.Store(tmp_path / "store"), log=quiet)
     assert not (tmp_path / "store").exists()
+
+
+def test_store_check_passes_a_healthy_store_and_names_each_damage(swept, tmp_path, capsys):
+    from offbench import cli
+
+    root = tmp_path / "store"
+    shutil.copytree(swept[0], root)
+    bc, crash = cell_of(root, "bc"), cell_of(root, "harnesspkg.crash")
+    # the failed cell is named with the command that reruns it
+    assert cli.main(["store", "check", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert f"{crash.name}: not complete (state: failed)" in out and "--resume" in out
+    assert bc.name not in out
+    shutil.rmtree(crash.path)
+    assert cli.main(["store", "check", str(root)]) == 0
+    assert "0 incomplete or damaged" in capsys.readouterr().out
+    # damage: a checkpoint lost, then a config edited by hand
+    latest = max((bc.path / "checkpoints").glob("[0-9]*"), key=lambda p: int(p.name))
+    shutil.rmtree(latest)
+    assert cli.main(["store", "check", str(root)]) == 1
+    assert "metrics.csv (2 evaluations) and checkpoints (last 1) disagree" in \
+        capsys.readouterr().out
+    record = json.loads((bc.path / "cell.json").read_text())
+    record["config"]["seeds"] = 5
+    (bc.path / "cell.json").write_text(json.dumps(record))
+    assert cli.main(["store", "check", str(root)]) == 1
+    assert "not the folder's name" in capsys.readouterr().out
+    assert cli.main(["store", "check", str(tmp_path / "nope")]) == 2
+    assert "is not a results store" in capsys.readouterr().err
+
+
+def test_path_mistakes_are_one_line_errors(swept, tmp_path, capsys):
+    """An existing file as --out or --store, or a store that cannot be written: one line naming
+    the path, exit 2, no traceback, nothing written."""
+    import stat
+
+    from offbench import cli
+
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(to_toml(tiny_spec(algorithms=["bc"], sinks=[])))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for args in (["--out", str(afile)], ["--store", str(afile)]):
+        assert cli.main(["sweep", str(spec), *(["--store", str(swept[0])] if args[0] == "--out"
+                                               else []), *args]) == 2
+        assert f"{args[0]} {afile} is a file; give a folder" in capsys.readouterr().err
+    assert cli.main(["run", "bc", DATASET, *RUN_FLAGS, "--out", str(afile)]) == 2
+    assert f"--out {afile} is a file" in capsys.readouterr().err
+    assert afile.read_text() == "x"
+    if os.geteuid() != 0:  # root writes anywhere: the unwritable case needs a plain user
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        assert cli.main(["sweep", str(spec), "--store", str(locked / "store")]) == 2
+        assert "cannot write" in capsys.readouterr().err

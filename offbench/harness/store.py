@@ -168,3 +168,60 @@ def sweep_cells(store: Store, sweeps: list[str], label: str | None = None,
         raise ValueError(f"{len(unfinished)} cell(s) of {label} have not finished "
                          f"(e.g. {unfinished[0]}); rerun the sweep with --resume")
     return kept
+
+
+def check_store(store: Store) -> list[tuple[str, str, str]]:
+    """Every cell folder's files checked: (cell, what is wrong, the command that repairs or
+    reruns it); an empty list for a healthy store. Checks that cell.json parses and its config
+    hashes to the folder's name, the status, and for a complete cell its metrics.csv (every
+    seed, the budget's evaluations), run.json (per-seed results) and checkpoints."""
+    import pandas as pd
+
+    problems: list[tuple[str, str, str]] = []
+    if not store.cells_dir.is_dir():
+        raise ValueError(f"{store.root} is not a results store (no cells/ folder)")
+    for path in sorted(p for p in store.cells_dir.iterdir() if p.is_dir()):
+        cell, name = CellDir(path), path.name
+        remove = f"rm -r {path}  (nothing a report reads)"
+        try:
+            record = json.loads((path / "cell.json").read_text())
+            config = record["config"]
+        except (OSError, ValueError, KeyError) as err:
+            problems.append((name, f"cell.json missing or unreadable ({type(err).__name__})",
+                             remove))
+            continue
+        rerun = (f"offbench sweep SPEC --resume  (the spec of sweep(s) {record.get('sweeps')})"
+                 if record.get("sweeps") else "rerun its sweep with --resume")
+        if cell_name(config) != name:
+            problems.append((name, f"config hashes to {cell_name(config)}, not the folder's "
+                                   "name (edited by hand?)", remove))
+            continue
+        try:
+            state = cell.status().get("state")
+        except ValueError:
+            problems.append((name, "status.json unreadable", rerun))
+            continue
+        if state != "complete":
+            problems.append((name, f"not complete (state: {state})", rerun))
+            continue
+        try:
+            info = json.loads((path / "run.json").read_text())
+            metrics = pd.read_csv(path / "metrics.csv")
+        except (OSError, ValueError) as err:
+            problems.append((name, f"complete but run.json or metrics.csv unreadable "
+                                   f"({type(err).__name__})", rerun))
+            continue
+        seeds = set(range(config["first_seed"], config["first_seed"] + config["seeds"]))
+        if set(metrics.get("seed", [])) != seeds or set(map(int, info.get("per_seed", {}))) \
+                != seeds:
+            problems.append((name, "complete but metrics.csv or run.json lack seeds "
+                                   f"(expected {sorted(seeds)})", rerun))
+            continue
+        periods = metrics.groupby("seed").period.nunique()
+        steps = sorted(int(p.name) for p in (path / "checkpoints").glob("[0-9]*")) \
+            if (path / "checkpoints").is_dir() else []
+        if periods.nunique() != 1 or not steps or steps[-1] != int(periods.iloc[0]):
+            problems.append((name, f"complete but metrics.csv ({periods.max()} evaluations) "
+                                   f"and checkpoints (last {steps[-1] if steps else None}) "
+                                   "disagree", rerun))
+    return problems
