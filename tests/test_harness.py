@@ -1099,7 +1099,9 @@ def test_sweep_report_writes_what_the_spec_declares_after_its_needs(swept, tmp_p
     declared report reads both sweeps' cells, the same report report-offline writes."""
     from offbench import cli
 
-    root, _ = swept
+    # in a copy of the store: the module's other tests expect one bc cell in `swept`'s
+    root = tmp_path / "store"
+    shutil.copytree(swept[0], root)
     (tmp_path / "base.toml").write_text(to_toml(tiny_spec(name="base", algorithms=["bc"],
                                                           sinks=[])))
     spec = tiny_spec(name="with-report", algorithms=["bc"], sinks=[],

@@ -269,9 +269,20 @@ def dataset_fingerprint(dataset: str) -> str | None:
     them (Minari's metadata.json is left out: it records the code commit that built it). None
     for datasets not built by offbench (Minari's own: their id is their identity) and for
     offbench datasets not built yet."""
-    from offbench.data.ids import parse
+    from offbench.data import transforms
+    from offbench.data.ids import DatasetName, parse
     from offbench.io import config_hash
 
+    variant = transforms.split(dataset)
+    if variant.transforms:  # a variant: its base's content (and any mixed kind's) and its id
+        try:
+            base = parse(variant.base)
+        except ValueError:
+            base = None
+        parts = [dataset_fingerprint(variant.base)] + [
+            dataset_fingerprint(DatasetName(base.task, kind, base.size).short)
+            for kind in variant.mixed_kinds if base is not None]
+        return None if None in parts else config_hash({"parts": parts, "id": dataset})
     try:
         name = parse(dataset)
     except ValueError:

@@ -173,6 +173,35 @@ def next_actions(actions: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return out
 
 
+def _episode_transforms(variant: Any, episodes: list[dict], root: str | Path | None,
+                        verify: bool) -> list[dict]:
+    """Scarcity (+episodes) and mixtures (+mix) of a variant, in the order written."""
+    from offbench.data import transforms
+    from offbench.data.ids import DatasetName, parse
+
+    base_count = len(episodes)
+    for index, transform in enumerate(variant.transforms):
+        if transform.name == "episodes":
+            episodes = transforms.pick_episodes(variant, index, episodes, transform.args[0],
+                                                len(episodes))
+        elif transform.name == "mix":
+            kind, fraction = transform.args
+            try:
+                name = parse(variant.base)
+                other = DatasetName(name.task, kind, name.size)
+                parse(other.short)  # a known kind
+            except ValueError as err:
+                raise DatasetError(f"+mix={kind}:{fraction} needs an offbench base dataset and "
+                                   f"a kind of it: {err}") from None
+            path, _ = resolve(other.short, root)
+            if verify:
+                _check_sidecar(path)
+            added, _ = read_episodes(path)
+            episodes = episodes + transforms.pick_episodes(variant, index, added, fraction,
+                                                           base_count)
+    return episodes
+
+
 def load(dataset_id: str, root: str | Path | None = None, task: str | None = None,
          derived: tuple[str, ...] = (), discount: float = 0.99, verify: bool = True) -> Dataset:
     """Open a dataset, check it and put it on device.
@@ -182,14 +211,18 @@ def load(dataset_id: str, root: str | Path | None = None, task: str | None = Non
     evaluate on (default: the one whose Gymnasium id the dataset was recorded on).
     verify: check our datasets' sha256 against their build record (reads every byte once).
     """
+    from offbench.data import transforms
+
     unknown = set(derived) - set(DERIVED)
     if unknown:
         raise DatasetError(f"unknown derived fields {sorted(unknown)}; available: {DERIVED}")
-    path, ours = resolve(dataset_id, root)
+    variant = transforms.split(dataset_id)  # `BASE+TRANSFORM...` (offbench/data/transforms.py)
+    path, ours = resolve(variant.base, root)
     info = _check_sidecar(path) if ours and verify else {}
     episodes, metadata = read_episodes(path)
     if not episodes:
         raise DatasetError(f"{path} holds no episodes")
+    episodes = _episode_transforms(variant, episodes, root, verify)
     env_spec = metadata.get("env_spec")
     env_id = json.loads(env_spec).get("id") if isinstance(env_spec, str) else None
     task = info.get("task") or _task_for(env_id, task)
@@ -211,6 +244,10 @@ def load(dataset_id: str, root: str | Path | None = None, task: str | None = Non
     low, high = (np.asarray(b, np.float32) for b in env.unwrapped.action_bounds)
     if not (np.all(low == -1.0) and np.all(high == 1.0)):  # to the policies' [-1, 1]
         flat["actions"] = (2.0 * (flat["actions"] - low) / (high - low) - 1.0).astype(np.float32)
+    corrupted = {}
+    for index, transform in enumerate(variant.transforms):
+        if transform.name == "corrupt":
+            corrupted[transform.text] = transforms.corrupt(variant, index, flat)
     extra: dict[str, Any] = {}
     if "mc_returns" in derived:
         extra["mc_returns"] = mc_returns(flat["rewards"], flat["episode_lengths"], discount)
@@ -221,7 +258,9 @@ def load(dataset_id: str, root: str | Path | None = None, task: str | None = Non
         extra["obs_std"] = flat["observations"].std(0) + OBS_STD_EPS
     meta = {"path": str(path), "ours": ours, "episode_lengths": flat["episode_lengths"],
             "ref_min": metadata.get("ref_min_score"), "ref_max": metadata.get("ref_max_score"),
-            "minari_metadata": metadata, "build": info}
+            "minari_metadata": metadata, "build": info,
+            "transforms": [tr.text for tr in variant.transforms], "transform_seed": variant.seed,
+            "corrupted_rows": corrupted}
     return Dataset(**{k: jnp.asarray(flat[k]) for k in FIELDS},
                    extra={k: jnp.asarray(v) for k, v in extra.items()}, task=task,
                    dataset_id=dataset_id, metadata=meta)

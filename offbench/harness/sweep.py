@@ -80,11 +80,13 @@ def _as_list(value: Any, key: str) -> list:
 def dataset_key(dataset: str) -> str:
     """`TASK-KIND` of an offbench dataset id (any size or Minari form), else the id itself."""
     from offbench import data
+    from offbench.data import transforms
 
+    base = transforms.split(dataset).base  # a variant takes its base's per-dataset settings
     try:
-        name = data.parse(dataset)
+        name = data.parse(base)
     except ValueError:
-        return dataset
+        return base
     return f"{name.task}-{name.kind}"
 
 
@@ -179,8 +181,18 @@ def _ensure_datasets(datasets: list[str], log: Callable[[str], None]) -> None:
     """Build offbench datasets the cells need (a no-op for built ones); other ids (Minari's)
     must already exist and fail in their cell if they do not."""
     from offbench import data
+    from offbench.data import transforms
 
-    for dataset in sorted(set(datasets)):
+    needed = set()
+    for dataset in datasets:  # a variant needs its base and the kinds it mixes in
+        variant = transforms.split(dataset)
+        needed.add(variant.base)
+        try:
+            base = data.parse(variant.base)
+        except ValueError:
+            continue
+        needed |= {data.DatasetName(base.task, k, base.size).short for k in variant.mixed_kinds}
+    for dataset in sorted(needed):
         try:
             name = data.parse(dataset)
         except ValueError:
