@@ -1292,3 +1292,10 @@ def test_path_mistakes_are_one_line_errors(swept, tmp_path, capsys):
         locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
         assert cli.main(["sweep", str(spec), "--store", str(locked / "store")]) == 2
         assert "cannot write" in capsys.readouterr().err
+
+
+def test_a_bad_dataset_transform_fails_before_anything_is_written(env_root, tmp_path):
+    spec = tiny_spec(algorithms=["bc"], datasets=[DATASET + "+episodes=2"])
+    with pytest.raises(ValueError, match=re.escape("bad transform '+episodes=2'")):
+        sweep.run_sweep(spec, store.Store(tmp_path / "store"), log=quiet)
+    assert not (tmp_path / "store").exists()

@@ -108,6 +108,10 @@ def expand(spec: dict, log: Callable[[str], None] = print) -> list[Cell]:
             raise ValueError(f"sweep spec '{spec.get('name')}' needs '{key}'")
     algorithms = _as_list(spec["algorithms"], "algorithms")
     datasets = _as_list(spec["datasets"], "datasets")
+    from offbench.data import transforms
+
+    for dataset in datasets:  # a bad +transform is one error here, not in its cell
+        transforms.split(dataset)
     modes = _as_list(spec.get("modes", ["offline"]), "modes")
     for name in modes:  # a misspelt mode fails here, not as "no cell to run"
         get_mode(name)
