@@ -1271,8 +1271,6 @@ def test_store_check_passes_a_healthy_store_and_names_each_damage(swept, tmp_pat
 def test_path_mistakes_are_one_line_errors(swept, tmp_path, capsys):
     """An existing file as --out or --store, or a store that cannot be written: one line naming
     the path, exit 2, no traceback, nothing written."""
-    import stat
-
     from offbench import cli
 
     spec = tmp_path / "tiny.toml"
@@ -1286,12 +1284,22 @@ def test_path_mistakes_are_one_line_errors(swept, tmp_path, capsys):
     assert cli.main(["run", "bc", DATASET, *RUN_FLAGS, "--out", str(afile)]) == 2
     assert f"--out {afile} is a file" in capsys.readouterr().err
     assert afile.read_text() == "x"
-    if os.geteuid() != 0:  # root writes anywhere: the unwritable case needs a plain user
-        locked = tmp_path / "locked"
-        locked.mkdir()
-        locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    # a store the user may not write (as root every path is writable, so the refusal is the
+    # operating system's answer, simulated)
+    locked = tmp_path / "locked"
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if str(self).startswith(str(locked)):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Path, "mkdir", mkdir)
         assert cli.main(["sweep", str(spec), "--store", str(locked / "store")]) == 2
-        assert "cannot write" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"cannot write {locked / 'store'}" in err and "Traceback" not in err
+    assert not locked.exists()
 
 
 def test_a_bad_dataset_transform_fails_before_anything_is_written(env_root, tmp_path):

@@ -335,3 +335,42 @@ def test_last_score_is_a_many_episode_final_evaluation(minari_root, tmp_path):
     assert entry["last_score"] == pytest.approx(df.sort_values("period").normalized_score.iloc[-1])
     with pytest.raises(ValueError, match="final_eval_episodes must be >= 0"):
         dataclasses.replace(TINY, final_eval_episodes=-1).validate()
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_error_and_resume_recovers(minari_root, tmp_path,
+                                                                           monkeypatch, capsys):
+    """The disk fills while the second checkpoint is saved: `offbench run` says so in one line
+    (no traceback) and how to go on; --resume then ends with the uninterrupted run's numbers."""
+    import errno
+
+    from offbench import cli
+    from offbench.loops import driver
+
+    base = ["run", "bc", DATASET, "--seeds", "2", *TINY_FLAGS]
+    assert cli.main([*base, "--out", str(tmp_path / "full")]) == 0
+    real = driver._checkpointer
+
+    def filling(directory):
+        manager = real(directory)
+        saves = {"n": 0}
+        original = manager.save
+
+        def save(step, *args, **kwargs):
+            saves["n"] += 1
+            if saves["n"] == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return original(step, *args, **kwargs)
+        manager.save = save
+        return manager
+
+    monkeypatch.setattr(driver, "_checkpointer", filling)
+    capsys.readouterr()
+    assert cli.main([*base, "--out", str(tmp_path / "full-disk")]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device; free disk space, then rerun with --resume" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setattr(driver, "_checkpointer", real)
+    assert cli.main([*base, "--out", str(tmp_path / "full-disk"), "--resume"]) == 0
+    a = comparable_metrics(pd.read_csv(tmp_path / "full" / "metrics.csv"))
+    b = comparable_metrics(pd.read_csv(tmp_path / "full-disk" / "metrics.csv"))
+    pd.testing.assert_frame_equal(a, b, check_exact=True)

@@ -13,6 +13,7 @@ metrics the leaderboard shows (reports/leaderboard.py MODE_METRICS) go into `per
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import time
 import traceback
@@ -314,6 +315,9 @@ def run_cell(cell: Cell, folder: CellDir, resume: bool,
                 write_bytes_atomic(status_path, before)
             raise
         message = f"{type(err).__name__}: {err}"
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            message += ("; free disk space, then rerun with --resume (it continues from the "
+                        "last checkpoint that was saved whole)")
         folder.set_status("failed", error=message, traceback=traceback.format_exc(),
                           wall_s=time.perf_counter() - start)
         return message
