@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
@@ -34,14 +33,16 @@ class DatasetError(ValueError):
 
 @struct.dataclass
 class Dataset:
-    """Flat transitions on device; `extra` holds the derived fields asked for."""
+    """Flat transitions as host (numpy) arrays; `extra` holds the derived fields asked for. They
+    stay on the host until a loop has prepared them (standardization, reward maps, the
+    algorithm's `prepare_dataset`), which copies them to the device once."""
 
-    observations: jnp.ndarray
-    actions: jnp.ndarray
-    rewards: jnp.ndarray
-    next_observations: jnp.ndarray
-    terminals: jnp.ndarray
-    timeouts: jnp.ndarray
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_observations: np.ndarray
+    terminals: np.ndarray
+    timeouts: np.ndarray
     extra: dict = struct.field(default_factory=dict)
     task: str = struct.field(pytree_node=False, default="")
     dataset_id: str = struct.field(pytree_node=False, default="")
@@ -204,7 +205,7 @@ def _episode_transforms(variant: Any, episodes: list[dict], root: str | Path | N
 
 def load(dataset_id: str, root: str | Path | None = None, task: str | None = None,
          derived: tuple[str, ...] = (), discount: float = 0.99, verify: bool = True) -> Dataset:
-    """Open a dataset, check it and put it on device.
+    """Open a dataset and check it (host arrays; the loops copy them to the device once).
 
     dataset_id: our short id (`hopper-medium-replay`), our Minari id, or another Minari id
     (`mujoco/halfcheetah/expert-v0`, looked up in Minari's root). task: the offbench task to
@@ -261,6 +262,6 @@ def load(dataset_id: str, root: str | Path | None = None, task: str | None = Non
             "minari_metadata": metadata, "build": info,
             "transforms": [tr.text for tr in variant.transforms], "transform_seed": variant.seed,
             "corrupted_rows": corrupted}
-    return Dataset(**{k: jnp.asarray(flat[k]) for k in FIELDS},
-                   extra={k: jnp.asarray(v) for k, v in extra.items()}, task=task,
+    return Dataset(**{k: flat[k] for k in FIELDS},
+                   extra={k: np.asarray(v) for k, v in extra.items()}, task=task,
                    dataset_id=dataset_id, metadata=meta)
