@@ -23,7 +23,9 @@ from offbench.data import ids
 from offbench.data.builder import SIDECAR, sha256_file, warnings_quiet
 
 FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
-DERIVED = ("mc_returns", "next_actions", "obs_mean", "obs_std")
+# derived fields an algorithm may ask for (DATASET_FIELDS), and all the loader can derive
+ALGORITHM_FIELDS = ("mc_returns", "next_actions")
+DERIVED = (*ALGORITHM_FIELDS, "obs_mean", "obs_std")
 OBS_STD_EPS = 1e-3  # TD3+BC's epsilon, so constant features do not blow up
 
 

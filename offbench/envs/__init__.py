@@ -12,7 +12,13 @@ with contextlib.redirect_stdout(io.StringIO()):
     from brax.envs.base import Env
 
 from offbench.envs.locomotion import LocomotionEnv
-from offbench.envs.physics import BACKENDS, DYNAMICS_OVERRIDES, PhysicsState, default_backend
+from offbench.envs.physics import (
+    BACKENDS,
+    DYNAMICS_OVERRIDES,
+    PhysicsState,
+    default_backend,
+    resolve_backend,
+)
 from offbench.envs.spec import LocomotionSpec, load_specs
 from offbench.envs.wrappers import AutoReset, TimeLimit
 
@@ -47,7 +53,7 @@ def make(name: str, backend: str | None = None, *, episode_length: int | None = 
     bare `LocomotionEnv` (no time limit, no reset), e.g. for brax's own training wrappers.
     """
     spec = get_spec(name)
-    backend = backend or default_backend()
+    backend = resolve_backend(backend)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend '{backend}'; valid backends: {list(BACKENDS)}")
     env: Env = LocomotionEnv(spec, backend, overrides)

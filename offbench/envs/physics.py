@@ -64,6 +64,11 @@ def default_backend() -> str:
     return "mujoco" if jax.default_backend() == "cpu" else "mjx"
 
 
+def resolve_backend(backend: str | None) -> str:
+    """The backend asked for, or the device's default (None): the one place that rule lives."""
+    return backend or default_backend()
+
+
 def _positive_scale(key: str, value: object) -> float:
     try:
         scale = float(value)  # type: ignore[arg-type]

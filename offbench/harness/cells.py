@@ -116,10 +116,10 @@ def _offline_budget(budget: dict, algo_config: Any) -> dict:
     config = dataclasses.replace(
         defaults, **{**budget, "eval_every": budget.get("eval_every",
                                                          min(defaults.eval_every, updates))})
-    if config.backend is None:  # the physics backend changes the numbers: resolve it now
-        import offbench.envs as envs
+    import offbench.envs as envs
 
-        config = dataclasses.replace(config, backend=envs.default_backend())
+    # the physics backend changes the numbers: resolve it now, into the cell's identity
+    config = dataclasses.replace(config, backend=envs.resolve_backend(config.backend))
     config.validate()
     return dataclasses.asdict(config)
 
@@ -162,10 +162,10 @@ def _mixed_budget(mode: str) -> Callable[[dict, Any], dict]:
         config = dataclasses.replace(
             defaults, **{**budget, "eval_every": budget.get(
                 "eval_every", min(defaults.eval_every, online))})
-        if config.backend is None:  # the physics backend changes the numbers: resolve it now
-            import offbench.envs as envs
+        import offbench.envs as envs
 
-            config = dataclasses.replace(config, backend=envs.default_backend())
+        # the physics backend changes the numbers: resolve it now, into the cell's identity
+        config = dataclasses.replace(config, backend=envs.resolve_backend(config.backend))
         config = o2o.resolve(config, algo_config)  # offline ratio and UTD from the algorithm
         return {k: v for k, v in dataclasses.asdict(config).items()
                 if k not in _MIXED_INTERNAL}
@@ -193,8 +193,14 @@ def _mixed_run(mode: str) -> Callable[..., Any]:
     return run
 
 
-for _mode in ("o2o", "hybrid"):
-    register_mode(Mode(_mode, _mixed_budget(_mode), _mixed_run(_mode), _mixed_algo_config(_mode)))
+def _register_mixed_modes() -> None:
+    from offbench.loops.o2o import MIXED_MODES
+
+    for mode in MIXED_MODES:
+        register_mode(Mode(mode, _mixed_budget(mode), _mixed_run(mode), _mixed_algo_config(mode)))
+
+
+_register_mixed_modes()
 
 
 def _fanout(sinks: list) -> Callable[[list[dict]], None] | None:

@@ -38,8 +38,10 @@ from typing import Any
 
 import numpy as np
 
-VALID_MODES = ("online", "offline", "o2o", "hybrid")
-DERIVED_FIELDS = ("next_actions", "mc_returns")
+from offbench.data.loader import ALGORITHM_FIELDS as DERIVED_FIELDS
+from offbench.loops.o2o import MIXED_MODES
+
+VALID_MODES = ("online", "offline", *MIXED_MODES)
 OBS, ACT, N = 11, 3, 512  # hopper-sized tiny problem
 
 
@@ -273,7 +275,7 @@ class Checker:
             self.step("online mode: the online loop on hopper (4 env steps with updates after "
                       "1 warm-up step), finite returns and parameters",
                       lambda: self.online_loop(config))
-        for mode in ("o2o", "hybrid"):
+        for mode in MIXED_MODES:
             if mode in tuple(m.MODES) and not self.failures:
                 phases = "2 offline updates, then " if mode == "o2o" else ""
                 self.step(f"{mode} mode: the O2O/hybrid loop on hopper ({phases}4 env steps "

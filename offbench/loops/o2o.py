@@ -377,7 +377,7 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: MixedConfig, algo
     config.validate()
     check_mode(algo, algo_name, config.mode)
     config = resolve(config, algo_config)
-    config = dataclasses.replace(config, backend=config.backend or envs.default_backend())
+    config = dataclasses.replace(config, backend=envs.resolve_backend(config.backend))
     out = Path(out)
     settings = {"algorithm": algo_name, "dataset": dataset_id, "seeds": seeds,
                 "first_seed": first_seed, "sim_overrides": sim,

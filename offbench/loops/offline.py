@@ -341,7 +341,7 @@ def setup(algo_name: str, dataset_id: str, config: OfflineConfig, algo_config: A
     if "offline" not in algo.MODES:
         raise ValueError(f"algorithm '{algo_name}' does not support offline training "
                          f"(its modes: {list(algo.MODES)})")
-    config = dataclasses.replace(config, backend=config.backend or envs.default_backend())
+    config = dataclasses.replace(config, backend=envs.resolve_backend(config.backend))
     fields = contract(algo).dataset_fields
     if dataset is None:
         dataset = load(dataset_id, data_root, derived=fields,

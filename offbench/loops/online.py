@@ -341,7 +341,7 @@ def train(algo_name: str, task: str, seeds: int, config: OnlineConfig, algo_conf
         raise ValueError(f"algorithm '{algo_name}' does not support online training "
                          f"(its modes: {list(algo.MODES)})")
     out = Path(out)
-    config = dataclasses.replace(config, backend=config.backend or envs.default_backend())
+    config = dataclasses.replace(config, backend=envs.resolve_backend(config.backend))
     settings = {"algorithm": algo_name, "task": task, "seeds": seeds, "first_seed": first_seed,
                 "online_config": dataclasses.asdict(config),
                 "algo_config": dataclasses.asdict(algo_config)}
