@@ -1055,6 +1055,11 @@ def test_every_committed_sweep_spec_expands(path):
     spec = sweep.load_spec(path)
     cells = sweep.expand(spec, quiet)
     assert cells and all(c.config["seeds"] == spec.get("seeds", 1) for c in cells)
+    if spec["name"] == "robustness-riql":  # per-dataset settings by exact id, variants included
+        sigmas = {c.config["dataset"]: c.config["algo_config"]["huber_sigma"] for c in cells
+                  if c.config["algorithm"] == "riql"}
+        assert sigmas["halfcheetah-medium-100k+corrupt=rew:random:0.3:1.0"] == 3.0
+        assert sigmas["halfcheetah-medium-100k"] == 1.0  # the default on clean data
     if spec["name"] == "offline-diagnosis-ensemble":  # a typed grid over a shared set
         configs = {(tuple(c.config["algo_config"]["hidden"]),
                     c.config["algo_config"]["num_critics"]) for c in cells}

@@ -21,7 +21,8 @@ A spec (see tasks/sweeps/*.toml)::
     set = ["expectile=0.7"]
     grid = { beta = ["3.0", "10.0"] }   # one cell per combination
 
-    [algorithms_set.rebrac.datasets]    # per-dataset overrides, by TASK-KIND (any size)
+    [algorithms_set.rebrac.datasets]    # per-dataset overrides, by the dataset's exact id,
+                                        # else by TASK-KIND (any size, any variant)
     "hopper-medium-replay" = ["actor_bc_coef=0.05", "critic_bc_coef=0.5"]
 
 A cell's identity is its resolved config: algorithm (and the module it loads), dataset (and a
@@ -166,7 +167,7 @@ def expand(spec: dict, log: Callable[[str], None] = print) -> list[Cell]:
                 log(f"skipped: {algo_name} does not declare mode '{mode_name}' "
                     f"(its modes: {list(algo.MODES)})")
                 continue
-            items = (shared + strict + per_dataset.get(dataset_key(dataset), [])
+            items = (shared + strict + per_dataset.get(dataset, per_dataset.get(dataset_key(dataset), []))
                      + [f"{k}={v}" for k, v in variant.items()])
             config = resolve(
                 algo_name, dataset, mode_name, items=items, variant=variant,
