@@ -167,7 +167,8 @@ def expand(spec: dict, log: Callable[[str], None] = print) -> list[Cell]:
                 log(f"skipped: {algo_name} does not declare mode '{mode_name}' "
                     f"(its modes: {list(algo.MODES)})")
                 continue
-            items = (shared + strict + per_dataset.get(dataset, per_dataset.get(dataset_key(dataset), []))
+            own_dataset = per_dataset.get(dataset, per_dataset.get(dataset_key(dataset), []))
+            items = (shared + strict + own_dataset
                      + [f"{k}={v}" for k, v in variant.items()])
             config = resolve(
                 algo_name, dataset, mode_name, items=items, variant=variant,
