@@ -262,14 +262,13 @@ def load_dataset(config: dict, data_root: str | Path | None = None) -> Any:
     """A cell's dataset as its loop reads it (the algorithm's derived fields, its discount);
     for o2o/hybrid the real task's data of a `DATASET@sim:...` name."""
     from offbench import hybrid
-    from offbench.algorithms import HARNESS_FIELDS, contract, load_algorithm
-    from offbench.data import load
+    from offbench.algorithms import load_algorithm
+    from offbench.loops import offline
 
     algo = load_algorithm(config["algorithm"])
     data_id = (config["dataset"] if config["mode"] == "offline"
                else hybrid.split(config["dataset"])[0])
-    return load(data_id, data_root, derived=contract(algo).dataset_fields,
-                discount=config["algo_config"].get("discount", HARNESS_FIELDS["discount"][1]))
+    return offline.load_dataset(algo, algo_config_from(config), data_id, data_root)
 
 
 @dataclasses.dataclass

@@ -369,7 +369,6 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: MixedConfig, algo
     vmapped groups of that many seeds, one after another (driver.map_seeds)."""
     from offbench import hybrid
     from offbench.algorithms import load_algorithm
-    from offbench.data import load
 
     data_id, sim = hybrid.split(dataset_id)
 
@@ -384,8 +383,7 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: MixedConfig, algo
                 "mixed_config": dataclasses.asdict(config),
                 "algo_config": dataclasses.asdict(algo_config)}
     if dataset is None:
-        dataset = load(data_id, data_root, derived=contract(algo).dataset_fields,
-                       discount=config_field(algo_config, "discount"))
+        dataset = offline.load_dataset(algo, algo_config, data_id, data_root)
     prepared = offline.prepare(algo, algo_config, dataset)
     meta = dataset.metadata
     problem = Problem(algo, algo_config, dataset.task, config, prepared, meta.get("ref_min"),

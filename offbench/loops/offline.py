@@ -330,22 +330,29 @@ def summarize(table: pd.DataFrame) -> dict:
     return {"per_seed": out}
 
 
+def load_dataset(algo: Any, algo_config: Any, dataset_id: str,
+                 data_root: str | Path | None = None) -> Dataset:
+    """A dataset as an algorithm's loop reads it: with the derived fields it declares
+    (DATASET_FIELDS) and Monte-Carlo returns at its discount (every loop loads through here)."""
+    from offbench.data import load
+
+    return load(dataset_id, data_root, derived=contract(algo).dataset_fields,
+                discount=config_field(algo_config, "discount"))
+
+
 def setup(algo_name: str, dataset_id: str, config: OfflineConfig, algo_config: Any,
           data_root: str | Path | None = None, dataset: Dataset | None = None
           ) -> tuple[Problem, dict[str, jax.Array]]:
     """The Problem of an offline run and the device arrays its minibatches come from."""
     from offbench.algorithms import load_algorithm
-    from offbench.data import load
 
     algo = load_algorithm(algo_name)
     if "offline" not in algo.MODES:
         raise ValueError(f"algorithm '{algo_name}' does not support offline training "
                          f"(its modes: {list(algo.MODES)})")
     config = dataclasses.replace(config, backend=envs.resolve_backend(config.backend))
-    fields = contract(algo).dataset_fields
     if dataset is None:
-        dataset = load(dataset_id, data_root, derived=fields,
-                       discount=config_field(algo_config, "discount"))
+        dataset = load_dataset(algo, algo_config, dataset_id, data_root)
     arrays, mean, std = prepare_arrays(algo, algo_config, dataset)
     meta = dataset.metadata
     problem = Problem(algo, algo_config, dataset.task, config, mean, std,
