@@ -97,7 +97,7 @@ class Config:
     normalize_reward_by_returns: bool = True  # applied by the harness: r * 1000 / return range
 
 
-class IQLState(struct.PyTreeNode):
+class IQLState(struct.PyTreeNode):  # RIQL's too
     actor: dict
     critic: dict
     target_critic: dict
@@ -204,7 +204,7 @@ def value_fn(value_params, config: Config, obs: jax.Array) -> jax.Array:
     return value_net(config).apply(value_params, obs)[..., 0]
 
 
-def optimizers(config: Config) -> tuple[optax.GradientTransformation, ...]:
+def optimizers(config) -> tuple[optax.GradientTransformation, ...]:
     actor_lr = config.actor_lr
     if config.actor_lr_schedule == "cosine":
         actor_lr = optax.cosine_decay_schedule(config.actor_lr, config.max_steps)
@@ -220,17 +220,23 @@ def init(key: jax.Array, spec: EnvSpec, config: Config | None = None, dataset=No
                          f"got '{config.actor_lr_schedule}'")
     if config.max_steps <= 0:
         raise ValueError(f"max_steps must be positive, got {config.max_steps}")
+    return init_state(key, spec, config, actor_net(config, spec), critic_net(config))
+
+
+def init_state(key: jax.Array, spec: EnvSpec, config, actor: nn.Module,
+               critic: nn.Module) -> IQLState:
+    """Actor, critics (and their target copy) and V with their optimizers (shared with RIQL)."""
     k_actor, k_critic, k_value = jax.random.split(key, 3)
     obs = jnp.zeros((1, spec.observation_size))
     action = jnp.zeros((1, spec.action_size))
-    actor = actor_net(config, spec).init(k_actor, obs)
-    critic = critic_net(config).init(k_critic, obs, action)
+    actor_params = actor.init(k_actor, obs)
+    critic_params = critic.init(k_critic, obs, action)
     value = value_net(config).init(k_value, obs)
     actor_tx, critic_tx, value_tx = optimizers(config)
-    return IQLState(actor=actor, critic=critic, target_critic=critic, value=value,
-                    actor_opt=actor_tx.init(actor), critic_opt=critic_tx.init(critic),
-                    value_opt=value_tx.init(value), steps=jnp.zeros((), jnp.int32),
-                    config=config, spec=spec)
+    return IQLState(actor=actor_params, critic=critic_params, target_critic=critic_params,
+                    value=value, actor_opt=actor_tx.init(actor_params),
+                    critic_opt=critic_tx.init(critic_params), value_opt=value_tx.init(value),
+                    steps=jnp.zeros((), jnp.int32), config=config, spec=spec)
 
 
 def expectile_loss(diff: jax.Array, expectile: float) -> jax.Array:

@@ -44,11 +44,17 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
 
 from offbench.algorithms import EnvSpec, Transition
 from offbench.networks import MLP, CriticEnsemble
-from offbench_baselines.iql import awr_weights, expectile_loss, value_fn, value_net
+from offbench_baselines.iql import (
+    IQLState,
+    awr_weights,
+    expectile_loss,
+    init_state,
+    optimizers,
+    value_fn,
+)
 
 MODES = ("offline",)
 
@@ -76,17 +82,7 @@ class Config:
     normalize_reward_by_returns: bool = True  # applied by the harness
 
 
-class RIQLState(struct.PyTreeNode):
-    actor: dict
-    critic: dict
-    target_critic: dict
-    value: dict
-    actor_opt: optax.OptState
-    critic_opt: optax.OptState
-    value_opt: optax.OptState
-    steps: jax.Array
-    config: Config = struct.field(pytree_node=False)
-    spec: EnvSpec = struct.field(pytree_node=False)
+RIQLState = IQLState  # the same networks, optimizers and counters
 
 
 def actor_net(config: Config, spec: EnvSpec) -> MLP:
@@ -109,13 +105,6 @@ def huber(diff: jax.Array, sigma: float) -> jax.Array:
     return jnp.where(size < delta, 0.5 * diff ** 2 / delta, size - 0.5 * delta)
 
 
-def optimizers(config: Config) -> tuple[optax.GradientTransformation, ...]:
-    actor_lr = config.actor_lr
-    if config.actor_lr_schedule == "cosine":
-        actor_lr = optax.cosine_decay_schedule(config.actor_lr, config.max_steps)
-    return optax.adam(actor_lr), optax.adam(config.critic_lr), optax.adam(config.value_lr)
-
-
 def init(key: jax.Array, spec: EnvSpec, config: Config | None = None, dataset=None) -> RIQLState:
     config = config or Config()
     if not 0.0 <= config.quantile <= 1.0:
@@ -124,17 +113,7 @@ def init(key: jax.Array, spec: EnvSpec, config: Config | None = None, dataset=No
         raise ValueError("num_critics must be >= 1 and huber_sigma > 0")
     if config.actor_lr_schedule not in ("cosine", "constant"):
         raise ValueError("actor_lr_schedule must be 'cosine' or 'constant'")
-    k_actor, k_critic, k_value = jax.random.split(key, 3)
-    obs = jnp.zeros((1, spec.observation_size))
-    action = jnp.zeros((1, spec.action_size))
-    actor = actor_net(config, spec).init(k_actor, obs)
-    critic = critic_net(config).init(k_critic, obs, action)
-    value = value_net(config).init(k_value, obs)
-    actor_tx, critic_tx, value_tx = optimizers(config)
-    return RIQLState(actor=actor, critic=critic, target_critic=critic, value=value,
-                     actor_opt=actor_tx.init(actor), critic_opt=critic_tx.init(critic),
-                     value_opt=value_tx.init(value), steps=jnp.zeros((), jnp.int32),
-                     config=config, spec=spec)
+    return init_state(key, spec, config, actor_net(config, spec), critic_net(config))
 
 
 def quantile_target(state: RIQLState, batch: Transition) -> jax.Array:
