@@ -83,7 +83,7 @@ def cmd_train_online(args: argparse.Namespace) -> int:
 
     import offbench.envs as envs
     from offbench.algorithms import apply_overrides, load_algorithm
-    from offbench.loops import online
+    from offbench.loops import driver, online
 
     algo = load_algorithm(args.algorithm)
     envs.get_spec(args.task)
@@ -95,7 +95,8 @@ def cmd_train_online(args: argparse.Namespace) -> int:
     config = dataclasses.replace(
         defaults, env_steps=args.env_steps, num_envs=args.num_envs,
         warmup_steps=args.warmup_steps, utd=utd,
-        eval_every=args.eval_every or min(defaults.eval_every, args.env_steps),
+        eval_every=args.eval_every or driver.default_eval_every(defaults.eval_every,
+                                                                 args.env_steps),
         eval_episodes=args.eval_episodes,
         checkpoint_every=args.checkpoint_every or defaults.checkpoint_every,
         backend=args.backend, episode_length=args.episode_length)
@@ -132,11 +133,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from offbench.harness import cells
     from offbench.harness.store import CellDir
     from offbench.loops import driver
+    from offbench.loops.o2o import MIXED_MODES
 
     table = {key: getattr(args, key) for key in RUN_BUDGET_FLAGS
              if getattr(args, key) is not None}
     wrong = sorted(table.keys() & (MIXED_ONLY if args.mode == "offline" else
-                                   OFFLINE_ONLY if args.mode in ("o2o", "hybrid") else set()))
+                                   OFFLINE_ONLY if args.mode in MIXED_MODES else set()))
     if wrong:
         flags = ", ".join(RUN_BUDGET_FLAGS[k] for k in wrong)
         raise ValueError(f"{flags} only apply with --mode o2o or hybrid" if args.mode == "offline"

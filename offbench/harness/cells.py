@@ -108,14 +108,14 @@ def check_budget(budget: dict, config_class: type, mode: str, exclude: tuple = (
 # ---- offline mode -------------------------------------------------------------------------
 
 def _offline_budget(budget: dict, algo_config: Any) -> dict:
-    from offbench.loops import offline
+    from offbench.loops import driver, offline
 
     check_budget(budget, offline.OfflineConfig, "offline")
     defaults = offline.OfflineConfig()
     updates = budget.get("updates", defaults.updates)
     config = dataclasses.replace(
-        defaults, **{**budget, "eval_every": budget.get("eval_every",
-                                                         min(defaults.eval_every, updates))})
+        defaults, **{**budget, "eval_every": budget.get(
+            "eval_every", driver.default_eval_every(defaults.eval_every, updates))})
     import offbench.envs as envs
 
     # the physics backend changes the numbers: resolve it now, into the cell's identity
@@ -153,7 +153,7 @@ _MIXED_INTERNAL = ("mode",)  # set by the mode, not by a budget
 
 def _mixed_budget(mode: str) -> Callable[[dict, Any], dict]:
     def resolve_budget(budget: dict, algo_config: Any) -> dict:
-        from offbench.loops import o2o
+        from offbench.loops import driver, o2o
 
         check_budget(budget, o2o.MixedConfig, mode, exclude=_MIXED_INTERNAL)
         defaults = o2o.MixedConfig(mode=mode, offline_updates=0 if mode == "hybrid" else
@@ -161,7 +161,7 @@ def _mixed_budget(mode: str) -> Callable[[dict, Any], dict]:
         online = budget.get("online_steps", defaults.online_steps)
         config = dataclasses.replace(
             defaults, **{**budget, "eval_every": budget.get(
-                "eval_every", min(defaults.eval_every, online))})
+                "eval_every", driver.default_eval_every(defaults.eval_every, online))})
         import offbench.envs as envs
 
         # the physics backend changes the numbers: resolve it now, into the cell's identity

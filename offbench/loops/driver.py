@@ -39,6 +39,13 @@ def check_settings(out: Path, settings: dict, resume: bool) -> dict:
     return settings
 
 
+def default_eval_every(default: int, length: int) -> int:
+    """The evaluation period of a run whose request names none: its loop config's default
+    `eval_every`, or the run's whole length (updates or env steps) when that is shorter, so a
+    short run still evaluates. Used by `offbench train-online` and every sweep mode."""
+    return min(default, length)
+
+
 def seed_sharding(seeds: int):
     """A sharding that splits the leading (seed) axis across local devices, or None when there
     is one device or the seeds do not divide evenly."""

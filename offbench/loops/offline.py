@@ -126,7 +126,9 @@ def prepare(algo: types.ModuleType, config: Any, dataset: Dataset) -> Prepared:
                                            envs.get_spec(dataset.task).episode_length)
     bias = config_field(config, "reward_bias")
     arrays["reward"] = (arrays["reward"] * scale + bias).astype(np.float32)
-    if "mc_returns" in arrays:  # Cal-QL's bound must be in the units of the rewards it learns
+    if "mc_returns" in arrays or "mc_returns" in contract(algo).dataset_fields:
+        # computed here (load_dataset does not ask the loader for them): Cal-QL's bound must be
+        # in the units of the rewards it learns, over the episodes prepare_dataset kept
         arrays["mc_returns"] = mc_returns(arrays["reward"], lengths,
                                           config_field(config, "discount"))
     return Prepared({k: jnp.asarray(v) for k, v in arrays.items()}, mean.astype(np.float32),
@@ -333,11 +335,12 @@ def summarize(table: pd.DataFrame) -> dict:
 def load_dataset(algo: Any, algo_config: Any, dataset_id: str,
                  data_root: str | Path | None = None) -> Dataset:
     """A dataset as an algorithm's loop reads it: with the derived fields it declares
-    (DATASET_FIELDS) and Monte-Carlo returns at its discount (every loop loads through here)."""
+    (DATASET_FIELDS) but Monte-Carlo returns, which `prepare` computes from the rewards the
+    algorithm learns (every loop loads through here)."""
     from offbench.data import load
 
-    return load(dataset_id, data_root, derived=contract(algo).dataset_fields,
-                discount=config_field(algo_config, "discount"))
+    fields = tuple(f for f in contract(algo).dataset_fields if f != "mc_returns")
+    return load(dataset_id, data_root, derived=fields)
 
 
 def setup(algo_name: str, dataset_id: str, config: OfflineConfig, algo_config: Any,

@@ -32,6 +32,7 @@ from flax import struct
 
 import offbench.envs as envs
 from offbench.algorithms import EnvSpec, Transition, skips_metrics
+from offbench.data.loader import ALGORITHM_FIELDS
 from offbench.loops import driver, replay, rollout
 
 WARMUP_ACTIONS = ("random", "policy")
@@ -139,7 +140,9 @@ class Problem:
         return (obs - jnp.asarray(self.obs_mean)) / jnp.asarray(self.obs_std)
 
 
-ONLINE_EXTRAS = ("mc_returns", "next_actions")
+# the online loop fills every derived field an algorithm may ask for (init_carry's shapes and
+# iteration's values name each), so O2O and hybrid runs serve every algorithm
+ONLINE_EXTRAS = ALGORITHM_FIELDS
 # mc_returns of transitions whose episode has not ended yet: no lower bound (max(Q, -inf) = Q).
 MC_PENDING = -jnp.inf
 
