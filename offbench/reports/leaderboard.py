@@ -228,18 +228,14 @@ def improvement(matrices: dict[str, np.ndarray], reps: int, seed: int = 0) -> pd
 
 
 def plot_curves(curves: pd.DataFrame, out: Path, prefix: str) -> list[str]:
-    names = []
-    for (mode, dataset), rows in curves.groupby(["mode", "dataset"]):
-        x = next((c for c in STEP_COLUMNS if c in rows and rows[c].notna().any()), "period")
-        fig, ax = plt.subplots(figsize=(6, 4))
-        plots.mean_std_curves(ax, rows, x)
-        ax.set(title=f"{dataset} ({mode}; mean ± std over seeds)", xlabel=x,
-               ylabel="normalized score")
-        ax.legend(fontsize=7)
-        name = f"{prefix}curve_{mode}_{dataset.replace('/', '_')}.png"
-        plots.save(fig, out / name)
-        names.append(name)
-    return names
+    """One PNG per (mode, dataset), against updates or env steps, whichever the mode counts."""
+    return plots.plot_curves(
+        curves, out, ["mode", "dataset"],
+        x=lambda rows: next((c for c in STEP_COLUMNS if c in rows and rows[c].notna().any()),
+                            "period"),
+        file_name=lambda key: f"{prefix}curve_{key[0]}_{key[1].replace('/', '_')}.png",
+        labels=lambda key, rows, x: {"title": f"{key[1]} ({key[0]}; mean ± std over seeds)",
+                                     "xlabel": x, "ylabel": "normalized score"})
 
 
 def plot_aggregates(agg: pd.DataFrame, matrices: dict[str, np.ndarray], out: Path,

@@ -28,21 +28,14 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from offbench import hybrid, metrics, policies  # noqa: E402
-from offbench.harness.store import Store, sweep_cells  # noqa: E402
-from offbench.io import write_text_atomic  # noqa: E402
-from offbench.provenance import record  # noqa: E402
-from offbench.reports import (
-    leaderboard,  # noqa: E402
-    plots,  # noqa: E402
-)
+from offbench import hybrid, metrics, policies
+from offbench.harness.store import Store, sweep_cells
+from offbench.io import write_text_atomic
+from offbench.provenance import record
+from offbench.reports import leaderboard, plots
 
 HELD, NOT_HELD, UNDECIDED = "held", "NOT held", "undecided"
 NEAR_RANDOM = 10.0  # a pre-train score below this is flagged: the claim is then nearly trivial
@@ -206,25 +199,25 @@ def _x(rows: pd.DataFrame) -> pd.Series:
 
 def plot_curves(curves: pd.DataFrame, out_dir: Path, prefix: str,
                 thresholds: dict[str, float] | None = None) -> list[str]:
-    names = []
-    for dataset, rows in curves.groupby("dataset"):
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        rows = rows.assign(x=_x(rows))
-        plots.mean_std_curves(ax, rows, "x", marker=".")
+    def decorate(ax, dataset: str, rows: pd.DataFrame) -> None:
         if (rows.phase == "offline").any():
             ax.axvline(0, color="grey", lw=0.8, ls=":")
-            xlabel = "offline updates before the switch (<0) | online env steps (>0)"
-        else:
-            xlabel = "online env steps"
         if thresholds and dataset in thresholds and not is_sim(dataset):
             ax.axhline(thresholds[dataset], color="k", lw=0.8, ls="--", label="threshold")
-        ax.set(title=f"{dataset} (mean ± std over seeds)", xlabel=xlabel,
-               ylabel="normalized score (real task)" if is_sim(dataset) else "normalized score")
-        ax.legend(fontsize=7)
-        name = f"{prefix}_{dataset.replace('/', '_').replace('@sim:', '_sim_')}.png"
-        plots.save(fig, out_dir / name)
-        names.append(name)
-    return names
+
+    def labels(dataset: str, rows: pd.DataFrame, x: str) -> dict:
+        xlabel = ("offline updates before the switch (<0) | online env steps (>0)"
+                  if (rows.phase == "offline").any() else "online env steps")
+        return {"title": f"{dataset} (mean ± std over seeds)", "xlabel": xlabel,
+                "ylabel": "normalized score (real task)" if is_sim(dataset)
+                else "normalized score"}
+
+    def file_name(dataset: str) -> str:
+        return f"{prefix}_{dataset.replace('/', '_').replace('@sim:', '_sim_')}.png"
+
+    return plots.plot_curves(curves.assign(x=_x(curves)), out_dir, "dataset", x="x",
+                             file_name=file_name, labels=labels, figsize=(6.5, 4), marker=".",
+                             decorate=decorate)
 
 
 # ---- writing ------------------------------------------------------------------------------

@@ -8,17 +8,13 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from offbench import policies  # noqa: E402
-from offbench.harness.store import CellDir  # noqa: E402
-from offbench.io import write_text_atomic  # noqa: E402
-from offbench.provenance import record  # noqa: E402
-from offbench.reports import plots  # noqa: E402
+from offbench import policies
+from offbench.harness.store import CellDir
+from offbench.io import write_text_atomic
+from offbench.provenance import record
+from offbench.reports import plots
 
 
 def run_label(run_dir: Path, info: dict) -> str:
@@ -168,16 +164,11 @@ def expectations(table: pd.DataFrame) -> list[tuple[str, str, str]]:
 def plot_curves(curves: pd.DataFrame, out_dir: Path, prefix: str = "check") -> list[str]:
     """One PNG per dataset, PREFIX_DATASET.png (the report's file stem: reports sharing a
     folder keep their own plots)."""
-    names = []
-    for dataset, rows in curves.groupby("dataset"):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        plots.mean_std_curves(ax, rows, "updates")
-        ax.set(title=dataset, xlabel="updates", ylabel="normalized score")
-        ax.legend(fontsize=7)
-        name = f"{prefix}_{dataset.replace('/', '_')}.png"
-        plots.save(fig, out_dir / name)
-        names.append(name)
-    return names
+    return plots.plot_curves(
+        curves, out_dir, "dataset", x="updates",
+        file_name=lambda dataset: f"{prefix}_{dataset.replace('/', '_')}.png",
+        labels=lambda dataset, rows, x: {"title": dataset, "xlabel": x,
+                                         "ylabel": "normalized score"})
 
 
 def write_report(run_dirs: list[Path], out: Path, budget: str,

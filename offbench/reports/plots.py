@@ -1,12 +1,14 @@
 """What every report's plots share: one colour per algorithm (the same in every plot and
-report, whatever else is plotted beside it), learning curves as mean ± std over seeds, and
-atomic PNG writes."""
+report, whatever else is plotted beside it), learning curves as mean ± std over seeds (one
+figure per group of rows, `plot_curves`), and atomic PNG writes."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -52,3 +54,28 @@ def save(fig, path: Path) -> None:
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+def plot_curves(curves: pd.DataFrame, out_dir: Path, by: str | list[str],
+                x: str | Callable[[pd.DataFrame], str], file_name: Callable[[Any], str],
+                labels: Callable[[Any, pd.DataFrame, str], dict],
+                figsize: tuple[float, float] = (6, 4), marker: str | None = None,
+                decorate: Callable[[Any, Any, pd.DataFrame], None] | None = None) -> list[str]:
+    """Learning curves, one PNG per group of `curves` by `by` (mean ± std over seeds per
+    algorithm, `mean_std_curves`), written to out_dir; returns the file names. What differs
+    between reports: x, the x column (or rows -> the column); file_name(key); labels(key, rows,
+    x) -> the axes' title/xlabel/ylabel; decorate(ax, key, rows): lines drawn before the
+    legend (e.g. a threshold)."""
+    names = []
+    for key, rows in curves.groupby(by):
+        column = x(rows) if callable(x) else x
+        fig, ax = plt.subplots(figsize=figsize)
+        mean_std_curves(ax, rows, column, marker=marker)
+        if decorate is not None:
+            decorate(ax, key, rows)
+        ax.set(**labels(key, rows, column))
+        ax.legend(fontsize=7)
+        name = file_name(key)
+        save(fig, out_dir / name)
+        names.append(name)
+    return names
