@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from offbench.score import normalized_score
+from offbench.score import normalized_fraction, normalized_score
 
 SACO_DIMS = 8
 SACO_BIN = 0.5
@@ -58,4 +58,4 @@ def summary(rewards: np.ndarray, terminals: np.ndarray, lengths: np.ndarray, ref
             "whole_episodes": int(whole.sum()), "return_mean": mean,
             "return_min": float(scored.min()), "return_max": float(scored.max()),
             "normalized": normalized_score(mean, ref_min, ref_max),
-            "tq": (mean - ref_min) / (ref_max - ref_min)}
+            "tq": normalized_fraction(mean, ref_min, ref_max)}
