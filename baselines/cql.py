@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from offbench import hubl
 from offbench.algorithms import EnvSpec, Transition
 from offbench.networks import tanh_gaussian_log_prob, tanh_gaussian_sample
 from offbench_baselines import sac
@@ -211,6 +212,7 @@ def critic_loss(critic_params, state: CQLState, batch: Transition, key: jax.Arra
     k_target, k_cql = jax.random.split(key)
     target = (max_backup_target if cfg.cql_max_target_backup else sac.td_target)(
         state, batch, k_target)
+    target = hubl.blend(target, batch, cfg)  # HUBL variants (offbench/hubl.py)
     q = critic_net.apply(critic_params, batch.obs, batch.action)
     td_loss = jnp.mean((q - jax.lax.stop_gradient(target)) ** 2, axis=-1).sum()
     diff, info = conservative_gap(critic_params, state, batch, q, k_cql)

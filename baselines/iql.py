@@ -65,6 +65,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from offbench import hubl
 from offbench.algorithms import EnvSpec, Transition
 from offbench.networks import MLP, CriticEnsemble
 
@@ -264,6 +265,7 @@ def critic_loss(critic_params, state: IQLState, batch: Transition):
     cfg = state.config
     next_v = value_fn(state.value, cfg, batch.next_obs)
     target = batch.reward + cfg.discount * (1.0 - batch.terminal) * next_v
+    target = hubl.blend(target, batch, cfg)  # HUBL variants (offbench/hubl.py)
     q = critic_net(cfg).apply(critic_params, batch.obs, batch.action)
     loss = twin_td_loss(q, target)
     return loss, {"critic_loss": loss, "q_mean": q.mean(), "target_mean": target.mean()}

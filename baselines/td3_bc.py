@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from offbench import hubl
 from offbench.algorithms import EnvSpec, Transition
 from offbench.networks import MLP, CriticEnsemble
 
@@ -144,7 +145,7 @@ def next_value(state: TD3State, next_obs: jax.Array, key: jax.Array
 def td_loss(critic_params, state: TD3State, batch: Transition, next_v: jax.Array):
     """sum over the critics of the mean squared error to y = r + gamma (1 - terminal) next_v."""
     target = batch.reward + state.config.discount * (1.0 - batch.terminal) * next_v
-    target = jax.lax.stop_gradient(target)
+    target = jax.lax.stop_gradient(hubl.blend(target, batch, state.config))  # HUBL variants
     q = critics(critic_params, state, batch.obs, batch.action)
     loss = jnp.mean((q - target) ** 2, axis=-1).sum()
     return loss, {"critic_loss": loss, "q_mean": q.mean(), "q_max": q.max(),
