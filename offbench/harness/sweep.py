@@ -25,6 +25,44 @@ A spec (see tasks/sweeps/*.toml)::
                                         # else by TASK-KIND (any size, any variant)
     "hopper-medium-replay" = ["actor_bc_coef=0.05", "critic_bc_coef=0.5"]
 
+Spec schema (checked in full by `validate` before any cell runs or any file is written; one
+SpecError lists every problem as `FIELD.PATH = GIVEN: what is accepted`):
+
+    key                  type                      default        accepted
+    name                 string                    file stem      non-empty
+    profile              string                    (required)     non-empty (reports never mix)
+    description          string                    -              non-empty
+    algorithms           string or list of strings (required)     baselines/ names, dotted module
+                                                                  paths, .py files (each loaded)
+    datasets             string or list of strings (required)     TASK-KIND[-SIZE][+TRANSFORM...]
+                                                                  (offbench/data/transforms.py),
+                                                                  a Minari id on this machine,
+                                                                  DATASET@sim:KEY=VALUE,... (o2o,
+                                                                  hybrid; offbench/hybrid.py)
+    modes                string or list of strings ["offline"]    registered modes (offline, o2o,
+                                                                  hybrid, cells.register_mode)
+    seeds                integer                   1              >= 1 (not a float, not a bool)
+    first_seed           integer                   0              >= 0
+    set                  list of "KEY=VALUE"       []             KEY a Config field of at least
+                                                                  one algorithm, VALUE of its type
+    budget               table                     {}             the mode's budget keys with
+                                                                  their types (offline:
+                                                                  OfflineConfig; o2o, hybrid:
+                                                                  MixedConfig)
+    budgets              array of tables           -              each as `budget`; not both
+    algorithms_set.ALGO  table: set, grid,         -              ALGO one of `algorithms`
+                         datasets
+      .set               list of "KEY=VALUE"       []             KEY a field of ALGO's Config
+      .grid              table KEY = [VALUE, ...]  {}             non-empty lists; one cell per
+                                                                  combination
+      .datasets.ID       list of "KEY=VALUE"       -              ID a dataset id or TASK-KIND
+    sinks                string or list of strings []             tensorboard, wandb (sinks.SINKS)
+    backend              string                    by device      mujoco, mjx (envs.BACKENDS)
+    report               [[report]] tables         -              offbench/reports/declared.py
+                                                                  (declared.parse)
+    needs                list of spec files        []             files beside the spec
+                                                                  (declared.needs)
+
 A cell's identity is its resolved config: algorithm (and the module it loads), dataset (and a
 hash of its content record when offbench built it), mode,
 the mode's resolved budget, the algorithm's full resolved Config, seeds, first seed, profile.
