@@ -12,6 +12,7 @@ with contextlib.redirect_stdout(io.StringIO()):
     from brax.envs.base import Env
 
 from offbench.envs.locomotion import LocomotionEnv
+from offbench.envs.maze import MazeEnv, MazeSpec
 from offbench.envs.physics import (
     BACKENDS,
     DYNAMICS_OVERRIDES,
@@ -23,7 +24,8 @@ from offbench.envs.spec import LocomotionSpec, load_specs
 from offbench.envs.wrappers import AutoReset, TimeLimit
 
 __all__ = ["BACKENDS", "DYNAMICS_OVERRIDES", "AutoReset", "LocomotionEnv", "LocomotionSpec",
-           "PhysicsState", "TimeLimit", "default_backend", "get_spec", "make", "task_names"]
+           "MazeEnv", "MazeSpec", "PhysicsState", "TimeLimit", "default_backend", "get_spec",
+           "make", "task_names"]
 
 
 @cache
@@ -47,7 +49,8 @@ def make(name: str, backend: str | None = None, *, episode_length: int | None = 
     """Build task `name` on `backend` ("mujoco" C engine, or "mjx"; default by device).
 
     overrides: dynamics variants (gravity, friction, mass, gear; scale factors, see
-    `offbench.envs.physics.apply_dynamics_overrides`).
+    `offbench.envs.physics.apply_dynamics_overrides`); maze tasks also take goals ("eval",
+    "diverse", "any"), continuing and reset_target (see `offbench.envs.maze`).
     With `wrap` (default) the env has the task's time limit (1000 steps, or `episode_length`)
     and, with `auto_reset`, starts a fresh episode whenever one ends. `wrap=False` returns the
     bare `LocomotionEnv` (no time limit, no reset), e.g. for brax's own training wrappers.
@@ -56,7 +59,8 @@ def make(name: str, backend: str | None = None, *, episode_length: int | None = 
     backend = resolve_backend(backend)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend '{backend}'; valid backends: {list(BACKENDS)}")
-    env: Env = LocomotionEnv(spec, backend, overrides)
+    family = MazeEnv if isinstance(spec, MazeSpec) else LocomotionEnv
+    env: Env = family(spec, backend, overrides)
     if wrap:
         env = TimeLimit(env, episode_length or spec.episode_length)
         if auto_reset:

@@ -8,6 +8,8 @@ import os
 import tomllib
 from pathlib import Path
 
+from offbench.envs import maze_spec
+
 # `tasks/` sits at the repository root beside `offbench/` (the product card fixes the layout);
 # OFFBENCH_TASKS_DIR points elsewhere, e.g. for a non-editable install.
 TASKS_DIR = Path(os.environ.get("OFFBENCH_TASKS_DIR",
@@ -51,6 +53,8 @@ class LocomotionSpec:
 
 
 def _parse(name: str, raw: dict) -> LocomotionSpec:
+    if raw.get("family") == "maze":  # navigation tasks (tasks/maze.toml, offbench/envs/maze.py)
+        return maze_spec.parse_spec(name, raw)
     fields = {f.name for f in dataclasses.fields(LocomotionSpec)}
     unknown = set(raw) - fields
     if unknown:

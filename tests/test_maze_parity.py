@@ -1,0 +1,206 @@
+"""Parity of the maze tasks with Gymnasium-Robotics' own environments (the C-MuJoCo oracle).
+
+* The compiled MuJoCo model (agent, wall blocks, options) equals the one Gymnasium-Robotics
+  builds, field by field.
+* Step by step: each step starts both simulators from identical float32 states (Gymnasium-
+  Robotics' state and goal, rounded, written back), applies the same action, and compares
+  observation (`observation` ++ `desired_goal`), reward, success and termination. Actions beyond
+  the control range, long pushes into walls (velocity clipping) and goals placed near the agent
+  (rewards, successes, terminations) are all exercised.
+* Resets: goals and starts fall on the cells, with the noise and start-goal separation, that
+  Gymnasium-Robotics draws, for every goal mode.
+"""
+
+import contextlib
+import os
+
+import gymnasium
+import jax
+import numpy as np
+import pytest
+
+import offbench.envs as envs
+from offbench.envs.maze_spec import GOAL_MODES
+
+with open(os.devnull, "w") as _quiet, contextlib.redirect_stdout(_quiet):
+    import gymnasium_robotics  # registers PointMaze/AntMaze (and prints a notice)
+
+gymnasium.register_envs(gymnasium_robotics)
+
+POINT_TASKS = ("pointmaze-umaze", "pointmaze-medium", "pointmaze-large")
+STEPS = 200
+# As for locomotion: relative error against max(1, |value|); C backend to round-off, MJX float32.
+# (measured worst cases: 6e-8 C, 1e-5 MJX; the point's contacts are frictionless)
+TOLERANCE = {"mujoco": 1e-6, "mjx": 1e-4}
+
+
+def rel_err(ours, theirs) -> float:
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    return float(np.max(np.abs(ours - theirs) / np.maximum(1.0, np.abs(theirs))))
+
+
+def gym_map(grid):
+    """Our map rows as Gymnasium-Robotics' list-of-lists map."""
+    return [[1 if c == "#" else 0 if c == "." else c for c in row] for row in grid]
+
+
+def make_gym(env):
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        return gymnasium.make(env.spec.gymnasium_id, maze_map=gym_map(env.grid),
+                              continuing_task=env.continuing,
+                              reset_target=env.reset_target).unwrapped
+
+
+@pytest.fixture(scope="module")
+def bare():
+    cache = {}
+
+    def get(task, backend, **options):
+        key = (task, backend, tuple(sorted(options.items())))
+        if key not in cache:
+            env = envs.make(task, backend, wrap=False, **options)
+            cache[key] = env, jax.jit(env.step)
+        return cache[key]
+    return get
+
+
+def flat_obs(obs: dict) -> np.ndarray:
+    return np.concatenate([obs["observation"], obs["desired_goal"]])
+
+
+# Fields of the compiled model that do not change dynamics (names, visuals, sites, rendering).
+COSMETIC = ("name", "rgba", "site_", "mat_", "tex", "cam_", "light_", "vis", "paths", "buffer",
+            "signature", "geom_matid", "geom_group", "skin", "hfield", "mesh", "body_sameframe",
+            "stat")
+
+
+@pytest.mark.parametrize("task", POINT_TASKS)
+def test_model_matches_gymnasium_robotics(task, bare):
+    env, _ = bare(task, "mujoco", goals="any")
+    ours, theirs = env.model, make_gym(env).model
+    compared = 0
+    for field in dir(ours):
+        if field.startswith("_") or any(c in field for c in COSMETIC):
+            continue
+        a, b = getattr(ours, field), getattr(theirs, field, None)
+        if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+            assert a.shape == b.shape, field
+            np.testing.assert_array_equal(a, b, err_msg=field)
+            compared += 1
+    for field in ("timestep", "gravity", "integrator", "iterations", "solver", "cone"):
+        np.testing.assert_array_equal(getattr(ours.opt, field), getattr(theirs.opt, field))
+    assert compared > 50
+
+
+@pytest.mark.parametrize("backend", ["mujoco", "mjx"])
+@pytest.mark.parametrize("task", POINT_TASKS)
+def test_step_matches_gymnasium_robotics(task, backend, bare):
+    env, step = bare(task, backend)
+    gym_env = make_gym(env)
+    obs, _ = gym_env.reset(seed=0)
+    template = env.reset(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    tol = TOLERANCE[backend]
+    just_reset, worst, counts = True, 0.0, {"reward": 0, "terminated": 0, "fast": 0, "wall": 0}
+    action = np.zeros(env.action_size, np.float32)
+    for t in range(STEPS):
+        d = gym_env.data
+        if t % 11 == 5:  # beyond the velocity clip (PointEnv clips |qvel| to 5 before stepping)
+            d.qvel[:] = rng.uniform(-8.0, 8.0, d.qvel.size)
+        for field in (d.qpos, d.qvel, d.qacc_warmstart):
+            field[:] = field.astype(np.float32)
+        if t % 7 == 3:  # a goal near the agent: rewards, successes and terminations happen
+            gym_env.goal = d.qpos[:2] + rng.uniform(-0.6, 0.6, 2)
+        gym_env.goal = gym_env.goal.astype(np.float32).astype(np.float64)
+        physics = env.initial_physics(d.qpos, d.qvel)
+        if just_reset:
+            expected = flat_obs(gym_env._get_obs(np.concatenate([d.qpos, d.qvel])))
+            assert rel_err(env.observation(physics, gym_env.goal), expected) < 1e-6
+        else:
+            physics = physics.replace(qacc_warmstart=np.asarray(d.qacc_warmstart, np.float32))
+        if t % 20 == 0:  # hold a direction for 20 steps: walls and the velocity clip are hit
+            action = rng.uniform(-1.5, 1.5, env.action_size).astype(np.float32)
+        counts["fast"] += int(np.abs(d.qvel).max() > 5.0)
+        state = template.replace(pipeline_state=physics,
+                                 info={**template.info, "goal": np.float32(gym_env.goal)})
+        obs, reward, terminated, truncated, info = gym_env.step(action)
+        ours = step(state, action)
+        counts["wall"] += int(gym_env.data.ncon > 1)  # the floor's contact, and a wall's
+        errors = {"obs": rel_err(ours.obs, flat_obs(obs)), "reward": rel_err(ours.reward, reward)}
+        bad = {k: v for k, v in errors.items() if v > tol}
+        assert not bad, f"{task}/{backend} step {t}: errors above {tol}: {bad}"
+        assert bool(ours.info["success"]) == info["success"], f"step {t}"
+        assert bool(ours.done) == terminated and not truncated, f"step {t}"
+        worst = max(worst, *errors.values())
+        counts["reward"] += int(reward > 0)
+        counts["terminated"] += int(terminated)
+        just_reset = terminated
+        if terminated:
+            gym_env.reset(seed=1000 + t)
+    # keep the test honest: rewards, terminations and the velocity clip were all exercised
+    assert counts["reward"] >= 5 and counts["terminated"] >= 5 and counts["fast"] >= 1 \
+        and counts["wall"] >= 10, counts
+    print(f"{task}/{backend}: worst relative error {worst:.2e} over {STEPS} steps, {counts}")
+
+
+@pytest.mark.parametrize("task", POINT_TASKS)
+def test_free_running_trajectory_tracks_gymnasium_robotics(task, bare):
+    """No re-sync: our C backend carries its own float32 state along Gymnasium-Robotics'
+    trajectory from the same reset (continuing task, fixed goal) for 100 steps."""
+    env, step = bare(task, "mujoco", goals="any", continuing=True)
+    gym_env = make_gym(env)
+    gym_env.reset(seed=3)
+    d = gym_env.data
+    for field in (d.qpos, d.qvel):
+        field[:] = field.astype(np.float32)
+    gym_env.goal = gym_env.goal.astype(np.float32).astype(np.float64)
+    template = env.reset(jax.random.key(0))
+    state = template.replace(pipeline_state=env.initial_physics(d.qpos, d.qvel),
+                             info={**template.info, "goal": np.float32(gym_env.goal)})
+    rng = np.random.default_rng(3)
+    for t in range(100):
+        if t % 10 == 0:
+            action = rng.uniform(-1, 1, env.action_size).astype(np.float32)
+        obs, reward, terminated, _, _ = gym_env.step(action)
+        state = step(state, action)
+        assert rel_err(state.obs, flat_obs(obs)) < 1e-4, f"{task} step {t}"
+        assert float(state.reward) == reward and not terminated and not bool(state.done)
+
+
+@pytest.mark.parametrize("task", POINT_TASKS)
+def test_reset_draws_what_gymnasium_robotics_draws(task, bare):
+    """For each goal mode: the cells our resets put goals and starts on are the cells
+    Gymnasium-Robotics uses, with the same noise box and start-goal separation."""
+    for goals in GOAL_MODES:
+        if goals == "diverse" and envs.get_spec(task).diverse_map is None:
+            continue
+        env, _ = bare(task, "mujoco", goals=goals)
+        s = env.spec.maze_size_scaling
+        noise = env.spec.position_noise_range * s
+        states = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.key(1), 2000))
+        goal = np.asarray(states.info["goal"])
+        start = np.asarray(states.pipeline_state.qpos[:, :2])
+        assert np.all(np.asarray(states.pipeline_state.qvel) == 0)
+
+        def cells_of(points, centres, noise=noise):
+            gap = np.abs(points[:, None, :] - centres[None]).max(-1)
+            assert np.all(gap.min(1) <= noise + 1e-6), "a point off its cell's noise box"
+            return gap.argmin(1)
+
+        goal_cell = cells_of(goal, env.goal_cells)
+        start_cell = cells_of(start, env.reset_cells)
+        far = np.linalg.norm(env.reset_cells[start_cell] - goal, axis=-1)
+        assert np.all(far > 0.5 * s), "start cell too close to the goal"
+        # the oracle's cells: its resets land on the same goal and start cells
+        gym_env = make_gym(env)
+        theirs_goal, theirs_start = [], []
+        for seed in range(300):
+            obs, _ = gym_env.reset(seed=seed)
+            theirs_goal.append(obs["desired_goal"])
+            theirs_start.append(obs["achieved_goal"])
+        gym_goal_cells = set(cells_of(np.array(theirs_goal), env.goal_cells))
+        gym_start_cells = set(cells_of(np.array(theirs_start), env.reset_cells))
+        assert gym_goal_cells == set(goal_cell), goals
+        assert gym_start_cells <= set(start_cell), goals
+        if len(env.goal_cells) == 1:
+            assert gym_start_cells == set(start_cell), goals
