@@ -34,6 +34,11 @@ def test_listed_with_time_limits_and_sizes():
         env = envs.make(task, "mujoco")
         assert env.episode_length == limit
         assert (env.observation_size, env.action_size) == (6, 2)
+    for task, limit in (("antmaze-umaze", 700), ("antmaze-medium", 1000),
+                        ("antmaze-large", 1000)):
+        env = envs.make(task, "mujoco")
+        assert env.episode_length == limit
+        assert (env.observation_size, env.action_size) == (107, 8)  # Ant-v5's 105 + goal
 
 
 def test_success_terminates_with_return_one_and_auto_resets():

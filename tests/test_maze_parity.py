@@ -28,10 +28,14 @@ with open(os.devnull, "w") as _quiet, contextlib.redirect_stdout(_quiet):
 gymnasium.register_envs(gymnasium_robotics)
 
 POINT_TASKS = ("pointmaze-umaze", "pointmaze-medium", "pointmaze-large")
-STEPS = 200
+ANT_TASKS = ("antmaze-umaze", "antmaze-medium", "antmaze-large")
+TASKS = POINT_TASKS + ANT_TASKS
+STEPS = {"point": 200, "ant": 100}
 # As for locomotion: relative error against max(1, |value|); C backend to round-off, MJX float32.
-# (measured worst cases: 6e-8 C, 1e-5 MJX; the point's contacts are frictionless)
-TOLERANCE = {"mujoco": 1e-6, "mjx": 1e-4}
+# Point (frictionless contacts), measured worst cases 6e-8 C, 1e-5 MJX; the ant's contacts
+# carry the float32 error of MJX's solver into its contact-force observations, as for Ant-v5.
+TOLERANCE = {("point", "mujoco"): 1e-6, ("point", "mjx"): 1e-4,
+             ("ant", "mujoco"): 1e-5, ("ant", "mjx"): 2e-3}
 
 
 def rel_err(ours, theirs) -> float:
@@ -68,13 +72,27 @@ def flat_obs(obs: dict) -> np.ndarray:
     return np.concatenate([obs["observation"], obs["desired_goal"]])
 
 
+def agent_obs(gym_env) -> np.ndarray:
+    """The agent env's own observation of its current state (before the maze splits it)."""
+    if hasattr(gym_env, "point_env"):
+        return gym_env.point_env._get_obs()[0]
+    return gym_env.ant_env._get_obs()
+
+
+def wall_contacts(gym_env) -> int:
+    """Contacts of the agent with a wall block in Gymnasium-Robotics' current state."""
+    m, d = gym_env.model, gym_env.data
+    names = [m.geom(int(g)).name for c in d.contact[:d.ncon] for g in c.geom]
+    return sum(n.startswith("block_") for n in names)
+
+
 # Fields of the compiled model that do not change dynamics (names, visuals, sites, rendering).
 COSMETIC = ("name", "rgba", "site_", "mat_", "tex", "cam_", "light_", "vis", "paths", "buffer",
             "signature", "geom_matid", "geom_group", "skin", "hfield", "mesh", "body_sameframe",
             "stat")
 
 
-@pytest.mark.parametrize("task", POINT_TASKS)
+@pytest.mark.parametrize("task", TASKS)
 def test_model_matches_gymnasium_robotics(task, bare):
     env, _ = bare(task, "mujoco", goals="any")
     ours, theirs = env.model, make_gym(env).model
@@ -92,29 +110,43 @@ def test_model_matches_gymnasium_robotics(task, bare):
     assert compared > 50
 
 
-@pytest.mark.parametrize("backend", ["mujoco", "mjx"])
-@pytest.mark.parametrize("task", POINT_TASKS)
-def test_step_matches_gymnasium_robotics(task, backend, bare):
+# AntMaze on MJX is not yet at float32 parity (a known gap, issue 24): the first landing of the
+# ant on the floor after a reset already differs by ~8e-3 in the contact-force observation
+# (Ant-v5's own MJX parity holds at 2e-3), and MJX's capsule-box collider drops leg-wall contacts
+# inside the contact margin as its sphere-box one did (fixed for the point in
+# offbench.envs.maze._mjx_sphere_box_within_margin). One case records the gap.
+ANT_MJX = pytest.param("antmaze-umaze", "mjx", False, marks=pytest.mark.xfail(
+    reason="AntMaze MJX parity not reached yet (known gap)", strict=False))
+CASES = [(t, b, True) for t in POINT_TASKS for b in ("mujoco", "mjx")] + \
+    [(t, "mujoco", True) for t in ANT_TASKS] + [ANT_MJX]
+
+
+@pytest.mark.parametrize(("task", "backend", "walls"), CASES)
+def test_step_matches_gymnasium_robotics(task, backend, walls, bare):
     env, step = bare(task, backend)
     gym_env = make_gym(env)
     obs, _ = gym_env.reset(seed=0)
     template = env.reset(jax.random.key(0))
     rng = np.random.default_rng(0)
-    tol = TOLERANCE[backend]
+    tol = TOLERANCE[env.spec.agent, backend]
+    point = env.spec.agent == "point"
     just_reset, worst, counts = True, 0.0, {"reward": 0, "terminated": 0, "fast": 0, "wall": 0}
     action = np.zeros(env.action_size, np.float32)
-    for t in range(STEPS):
+    for t in range(STEPS[env.spec.agent]):
         d = gym_env.data
-        if t % 11 == 5:  # beyond the velocity clip (PointEnv clips |qvel| to 5 before stepping)
+        if walls and not point and t % 10 == 4:  # the ant against a corner of its cell: walls
+            centre = np.round(d.qpos[:2] / 4.0) * 4.0  # the 4 m cells' centres are multiples of 4
+            d.qpos[:2] = centre + rng.choice([-1.0, 1.0], 2) * 1.1
+        if point and t % 11 == 5:  # beyond the velocity clip (PointEnv clips |qvel| to 5)
             d.qvel[:] = rng.uniform(-8.0, 8.0, d.qvel.size)
         for field in (d.qpos, d.qvel, d.qacc_warmstart):
             field[:] = field.astype(np.float32)
-        if t % 7 == 3:  # a goal near the agent: rewards, successes and terminations happen
+        if t % (7 if point else 5) == 3:  # a goal near the agent: rewards, ends of episodes
             gym_env.goal = d.qpos[:2] + rng.uniform(-0.6, 0.6, 2)
         gym_env.goal = gym_env.goal.astype(np.float32).astype(np.float64)
         physics = env.initial_physics(d.qpos, d.qvel)
         if just_reset:
-            expected = flat_obs(gym_env._get_obs(np.concatenate([d.qpos, d.qvel])))
+            expected = flat_obs(gym_env._get_obs(agent_obs(gym_env)))
             assert rel_err(env.observation(physics, gym_env.goal), expected) < 1e-6
         else:
             physics = physics.replace(qacc_warmstart=np.asarray(d.qacc_warmstart, np.float32))
@@ -125,7 +157,7 @@ def test_step_matches_gymnasium_robotics(task, backend, bare):
                                  info={**template.info, "goal": np.float32(gym_env.goal)})
         obs, reward, terminated, truncated, info = gym_env.step(action)
         ours = step(state, action)
-        counts["wall"] += int(gym_env.data.ncon > 1)  # the floor's contact, and a wall's
+        counts["wall"] += int(wall_contacts(gym_env) > 0)
         errors = {"obs": rel_err(ours.obs, flat_obs(obs)), "reward": rel_err(ours.reward, reward)}
         bad = {k: v for k, v in errors.items() if v > tol}
         assert not bad, f"{task}/{backend} step {t}: errors above {tol}: {bad}"
@@ -138,9 +170,10 @@ def test_step_matches_gymnasium_robotics(task, backend, bare):
         if terminated:
             gym_env.reset(seed=1000 + t)
     # keep the test honest: rewards, terminations and the velocity clip were all exercised
-    assert counts["reward"] >= 5 and counts["terminated"] >= 5 and counts["fast"] >= 1 \
-        and counts["wall"] >= 10, counts
-    print(f"{task}/{backend}: worst relative error {worst:.2e} over {STEPS} steps, {counts}")
+    assert counts["reward"] >= 5 and counts["terminated"] >= 5, counts
+    assert counts["wall"] >= 10 or not walls, counts
+    assert counts["fast"] >= 1 or not point, counts
+    print(f"{task}/{backend}: worst relative error {worst:.2e}, {counts}")
 
 
 @pytest.mark.parametrize("task", POINT_TASKS)
@@ -167,7 +200,7 @@ def test_free_running_trajectory_tracks_gymnasium_robotics(task, bare):
         assert float(state.reward) == reward and not terminated and not bool(state.done)
 
 
-@pytest.mark.parametrize("task", POINT_TASKS)
+@pytest.mark.parametrize("task", POINT_TASKS + ("antmaze-medium",))
 def test_reset_draws_what_gymnasium_robotics_draws(task, bare):
     """For each goal mode: the cells our resets put goals and starts on are the cells
     Gymnasium-Robotics uses, with the same noise box and start-goal separation."""

@@ -6,7 +6,8 @@ position. The maze maps, cell size, wall height, noise and goal radius are data
 from its parameters) and Gymnasium's own `ant.xml` with the maze's walls added, as
 Gymnasium-Robotics builds them. Observation, reward, success and termination are JAX functions of
 the physics state and the goal, shared by both physics backends; Gymnasium-Robotics' own
-environments are the oracle of tests/test_maze_parity.py.
+environments are the oracle of tests/test_maze_parity.py (PointMaze on both backends; AntMaze on
+the C backend, its MJX parity is a known gap noted there).
 
 Semantics (those of `gymnasium_robotics.envs.maze`):
 * Cell (i, j) (row i from the top, column j) has its centre at
