@@ -21,7 +21,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     from offbench import policies
 
     default = envs.default_backend()
-    print(f"{'task':12s} {'gymnasium':15s} {'obs':>4s} {'act':>4s} {'steps':>6s} "
+    wide = max(len(n) for n in envs.task_names())
+    gym_wide = max(len(envs.get_spec(n).gymnasium_id) for n in envs.task_names())
+    print(f"{'task':{wide}s} {'gymnasium':{gym_wide}s} {'obs':>4s} {'act':>4s} {'steps':>6s} "
           f"{'ref_min':>9s} {'ref_max':>9s}  backends")
     for name in envs.task_names():
         env = envs.make(name, default, wrap=False)
@@ -30,7 +32,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             refs = " ".join(f"{r:9.1f}" for r in policies.reference_scores(name))
         except FileNotFoundError:  # a task without committed behaviour policies
             refs = f"{'-':>9s} {'-':>9s}"
-        print(f"{name:12s} {env.spec.gymnasium_id:15s} {env.observation_size:4d} "
+        print(f"{name:{wide}s} {env.spec.gymnasium_id:{gym_wide}s} {env.observation_size:4d} "
               f"{env.action_size:4d} {env.spec.episode_length:6d} {refs}  {backends}")
     print("\nref_min/ref_max: the reference scores normalized scores use (mean return of uniform "
           "random actions / of the expert policy; tasks/policies/TASK/policies.json)")
@@ -263,6 +265,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         built = set(data.local_datasets(args.root))
         print(f"data root: {data.data_root(args.root)}")
         for task in envs.task_names():
+            if not isinstance(envs.get_spec(task), envs.LocomotionSpec):
+                continue  # the dataset kinds are locomotion's (navigation datasets: not yet)
             for kind in data.KINDS:
                 name = data.DatasetName(task, kind)
                 sizes = sorted(b for b in built if b == name.short or b.startswith(name.short

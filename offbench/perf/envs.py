@@ -190,6 +190,10 @@ def bench_rollout(task: str, batch: int, repeats: int) -> list[dict]:
 def bench_gymnasium(task: str, seconds: float = 2.0) -> dict:
     import gymnasium
 
+    if envs.get_spec(task).gymnasium_id not in gymnasium.registry:  # the maze tasks
+        import gymnasium_robotics
+
+        gymnasium.register_envs(gymnasium_robotics)
     env = gymnasium.make(envs.get_spec(task).gymnasium_id)
     env.reset(seed=0)
     env.action_space.seed(0)
