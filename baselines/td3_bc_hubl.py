@@ -1,37 +1,15 @@
-"""TD3+BC with HUBL (offbench/hubl.py): td3_bc.py's algorithm whose critic target is blended
-with the dataset's Monte-Carlo return, y~ = (1 - hubl_lambda) * y + hubl_lambda * G, the
-paper's relabeling r~ = r + gamma * lambda * h(s'), gamma~ = gamma * (1 - lambda) (Geng et al.,
-ICLR 2024). Everything else, defaults included, is `baselines/td3_bc.py`; `--set hubl_lambda=0`
-gives td3_bc itself, so a sweep of this module over hubl_lambda is HUBL on vs off.
-
-hubl_lambda's default, 0.5, is ours: the paper sets lambda per trajectory from its return (see
-offbench/hubl.py for what is and is not implemented). Offline only (online transitions have no
-Monte-Carlo return until their episode ends).
-"""
+"""TD3+BC with HUBL: `baselines/td3_bc.py` with its critic target blended with the dataset's
+Monte-Carlo return, y~ = (1 - hubl_lambda) * y + hubl_lambda * G (Geng et al., ICLR 2024;
+the equations, the default lambda of 0.5 and what is and is not implemented: offbench/hubl.py).
+Defaults otherwise td3_bc's; `--set hubl_lambda=0` is td3_bc itself. Offline only."""
 
 from __future__ import annotations
 
-import dataclasses
-
-import jax
-
 from offbench import hubl
-from offbench.algorithms import EnvSpec
 from offbench_baselines import td3_bc
 from offbench_baselines.td3_bc import act, policy_params, q_values, update
 
-MODES = ("offline",)
-DATASET_FIELDS = ("mc_returns",)  # G, computed by the harness from the rewards learned
+MODES, DATASET_FIELDS = hubl.MODES, hubl.DATASET_FIELDS
+Config, init = hubl.variant(td3_bc, __name__)
 __all__ = ["Config", "MODES", "DATASET_FIELDS", "init", "update", "act", "policy_params",
            "q_values"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Config(td3_bc.Config):
-    hubl_lambda: float = 0.5  # weight of the Monte-Carlo return in the target, in [0, 1]
-
-
-def init(key: jax.Array, spec: EnvSpec, config: Config | None = None, dataset=None):
-    config = config or Config()
-    hubl.check(config)
-    return td3_bc.init(key, spec, config, dataset)

@@ -26,9 +26,9 @@ its full config (offbench/harness/cells.py), so a new field, even at a default t
 nothing, would re-key every stored TD3+BC, IQL, CQL (and SPOT, Cal-QL, H2O, WSRL) cell.
 
 Declared choices:
-- lambda is one constant per run (`hubl_lambda`). The paper's trajectory-dependent lambda
-  (larger for higher-return trajectories) needs a per-transition field the loops do not carry
-  yet; its exact rule is not implemented here.
+- lambda is one constant per run (`hubl_lambda`, default 0.5: ours). The paper's
+  trajectory-dependent lambda (larger for higher-return trajectories) needs a per-transition
+  field the loops do not carry yet; its exact rule is not implemented here.
 - h(s') is the return-to-go within the recorded episode, truncated at its end: for the last
   transition of an episode cut by the time limit (or by the end of the data) h(s') = 0, as a
   relabeling of finite trajectories gives.
@@ -38,9 +38,16 @@ Declared choices:
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+
 import jax.numpy as jnp
 
 from offbench.algorithms import Transition
+
+MODES = ("offline",)  # a variant's modes: online transitions have no return until episode end
+DATASET_FIELDS = ("mc_returns",)  # G, computed by the harness from the rewards learned
+DEFAULT_LAMBDA = 0.5  # ours: the paper sets lambda per trajectory (see the declared choices)
 
 
 def lam(config) -> float:
@@ -68,3 +75,28 @@ def blend(target: jnp.ndarray, batch: Transition, config) -> jnp.ndarray:
     mc = batch.extra["mc_returns"]
     blended = (1.0 - value) * target + value * mc
     return jnp.where(jnp.isfinite(mc), blended, target)
+
+
+def variant(base, module_name: str):
+    """The HUBL variant of algorithm module `base`, for the module `module_name` that exports
+    it: `(Config, init)` with Config = base.Config plus `hubl_lambda` (default 0.5), and init
+    checking it before `base.init`. The variant module re-exports base's update/act/etc. and
+    sets MODES and DATASET_FIELDS to this module's."""
+    config_class = dataclasses.make_dataclass(
+        "Config", [("hubl_lambda", float, dataclasses.field(default=DEFAULT_LAMBDA))],
+        bases=(base.Config,), frozen=True)
+    # named as the variant module's own class: pickling, messages and run.json refer to it
+    config_class.__module__ = module_name
+    config_class.__qualname__ = "Config"
+    config_class.__doc__ = (f"{base.__name__}.Config plus hubl_lambda, the weight of the "
+                            "Monte-Carlo return in the critic target, in [0, 1].")
+
+    def init(key, spec, config=None, dataset=None):
+        config = config or config_class()
+        check(config)
+        return base.init(key, spec, config, dataset)
+
+    init.__module__ = module_name
+    init.__doc__ = f"{base.__name__}.init after checking hubl_lambda."
+    assert module_name in sys.modules, "call variant(base, __name__) from the variant module"
+    return config_class, init

@@ -79,7 +79,44 @@ def _within(x: jax.Array, bounds: tuple[float, float], strict: bool) -> jax.Arra
     return above & below
 
 
-class LocomotionEnv(Env):
+class MujocoEnv(Env):
+    """What every offbench task (locomotion here, navigation in maze.py) has in common: a
+    MuJoCo `model` whose actuators are the action space, behind a `physics` backend."""
+
+    model: mujoco.MjModel
+    physics: object
+    spec: object  # the task's spec dataclass (has .name)
+
+    @property
+    def action_size(self) -> int:
+        return self.model.nu
+
+    @property
+    def backend(self) -> str:
+        return self.physics.name
+
+    @property
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Gymnasium's action space: the actuators' control ranges."""
+        lo, hi = self.model.actuator_ctrlrange.T.astype(np.float32)
+        return lo, hi
+
+    def _check_action(self, action: jax.Array) -> jax.Array:
+        """The action as float32; one clear error for a wrong shape or, eagerly, NaN/Inf."""
+        shape = jnp.shape(action)
+        if shape != (self.action_size,):
+            raise ValueError(
+                f"action for task '{self.spec.name}' must have shape ({self.action_size},), got "
+                f"{shape}; for a batch of environments, jax.vmap the step function")
+        if not isinstance(action, jax.core.Tracer):
+            values = np.asarray(action)
+            if not np.all(np.isfinite(values)):
+                raise ValueError(f"action for task '{self.spec.name}' contains NaN or Inf: "
+                                 f"{values.tolist()}")
+        return jnp.asarray(action, jnp.float32)
+
+
+class LocomotionEnv(MujocoEnv):
     """One environment instance; `jax.vmap` its `reset`/`step` for batches.
 
     This bare env has no time limit and no auto-reset: `offbench.envs.make` adds them
@@ -107,20 +144,6 @@ class LocomotionEnv(Env):
         m, s = self.model, self.spec
         size = m.nq - s.exclude_qpos + m.nv
         return size + ((m.nbody - 1) * 6 if s.contact_forces_in_obs else 0)
-
-    @property
-    def action_size(self) -> int:
-        return self.model.nu
-
-    @property
-    def backend(self) -> str:
-        return self.physics.name
-
-    @property
-    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """Gymnasium's action space: the actuators' control ranges."""
-        lo, hi = self.model.actuator_ctrlrange.T.astype(np.float32)
-        return lo, hi
 
     def reset(self, rng: jax.Array) -> State:
         s, m = self.spec, self.model
@@ -239,16 +262,3 @@ class LocomotionEnv(Env):
             return jnp.zeros((), jnp.float32)
         return (~self.is_healthy(physics)).astype(jnp.float32)
 
-    # -- input checks ----------------------------------------------------------------------------
-    def _check_action(self, action: jax.Array) -> jax.Array:
-        shape = jnp.shape(action)
-        if shape != (self.action_size,):
-            raise ValueError(
-                f"action for task '{self.spec.name}' must have shape ({self.action_size},), got "
-                f"{shape}; for a batch of environments, jax.vmap the step function")
-        if not isinstance(action, jax.core.Tracer):
-            values = np.asarray(action)
-            if not np.all(np.isfinite(values)):
-                raise ValueError(f"action for task '{self.spec.name}' contains NaN or Inf: "
-                                 f"{values.tolist()}")
-        return jnp.asarray(action, jnp.float32)

@@ -49,9 +49,9 @@ import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
-from brax.envs.base import Env, State
+from brax.envs.base import State
 
-from offbench.envs.locomotion import GYMNASIUM_ASSETS, _compiler_warnings_once
+from offbench.envs.locomotion import GYMNASIUM_ASSETS, MujocoEnv, _compiler_warnings_once
 from offbench.envs.maze_spec import BOTH, GOAL, OPEN, RESET, WALL, MazeSpec
 from offbench.envs.physics import PhysicsState, apply_dynamics_overrides, make_physics
 
@@ -219,7 +219,7 @@ def _mjx_sphere_box_within_margin() -> None:
 
 # -- the environment ------------------------------------------------------------------------------
 
-class MazeEnv(Env):
+class MazeEnv(MujocoEnv):
     """One maze environment instance; `jax.vmap` its `reset`/`step` for batches.
 
     Like `LocomotionEnv`: no time limit and no auto-reset here (`offbench.envs.make` adds
@@ -262,19 +262,6 @@ class MazeEnv(Env):
         m, a = self.model, self.agent
         size = m.nq - a.exclude_qpos + m.nv + ((m.nbody - 1) * 6 if a.contact_forces_in_obs else 0)
         return size + 2
-
-    @property
-    def action_size(self) -> int:
-        return self.model.nu
-
-    @property
-    def backend(self) -> str:
-        return self.physics.name
-
-    @property
-    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        lo, hi = self.model.actuator_ctrlrange.T.astype(np.float32)
-        return lo, hi
 
     def reset(self, rng: jax.Array) -> State:
         rng, k_goal = jax.random.split(rng)
@@ -387,18 +374,3 @@ class MazeEnv(Env):
 
     def observation(self, physics: PhysicsState, goal: jax.Array) -> jax.Array:
         return jnp.concatenate([self.agent_observation(physics), goal]).astype(jnp.float32)
-
-    # -- input checks ----------------------------------------------------------------------------
-    def _check_action(self, action: jax.Array) -> jax.Array:
-        shape = jnp.shape(action)
-        if shape != (self.action_size,):
-            raise ValueError(
-                f"action for task '{self.spec.name}' must have shape ({self.action_size},), got "
-                f"{shape}; for a batch of environments, jax.vmap the step function")
-        if not isinstance(action, jax.core.Tracer):
-            values = np.asarray(action)
-            if not np.all(np.isfinite(values)):
-                raise ValueError(f"action for task '{self.spec.name}' contains NaN or Inf: "
-                                 f"{values.tolist()}")
-        return jnp.asarray(action, jnp.float32)
-

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from offbench.envs import tomlspec
+
 AGENT_NAMES = ("point", "ant")  # offbench.envs.maze.AGENTS
 WALL, OPEN, GOAL, RESET, BOTH = "#", ".", "g", "r", "c"
 GOAL_MODES = ("eval", "diverse", "any")
@@ -39,13 +41,7 @@ class MazeSpec:
 
 
 def parse_spec(name: str, raw: dict) -> MazeSpec:
-    fields = {f.name for f in dataclasses.fields(MazeSpec)}
-    unknown = set(raw) - fields
-    if unknown:
-        raise ValueError(f"task spec '{name}' has unknown fields {sorted(unknown)}; "
-                         f"known fields: {sorted(fields - {'name'})}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-    spec = MazeSpec(name=name, **values)
+    spec = tomlspec.build(MazeSpec, name, raw)
     if spec.agent not in AGENT_NAMES:
         raise ValueError(f"task spec '{name}': agent must be one of {list(AGENT_NAMES)}")
     for goals in GOAL_MODES:

@@ -8,7 +8,7 @@ import os
 import tomllib
 from pathlib import Path
 
-from offbench.envs import maze_spec
+from offbench.envs import maze_spec, tomlspec
 
 # `tasks/` sits at the repository root beside `offbench/` (the product card fixes the layout);
 # OFFBENCH_TASKS_DIR points elsewhere, e.g. for a non-editable install.
@@ -55,13 +55,7 @@ class LocomotionSpec:
 def _parse(name: str, raw: dict) -> LocomotionSpec:
     if raw.get("family") == "maze":  # navigation tasks (tasks/maze.toml, offbench/envs/maze.py)
         return maze_spec.parse_spec(name, raw)
-    fields = {f.name for f in dataclasses.fields(LocomotionSpec)}
-    unknown = set(raw) - fields
-    if unknown:
-        raise ValueError(f"task spec '{name}' has unknown fields {sorted(unknown)}; "
-                         f"known fields: {sorted(fields - {'name'})}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-    spec = LocomotionSpec(name=name, **values)
+    spec = tomlspec.build(LocomotionSpec, name, raw)
     if spec.qvel_noise not in ("normal", "uniform"):
         raise ValueError(f"task spec '{name}': qvel_noise must be 'normal' or 'uniform'")
     if spec.healthy_bounds not in ("strict", "closed"):
