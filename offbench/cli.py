@@ -422,7 +422,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     path = Path(args.spec)
     spec = sweep.load_spec(path)
-    reports = declared.parse(spec)  # a bad [[report]] table fails before anything runs
+    sweep.validate(spec, path)  # every problem (its [[report]] tables and needs too) in one error
+    for needed in declared.needs(spec, path):  # and the specs it needs, before any of them runs
+        sweep.validate(sweep.load_spec(needed), needed)
+    reports = declared.parse(spec)
     if args.report and not reports:
         raise ValueError(f"--report: {path} declares no [[report]] table")
     if args.datasets:  # a subset of the spec: the same cells (and hashes) as the whole spec's

@@ -1312,3 +1312,87 @@ def test_a_bad_dataset_transform_fails_before_anything_is_written(env_root, tmp_
     with pytest.raises(ValueError, match=re.escape("bad transform '+episodes=2'")):
         sweep.run_sweep(spec, store.Store(tmp_path / "store"), log=quiet)
     assert not (tmp_path / "store").exists()
+
+
+def test_a_spec_with_many_problems_is_one_error_listing_each(env_root, tmp_path):
+    """Every problem of a spec at once, each with its field path, what was given and what is
+    accepted; nothing written."""
+    spec = tiny_spec(algorithms=["bc", "nope_algo"], datasets=[DATASET, "hopper-mediun"],
+                     seeds=2.7, first_seed=-1, sinks=["mlflow"], backend="gpu", colour="red",
+                     modes=["offline", "o2o2"], set=["hidden=a"],
+                     budget={**BUDGET, "updates": "100", "upd": 3},
+                     algorithms_set={"bc": {"set": ["lr=x"], "grid": {"zz": ["1"]}},
+                                     "iql": {}},
+                     report=[{"kind": "offlin"}], needs=3)
+    with pytest.raises(sweep.SpecError) as caught:
+        sweep.run_sweep(spec, store.Store(tmp_path / "store"), log=quiet)
+    message = str(caught.value)
+    for expected in (
+            "colour: unknown keys ['colour'] (given 'red')",
+            "algorithms[1] = 'nope_algo': unknown algorithm 'nope_algo'",
+            "datasets[1] = 'hopper-mediun': unknown dataset kind",
+            "seeds = 2.7: expected a whole number >= 1",
+            "first_seed = -1: expected a whole number >= 0",
+            "sinks = ['mlflow']: unknown logging sinks ['mlflow']; valid: ['tensorboard'",
+            "backend = 'gpu'; valid: ['mujoco', 'mjx']",
+            "modes[1] = 'o2o2': mode 'o2o2' has no runner here; registered modes:",
+            "set[0] = 'hidden=a': --set hidden=a: expected int",
+            "algorithms_set.bc.set[0] = 'lr=x': --set lr=x: expected float",
+            "algorithms_set.bc.grid.zz[0] = 'zz=1': unknown config key 'zz'",
+            "algorithms_set.iql: names an algorithm not in 'algorithms'",
+            "budget: unknown offline budget keys ['upd']; valid:",
+            "budget: offline budget updates = '100': expected int",
+            "report[0].kind: 'offlin' is not one of",
+            "needs = 3: 'needs' must be a list of spec files"):
+        assert f"\n  - {expected}" in message, (expected, message)
+    assert len(caught.value.problems) == 16
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("dataset,message", [
+    ("hopper-mediun", "unknown dataset kind in 'hopper-mediun'"),
+    ("hoper-medium", "unknown dataset 'hoper-medium': it must start with a task"),
+    ("test/hopper/missing-v0", "no Minari dataset 'test/hopper/missing-v0'"),
+    ("hopper-medium@sim:gravty=0.5", "unknown override 'gravty'"),
+])
+def test_an_unknown_dataset_fails_before_anything_is_written(env_root, tmp_path, dataset,
+                                                             message):
+    """Before, an unknown dataset failed in its cell, leaving its folder in the store."""
+    spec = tiny_spec(algorithms=["bc"], sinks=[], datasets=[DATASET, dataset],
+                     modes=["offline", "o2o"] if "@" in dataset else ["offline"])
+    with pytest.raises(ValueError, match=re.escape(message)) as caught:
+        sweep.run_sweep(spec, store.Store(tmp_path / "store"), log=quiet)
+    assert f"datasets[1] = '{dataset}'" in str(caught.value)
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_dataset_a_mode_cannot_take_is_named_with_its_combination(env_root, tmp_path):
+    spec = tiny_spec(algorithms=["bc"], sinks=[],
+                     datasets=[DATASET, DATASET + "@sim:gravity=0.5"])
+    with pytest.raises(sweep.SpecError, match=re.escape(
+            f"datasets: '{DATASET}@sim:gravity=0.5' with bc in mode offline: ")):
+        sweep.run_sweep(spec, store.Store(tmp_path / "store"), log=quiet)
+    assert not (tmp_path / "store").exists()
+
+
+def test_sweep_cli_names_every_spec_problem_in_one_error(env_root, tmp_path, capsys):
+    """`offbench sweep` with a bad spec (and a bad spec it needs): exit 2, every problem of both
+    named, no traceback, no store."""
+    from offbench import cli
+
+    (tmp_path / "other.toml").write_text(to_toml(tiny_spec(name="other", seeds=0)))
+    path = tmp_path / "bad.toml"
+    path.write_text(to_toml(tiny_spec(algorithms=["bc"], seeds="two", sinks=["mlflow"],
+                                      needs=["other.toml"])))
+    root = tmp_path / "store"
+    assert cli.main(["sweep", str(path), "--store", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("offbench sweep: error: sweep spec 'tiny': 2 problem(s)")
+    assert "seeds = 'two': expected a whole number >= 1" in err
+    assert "unknown logging sinks ['mlflow']" in err
+    assert "Traceback" not in err and not root.exists()
+    path.write_text(to_toml(tiny_spec(algorithms=["bc"], sinks=[], needs=["other.toml"])))
+    assert cli.main(["sweep", str(path), "--store", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "sweep spec 'other'" in err and "seeds = 0: expected a whole number >= 1" in err
+    assert not root.exists()
