@@ -23,17 +23,23 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     default = envs.default_backend()
     wide = max(len(n) for n in envs.task_names())
     gym_wide = max(len(envs.get_spec(n).gymnasium_id) for n in envs.task_names())
-    print(f"{'task':{wide}s} {'gymnasium':{gym_wide}s} {'obs':>4s} {'act':>4s} {'steps':>6s} "
-          f"{'ref_min':>9s} {'ref_max':>9s}  backends")
+    backends = ", ".join(b + (" (default)" if b == default else "") for b in envs.BACKENDS)
+    # every env is built before the table prints, so MuJoCo's compiler warnings (printed once,
+    # on stderr) come before it rather than between its rows
+    rows = []
     for name in envs.task_names():
         env = envs.make(name, default, wrap=False)
-        backends = ", ".join(b + (" (default)" if b == default else "") for b in envs.BACKENDS)
         try:
             refs = " ".join(f"{r:9.1f}" for r in policies.reference_scores(name))
         except FileNotFoundError:  # a task without committed behaviour policies
             refs = f"{'-':>9s} {'-':>9s}"
-        print(f"{name:{wide}s} {env.spec.gymnasium_id:{gym_wide}s} {env.observation_size:4d} "
-              f"{env.action_size:4d} {env.spec.episode_length:6d} {refs}  {backends}")
+        rows.append(f"{name:{wide}s} {env.spec.gymnasium_id:{gym_wide}s} "
+                    f"{env.observation_size:4d} {env.action_size:4d} "
+                    f"{env.spec.episode_length:6d} {refs}  {backends}")
+    sys.stderr.flush()
+    print(f"{'task':{wide}s} {'gymnasium':{gym_wide}s} {'obs':>4s} {'act':>4s} {'steps':>6s} "
+          f"{'ref_min':>9s} {'ref_max':>9s}  backends")
+    print("\n".join(rows))
     print("\nref_min/ref_max: the reference scores normalized scores use (mean return of uniform "
           "random actions / of the expert policy; tasks/policies/TASK/policies.json)")
     print(f"dynamics overrides (scale factors): {', '.join(envs.DYNAMICS_OVERRIDES)}")

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import offbench
+import offbench.envs as envs
 from offbench import policies
 
 OFFBENCH = str(Path(sys.executable).parent / "offbench")
@@ -34,6 +35,22 @@ def test_tasks_lists_sizes_and_backends():
         assert (float(rows[task][5]), float(rows[task][6])) == (round(ref_min, 1),
                                                                  round(ref_max, 1))
         assert "mjx" in out.stdout and "mujoco" in out.stdout
+
+
+def test_tasks_table_is_not_split_by_mujoco_warnings():
+    # unbuffered, with stderr into the same pipe as a terminal shows them: MuJoCo's compiler
+    # warning about half_cheetah.xml's `settotalmass` comes once, before the table, never
+    # between its rows
+    import os
+
+    out = subprocess.run([OFFBENCH, "tasks"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert out.returncode == 0, out.stdout
+    lines = out.stdout.splitlines()
+    assert sum("settotalmass" in line for line in lines) <= 1
+    header = next(i for i, line in enumerate(lines) if line.startswith("task "))
+    table = lines[header + 1:lines.index("", header)]
+    assert [line.split()[0] for line in table] == envs.task_names(), out.stdout
 
 
 def test_unknown_task_in_perf_is_one_clear_error():
