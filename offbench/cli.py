@@ -129,8 +129,9 @@ RUN_BUDGET_FLAGS = {"updates": "--updates", "eval_every": "--eval-every",
                     "episode_length": "--episode-length", "offline_updates": "--offline-updates",
                     "online_steps": "--online-steps", "offline_ratio": "--offline-ratio",
                     "utd": "--utd", "num_envs": "--num-envs", "warmup_steps": "--warmup-steps",
-                    "threshold": "--threshold"}
-OFFLINE_ONLY = {"updates"}
+                    "threshold": "--threshold", "sampler": "--sampler",
+                    "sampler_temperature": "--sampler-temperature"}
+OFFLINE_ONLY = {"updates", "sampler", "sampler_temperature"}
 MIXED_ONLY = {"offline_updates", "online_steps", "offline_ratio", "utd", "num_envs",
               "warmup_steps", "threshold"}
 
@@ -620,6 +621,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=_positive, help="updates between checkpoints (50000)")
     p.add_argument("--episode-length", type=_positive,
                    help="time limit of evaluation (and o2o/hybrid training) episodes (1000)")
+    p.add_argument("--sampler", choices=["uniform", "return", "advantage"],
+                   help="offline minibatches: uniform over transitions (default), or "
+                        "trajectory-weighted by return or advantage (Hong et al. 2023; "
+                        "docs/offline.md)")
+    p.add_argument("--sampler-temperature", type=float, metavar="ALPHA",
+                   help="temperature of the return/advantage sampler (default 0.1)")
     p.add_argument("--root", help="data root (default $OFFBENCH_DATASETS or ~/.offbench/datasets)")
     g = p.add_argument_group("o2o and hybrid modes (--eval-every and --checkpoint-every count "
                              "updates offline and env steps online)")

@@ -121,7 +121,7 @@ def _offline_budget(budget: dict, algo_config: Any) -> dict:
     # the physics backend changes the numbers: resolve it now, into the cell's identity
     config = dataclasses.replace(config, backend=envs.resolve_backend(config.backend))
     config.validate()
-    return dataclasses.asdict(config)
+    return config.identity()  # the sampler only when not uniform: uniform cells keep their ids
 
 
 def _offline_algo_config(config: Any, budget: dict, given: set, algo: Any) -> Any:

@@ -19,6 +19,12 @@ An algorithm may also define `prepare_dataset(arrays, episode_lengths, config) -
 top-%BC keeps the best episodes) and `DATASET_FIELDS`, the derived fields its batches need
 (`next_actions`, `mc_returns`), which arrive in `batch.extra`.
 
+Minibatches are uniform over the transitions (`sampler = "uniform"`, the default), or
+trajectory-weighted for any algorithm: `sampler = "return"` / `"advantage"` with
+`sampler_temperature` (offbench/loops/sampling.py, Hong et al. 2023). The sampler is part of a
+cell's identity only when it is not the default (`OfflineConfig.identity`), so uniform cells
+keep their ids.
+
 Divergence: after every update the new state is checked; a seed whose parameters or losses
 turn NaN/Inf keeps its last finite state from then on and is flagged `diverged` (with the
 update at which it happened); the other seeds are unaffected. Its evaluations are of that last
@@ -48,7 +54,7 @@ from offbench.algorithms import EnvSpec, Transition, config_field, contract, ski
 from offbench.data import Dataset
 from offbench.data import stats as data_stats
 from offbench.data.loader import OBS_STD_EPS, mc_returns
-from offbench.loops import driver, rollout
+from offbench.loops import driver, rollout, sampling
 from offbench.score import normalized_score
 
 
@@ -63,8 +69,12 @@ class OfflineConfig:
     # the final policy's evaluation, apart from the periodic ones: the leaderboard's `last`
     # score (Unifloral's practice; 0: the last periodic evaluation is the last score)
     final_eval_episodes: int = 100
+    # minibatch sampling: uniform, or trajectory-weighted (offbench/loops/sampling.py)
+    sampler: str = "uniform"  # uniform | return | advantage
+    sampler_temperature: float = sampling.DEFAULT_TEMPERATURE  # weighted samplers only
 
     def validate(self) -> None:
+        sampling.check(self.sampler, self.sampler_temperature)
         if self.updates <= 0 or self.eval_every <= 0 or self.eval_episodes <= 0:
             raise ValueError("updates, eval_every and eval_episodes must be positive")
         if self.final_eval_episodes < 0:
@@ -72,6 +82,15 @@ class OfflineConfig:
         if self.updates % self.eval_every:
             raise ValueError(f"updates ({self.updates}) must be a multiple of eval_every "
                              f"({self.eval_every})")
+
+    def identity(self) -> dict:
+        """The config as cells and run settings record it: without the sampler fields when the
+        sampler is uniform (the default), so that cells from before the option keep their ids
+        and their runs resume."""
+        out = dataclasses.asdict(self)
+        if self.sampler == "uniform":
+            del out["sampler"], out["sampler_temperature"]
+        return out
 
     @property
     def periods(self) -> int:
@@ -100,10 +119,15 @@ class Prepared:
     obs_std: np.ndarray
     reward_scale: float
     reward_bias: float
+    # a trajectory-weighted sampler's tables (sampling.tables), None for uniform sampling
+    sampler: dict[str, jax.Array] | None = None
 
 
-def prepare(algo: types.ModuleType, config: Any, dataset: Dataset) -> Prepared:
-    """The arrays minibatches are drawn from (device), with the observation and reward maps."""
+def prepare(algo: types.ModuleType, config: Any, dataset: Dataset, sampler: str = "uniform",
+            sampler_temperature: float = sampling.DEFAULT_TEMPERATURE) -> Prepared:
+    """The arrays minibatches are drawn from (device), with the observation and reward maps,
+    and a weighted sampler's tables, from the episodes the algorithm keeps and the dataset's
+    rewards and observations before they are scaled."""
     lengths = np.asarray(dataset.metadata["episode_lengths"])
     arrays = {"obs": np.asarray(dataset.observations), "action": np.asarray(dataset.actions),
               "reward": np.asarray(dataset.rewards, np.float32),
@@ -113,6 +137,10 @@ def prepare(algo: types.ModuleType, config: Any, dataset: Dataset) -> Prepared:
         arrays[name] = np.asarray(value)
     if contract(algo).prepare_dataset is not None:
         arrays, lengths = algo.prepare_dataset(arrays, lengths, config)
+    table = None
+    if sampler != "uniform":
+        table = {k: jnp.asarray(v) for k, v in sampling.tables(
+            sampler, sampler_temperature, arrays["reward"], lengths, arrays["obs"]).items()}
     obs_dim = arrays["obs"].shape[1]
     mean, std = np.zeros(obs_dim, np.float32), np.ones(obs_dim, np.float32)
     if config_field(config, "normalize_obs"):
@@ -132,7 +160,7 @@ def prepare(algo: types.ModuleType, config: Any, dataset: Dataset) -> Prepared:
         arrays["mc_returns"] = mc_returns(arrays["reward"], lengths,
                                           config_field(config, "discount"))
     return Prepared({k: jnp.asarray(v) for k, v in arrays.items()}, mean.astype(np.float32),
-                    std.astype(np.float32), float(scale), float(bias))
+                    std.astype(np.float32), float(scale), float(bias), table)
 
 
 def return_range_scale(rewards: np.ndarray, terminals: np.ndarray, lengths: np.ndarray,
@@ -158,8 +186,13 @@ BASE_FIELDS = ("obs", "action", "reward", "next_obs", "terminal")
 
 
 def sample(arrays: dict[str, jax.Array], key: jax.Array, batch_size: int) -> Transition:
-    index = jax.random.randint(key, (batch_size,), 0, arrays["reward"].shape[0])
-    picked = {k: v[index] for k, v in arrays.items()}
+    """A minibatch: uniform over the transitions, or by the trajectory weights of the sampler
+    tables under arrays[sampling.KEY] when a weighted sampler put them there (`setup`)."""
+    if sampling.KEY in arrays:
+        index = sampling.indices(arrays[sampling.KEY], key, batch_size)
+    else:
+        index = jax.random.randint(key, (batch_size,), 0, arrays["reward"].shape[0])
+    picked = {k: v[index] for k, v in arrays.items() if k != sampling.KEY}
     return Transition(**{k: picked[k] for k in BASE_FIELDS},
                       extra={k: v for k, v in picked.items() if k not in BASE_FIELDS})
 
@@ -203,6 +236,8 @@ class Problem:
 def init_carry(problem: Problem, key: jax.Array, seed_index: jax.Array,
                dataset: Any = None) -> Carry:
     k_algo, key = jax.random.split(key)
+    if isinstance(dataset, dict) and sampling.KEY in dataset:  # the data, not the sampler
+        dataset = {k: v for k, v in dataset.items() if k != sampling.KEY}
     algo = problem.algo.init(k_algo, problem.spec, problem.algo_config, dataset)
     return Carry(algo=algo, key=key, seed_index=seed_index, diverged=jnp.asarray(False),
                  diverged_at=jnp.asarray(-1, jnp.int32))
@@ -346,7 +381,8 @@ def load_dataset(algo: Any, algo_config: Any, dataset_id: str,
 def setup(algo_name: str, dataset_id: str, config: OfflineConfig, algo_config: Any,
           data_root: str | Path | None = None, dataset: Dataset | None = None
           ) -> tuple[Problem, dict[str, jax.Array]]:
-    """The Problem of an offline run and the device arrays its minibatches come from."""
+    """The Problem of an offline run and the device arrays its minibatches come from (with a
+    weighted sampler's tables under sampling.KEY)."""
     from offbench.algorithms import load_algorithm
 
     algo = load_algorithm(algo_name)
@@ -356,7 +392,10 @@ def setup(algo_name: str, dataset_id: str, config: OfflineConfig, algo_config: A
     config = dataclasses.replace(config, backend=envs.resolve_backend(config.backend))
     if dataset is None:
         dataset = load_dataset(algo, algo_config, dataset_id, data_root)
-    arrays, mean, std = prepare_arrays(algo, algo_config, dataset)
+    prepared = prepare(algo, algo_config, dataset, config.sampler, config.sampler_temperature)
+    arrays, mean, std = prepared.arrays, prepared.obs_mean, prepared.obs_std
+    if prepared.sampler is not None:
+        arrays = {**arrays, sampling.KEY: prepared.sampler}
     meta = dataset.metadata
     problem = Problem(algo, algo_config, dataset.task, config, mean, std,
                       meta.get("ref_min"), meta.get("ref_max"))
@@ -376,7 +415,7 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: OfflineConfig, al
     problem.fault = fault
     config = problem.config
     settings = {"algorithm": algo_name, "dataset": dataset_id, "seeds": seeds,
-                "first_seed": first_seed, "offline_config": dataclasses.asdict(config),
+                "first_seed": first_seed, "offline_config": config.identity(),
                 "algo_config": dataclasses.asdict(algo_config)}
     return driver.run(
         out=Path(out), settings={**settings, "task": problem.task}, mode="offline",

@@ -19,9 +19,14 @@ from offbench.reports import plots
 
 def run_label(run_dir: Path, info: dict) -> str:
     """The algorithm, with its hyperparameter variant when the run is a sweep cell of a grid
-    (cell.json's `variant`), e.g. `rebrac[normalize_obs=true]`."""
-    variant = cell_config(run_dir).get("variant")
-    return info["algorithm"] + (f"[{variant}]" if variant else "")
+    (cell.json's `variant`), e.g. `rebrac[normalize_obs=true]`, and its minibatch sampler when
+    that is not uniform, e.g. `iql[sampler=return:0.1]` (sampler:temperature)."""
+    parts = [cell_config(run_dir).get("variant") or ""]
+    loop = info.get("offline_config", {})
+    if loop.get("sampler", "uniform") != "uniform":
+        parts.append(f"sampler={loop['sampler']}:{loop['sampler_temperature']:g}")
+    parts = [p for p in parts if p]
+    return info["algorithm"] + (f"[{','.join(parts)}]" if parts else "")
 
 
 def cell_config(run_dir: Path) -> dict:
