@@ -110,8 +110,15 @@ def manifest(task: str) -> dict:
     return json.loads(path.read_text())
 
 
+SUCCESS_REFERENCE = (0.0, 1.0)  # navigation: a return is 1 if the goal was reached, else 0
+
+
 def reference_scores(task: str) -> tuple[float, float]:
-    """(ref_min, ref_max): mean returns of the uniform random and the expert policy."""
+    """(ref_min, ref_max): mean returns of the uniform random and the expert policy. Navigation
+    tasks (an episode ends at the first success, so its return is 0 or 1) have 0 and 1 by
+    definition, so the normalized score is 100 x the success rate (as D4RL's AntMaze is read)."""
+    if isinstance(envs.get_spec(task), envs.MazeSpec):
+        return SUCCESS_REFERENCE
     info = manifest(task)["reference_scores"]
     return float(info["ref_min"]), float(info["ref_max"])
 

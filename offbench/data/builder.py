@@ -5,6 +5,9 @@ Kinds (D4RL's, made from tasks/policies/TASK): `random` (uniform random actions)
 `expert` (the stochastic behaviour policy), `medium-expert` (the medium dataset followed by the
 expert dataset, so 2x the size, as in D4RL), `medium-replay` and `full-replay` (equal shares of
 the replay snapshots, evenly spaced in training time up to `medium` and up to `expert`).
+PointMaze's kind `maze2d` (D4RL's maze2d: a noisy PD waypoint controller, no policy file) is
+made by offbench/data/maze2d.py; its reference scores are 0 and 1, success's
+(`policies.reference_scores`).
 
 A build is staged in a temporary folder beside the data root and moved into place by one rename,
 after its sha256 sidecar (`offbench.json`) is written: an interrupted build leaves nothing the
@@ -63,9 +66,15 @@ def kind_parts(task: str, kind: str) -> list[tuple[str, list[str] | None]]:
     raise ValueError(f"unknown dataset kind '{kind}'")
 
 
+def _is_maze(task: str) -> bool:
+    return isinstance(envs.get_spec(task), envs.MazeSpec)
+
+
 def policy_hashes(task: str, kind: str) -> dict[str, str]:
     """sha256 of each committed policy a dataset of `kind` is generated from (as recorded in
-    its sidecar's `policies_sha256`)."""
+    its sidecar's `policies_sha256`); none for the maze kinds (a scripted controller)."""
+    if _is_maze(task):
+        return {}
     committed = policies.manifest(task)["policies"] if kind != "random" else {}
     return {n: committed[n]["sha256"] for _, names in kind_parts(task, kind) for n in names or ()}
 
@@ -117,6 +126,12 @@ def episodes_from_streams(data: dict[str, np.ndarray], size: int) -> Iterator[di
 def generate(task: str, kind: str, size: int, seed: int, log: Callable = print
              ) -> tuple[list[dict], dict[str, str]]:
     """The episodes of one dataset (host arrays) and the hashes of the policies used."""
+    if _is_maze(task):
+        from offbench.data import maze2d
+
+        if kind != maze2d.KIND:
+            raise ValueError(f"unknown dataset kind '{kind}' for task '{task}'")
+        return maze2d.generate(task, size, seed, log), {}
     episodes: list[dict] = []
     hashes: dict[str, str] = {}
     env = envs.make(task)
@@ -163,11 +178,20 @@ def write_minari(root: Path, minari_id: str, episodes: list[dict], task: str,
                              rewards=ep["rewards"], terminations=ep["terminations"],
                              truncations=ep["truncations"], infos={})
                for i, ep in enumerate(episodes)]
+    # The maze tasks' Gymnasium-Robotics envs are not registered without that (test-only)
+    # package, which Minari would make; their datasets name the env in their description.
+    # Minari keeps reference scores only for datasets with an env: added to those after.
+    gym_env = None if _is_maze(task) else envs.get_spec(task).gymnasium_id
+    metadata = dict(metadata)
+    refs = {} if gym_env else {k: metadata.pop(k) for k in ("ref_min_score", "ref_max_score")
+                               if k in metadata}
     with _minari_root(root), warnings_quiet():
-        minari.create_dataset_from_buffers(
-            minari_id, buffers, env=envs.get_spec(task).gymnasium_id,
+        dataset = minari.create_dataset_from_buffers(
+            minari_id, buffers, env=gym_env,
             observation_space=obs_space, action_space=act_space, data_format="hdf5",
             **metadata)
+        if refs:
+            dataset.storage.update_metadata(refs)
 
 
 @contextlib.contextmanager
@@ -198,7 +222,7 @@ def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
                 same_refs = info.get("reference_scores") == {"ref_min": ref_min,
                                                              "ref_max": ref_max}
                 if info.get("policies_sha256") == policy_hashes(name.task, name.kind) \
-                        and same_refs:
+                        and same_refs and info.get("behaviour") == behaviour(name.task):
                     log(f"{name.short}: already built in {final}")
                     return final
                 # generated data of ours: rebuilt deterministically from the committed
@@ -215,8 +239,10 @@ def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
     episodes, hashes = generate(name.task, name.kind, name.size, seed, log)
     command = command or f"offbench datasets build {name.short} --seed {seed}"
     provenance = record()
+    made_by = ("D4RL maze2d waypoint controller, offbench/data/maze2d.py" if _is_maze(name.task)
+               else "SAC actors, tasks/policies")
     metadata = {
-        "algorithm_name": f"offbench {name.kind} behaviour (SAC actors, tasks/policies)",
+        "algorithm_name": f"offbench {name.kind} behaviour ({made_by})",
         "author": "offbench", "author_email": "offbench maintainers",
         "code_permalink": f"offbench {offbench.__version__} at commit "
                           f"{provenance.get('git_commit')}",
@@ -236,6 +262,7 @@ def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
             "episodes": len(episodes), "seed": seed, "command": command,
             "sha256": {f: sha256_file(built / f) for f in DATA_FILES},
             "policies_sha256": hashes,
+            **({"behaviour": behaviour(name.task)} if behaviour(name.task) else {}),
             "reference_scores": {"ref_min": ref_min, "ref_max": ref_max},
             "version": offbench.__version__, "git_commit": provenance.get("git_commit"),
             "versions": provenance.get("versions"),
@@ -250,6 +277,16 @@ def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
         shutil.rmtree(staging, ignore_errors=True)
     log(f"{name.short}: {len(episodes)} episodes -> {final}")
     return final
+
+
+def behaviour(task: str) -> dict | None:
+    """The scripted behaviour a dataset of `task` records (the maze controller's parameters;
+    None for the policy-made kinds, whose policies' hashes are recorded)."""
+    if not _is_maze(task):
+        return None
+    from offbench.data import maze2d
+
+    return maze2d.record()
 
 
 def _copy_namespace_metadata(staging: Path, root: Path, minari_id: str) -> None:

@@ -1,6 +1,11 @@
 """Dataset names. Short ids `TASK-KIND[-SIZE]` (e.g. `hopper-medium-replay`, `ant-expert-100k`)
 map to Minari ids `offbench/TASK/KIND[-SIZE]-v0`; the size suffix appears only when the size is
 not the D4RL default of 1M transitions. Ids with a `/` are Minari ids (ours or any other).
+
+Kinds depend on the task's family: locomotion has D4RL's MuJoCo kinds (KINDS); the PointMaze
+tasks have one kind, `maze2d` (offbench/data/maze2d.py), which is their default kind and left out
+of the short id, as D4RL names them: `pointmaze-umaze`, `pointmaze-umaze-100k` (Minari id
+`offbench/pointmaze-umaze/maze2d-100k-v0`). AntMaze has no dataset kinds yet.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 import offbench.envs as envs
 
 KINDS = ("random", "medium", "expert", "medium-expert", "medium-replay", "full-replay")
+MAZE_KINDS = {"point": ("maze2d",), "ant": ()}  # by agent; the first is the default kind
 DEFAULT_SIZE = 1_000_000
 NAMESPACE = "offbench"
 VERSION = 0
@@ -23,6 +29,22 @@ def data_root(root: str | Path | None = None) -> Path:
     if root is not None:
         return Path(root).expanduser()
     return Path(os.environ.get("OFFBENCH_DATASETS", Path.home() / ".offbench" / "datasets"))
+
+
+def kinds(task: str) -> tuple[str, ...]:
+    """The dataset kinds of a task (an unknown task raises, listing the valid ones)."""
+    spec = envs.get_spec(task)
+    if isinstance(spec, envs.MazeSpec):
+        return MAZE_KINDS[spec.agent]
+    return KINDS
+
+
+def default_kind(task: str) -> str | None:
+    """The kind a short id may leave out (the navigation tasks' single kind), else None."""
+    spec = envs.get_spec(task)
+    if isinstance(spec, envs.MazeSpec) and MAZE_KINDS[spec.agent]:
+        return MAZE_KINDS[spec.agent][0]
+    return None
 
 
 def format_size(size: int) -> str:
@@ -50,7 +72,8 @@ class DatasetName:
     @property
     def short(self) -> str:
         suffix = "" if self.size == DEFAULT_SIZE else f"-{format_size(self.size)}"
-        return f"{self.task}-{self.kind}{suffix}"
+        kind = "" if self.kind == default_kind(self.task) else f"-{self.kind}"
+        return f"{self.task}{kind}{suffix}"
 
     @property
     def minari_id(self) -> str:
@@ -73,16 +96,23 @@ def parse(dataset_id: str, size: int | None = None) -> DatasetName:
         kind_and_size = re.sub(r"-v\d+$", "", parts[2])
         text = f"{parts[1]}-{kind_and_size}"
     tasks = sorted(envs.task_names(), key=len, reverse=True)
-    task = next((t for t in tasks if text.startswith(t + "-")), None)
+    task = next((t for t in tasks if text == t or text.startswith(t + "-")), None)
     if task is None:
         raise ValueError(f"unknown dataset '{dataset_id}': it must start with a task "
                          f"({', '.join(envs.task_names())}) followed by a kind "
                          f"({', '.join(KINDS)}), e.g. hopper-medium-replay; see "
                          "`offbench datasets list`")
     rest = text[len(task) + 1:]
-    for kind in sorted(KINDS, key=len, reverse=True):
+    valid = kinds(task)
+    default = default_kind(task)
+    if default is not None and (rest == "" or re.fullmatch(r"\d+[km]?", rest.lower())):
+        parsed = parse_size(rest) if rest else DEFAULT_SIZE
+        return DatasetName(task, default, size if size is not None else parsed)
+    for kind in sorted(valid, key=len, reverse=True):
         if rest == kind or rest.startswith(kind + "-"):
             suffix = rest[len(kind) + 1:]
             parsed = parse_size(suffix) if suffix else DEFAULT_SIZE
             return DatasetName(task, kind, size if size is not None else parsed)
-    raise ValueError(f"unknown dataset kind in '{dataset_id}': valid kinds are {', '.join(KINDS)}")
+    if not valid:
+        raise ValueError(f"task '{task}' has no datasets yet; see `offbench datasets list`")
+    raise ValueError(f"unknown dataset kind in '{dataset_id}': valid kinds are {', '.join(valid)}")

@@ -362,7 +362,7 @@ def dataset_key(dataset: str) -> str:
         name = data.parse(base)
     except ValueError:
         return base
-    return f"{name.task}-{name.kind}"
+    return data.DatasetName(name.task, name.kind).short  # pointmaze-umaze: its kind is implied
 
 
 def _has_key(config: Any, item: str) -> bool:
