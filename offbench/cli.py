@@ -41,7 +41,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
           f"{'ref_min':>9s} {'ref_max':>9s}  backends")
     print("\n".join(rows))
     print("\nref_min/ref_max: the reference scores normalized scores use (mean return of uniform "
-          "random actions / of the expert policy; tasks/policies/TASK/policies.json)")
+          "random actions / of the expert policy; tasks/policies/TASK/policies.json; navigation "
+          "tasks: 0 / 1, so the score is 100 x the success rate)")
     print(f"dynamics overrides (scale factors): {', '.join(envs.DYNAMICS_OVERRIDES)}")
     return 0
 
@@ -272,9 +273,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         built = set(data.local_datasets(args.root))
         print(f"data root: {data.data_root(args.root)}")
         for task in envs.task_names():
-            if not isinstance(envs.get_spec(task), envs.LocomotionSpec):
-                continue  # the dataset kinds are locomotion's (navigation datasets: not yet)
-            for kind in data.KINDS:
+            for kind in data.ids.kinds(task):  # AntMaze: none yet
                 name = data.DatasetName(task, kind)
                 sizes = sorted(b for b in built if b == name.short or b.startswith(name.short
                                                                                    + "-"))
