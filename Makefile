@@ -65,6 +65,9 @@ perf: setup ## the throughput benchmarks -> results/perf/
 	$(BIN)/offbench perf offline --updates $(PERF_OFFLINE_UPDATES) --repeats $(PERF_OFFLINE_REPEATS) --out results/perf
 	$(BIN)/offbench perf o2o --env-steps $(PERF_O2O_STEPS) --repeats $(PERF_O2O_REPEATS) --out results/perf
 
+doctor: setup ## devices, backend, env and update speeds, a profile's memory (a few minutes)
+	$(BIN)/offbench doctor
+
 # Any sweep spec, then the reports it declares in its [[report]] tables (every learning check
 # and diagnosis is a spec: tasks/sweeps/*.toml; docs/harness.md). The specs it `needs` run
 # first; rerunning resumes (complete cells are skipped).

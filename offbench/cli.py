@@ -512,6 +512,23 @@ def cmd_store(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import json
+
+    from offbench import doctor
+
+    profile = resolve_profile(args.profile)
+    spec = SWEEPS_DIR / f"{profile}.toml"
+    if not spec.exists():
+        raise ValueError(f"unknown profile '{profile}'; profiles: "
+                         f"{sorted(p.stem for p in SWEEPS_DIR.glob('*.toml'))}")
+    report = doctor.run(profile, spec, backend=args.backend, task=args.task,
+                        algorithm=args.algorithm, batch=args.batch, updates=args.updates)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, default=str) + "\n")
+    return 0 if report["ok"] else 1
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from offbench.harness.check import check
 
@@ -680,6 +697,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", nargs="?", default=DEFAULT_STORE,
                    help=f"results store (default {DEFAULT_STORE})")
     p.set_defaults(func=cmd_store)
+
+    p = sub.add_parser("doctor", help="what this machine runs the benchmark on: devices, "
+                                      "backend, env and update speeds, a profile's memory")
+    p.add_argument("--profile", default="auto",
+                   help="whose largest cell's memory to estimate (auto: cpu without an "
+                        "accelerator, full with one)")
+    p.add_argument("--backend", choices=["mujoco", "mjx"],
+                   help="force the tasks' physics backend (default: the device's)")
+    p.add_argument("--task", default="hopper", help="task of the env and update timings")
+    p.add_argument("--algorithm", default="td3_bc", help="algorithm of the update timing")
+    p.add_argument("--batch", type=int, default=64, help="envs vmapped in the env timing")
+    p.add_argument("--updates", type=int, default=1000, help="updates in the update timing")
+    p.add_argument("--json", metavar="PATH", help="also write the measurements as JSON")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("check", help="validate an algorithm module against the contract")
     p.add_argument("module", help="a .py file, a dotted module path or a name in baselines/")

@@ -49,7 +49,11 @@ def _median_rate(fn: Callable[[], None], steps: int, repeats: int) -> float:
     return steps / statistics.median(times)
 
 
-def bench_offbench(task: str, backend: str, batch: int, repeats: int) -> list[dict]:
+def bench_offbench(task: str, backend: str, batch: int, repeats: int, yardstick: bool = True
+                   ) -> list[dict]:
+    """offbench's env steps/s (random actions, `batch` envs vmapped) and the compile time of
+    the measured program; on the C backend also the MuJoCo rollout replay of the same rows
+    (`yardstick`)."""
     env = envs.make(task, backend)
     horizon = max(4, STEPS_PER_CALL[backend] // batch)
     lo, hi = env.unwrapped.action_bounds
@@ -72,7 +76,7 @@ def bench_offbench(task: str, backend: str, batch: int, repeats: int) -> list[di
     compile_s = time.perf_counter() - start
     compiled(key).block_until_ready()  # warm-up (thread pools, allocations)
     ours = {"offbench": lambda: compiled(key).block_until_ready()}
-    if backend != "mujoco":
+    if backend != "mujoco" or not yardstick:
         rate = _median_rate(ours["offbench"], horizon * batch, repeats)
         return [{"engine": f"offbench/{backend}", "compile_s": compile_s, "env_steps_per_s": rate}]
     # The yardstick replays exactly the rows our program stepped, and is timed interleaved with

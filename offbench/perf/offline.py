@@ -61,36 +61,52 @@ def offline_algorithms() -> list[str]:
     return [n for n in algorithm_names() if "offline" in load_algorithm(n).MODES]
 
 
-def bench_algorithm(name: str, task: str, updates: int, repeats: int) -> list[dict]:
-    algo = load_algorithm(name)
-    algo_config = dataclasses.replace(algo.Config(), batch_size=BATCH)
+def time_updates(problem: offline.Problem, arrays: dict, seeds: int, group: int | None,
+                 updates: int, repeats: int) -> tuple[float, float, offline.Carry]:
+    """Compile and time `updates` updates of `problem`'s algorithm (sampling included, no
+    evaluation) with `seeds` vmapped, in groups of `group` one after another (None: all at
+    once); returns (compile s, median run s, the initial carry)."""
+    algo, batch_size = problem.algo, problem.algo_config.batch_size
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)])
+    carry = jax.jit(jax.vmap(lambda k: offline.init_carry(problem, k, 0, arrays)))(keys)
+
+    def update_scan(carry, arrays):
+        def body(c, _):
+            key, k_sample, k_update = jax.random.split(c.key, 3)
+            batch = offline.sample(arrays, k_sample, batch_size)
+            state, _ = algo.update(c.algo, batch, k_update)
+            return c.replace(algo=state, key=key), None
+        return jax.lax.scan(body, carry, None, length=updates)[0]
+
+    scan = jax.jit(driver.map_seeds(update_scan, (0, None), seeds, group))
+    start = time.perf_counter()
+    compiled = scan.lower(carry, arrays).compile()
+    compile_s = time.perf_counter() - start
+    return compile_s, timed(lambda: compiled(carry, arrays), repeats), carry
+
+
+def synthetic_problem(algo, algo_config, task: str, updates: int, backend: str = "mujoco"
+                      ) -> tuple[offline.Problem, dict[str, jax.Array]]:
+    """An offline problem of `updates` updates (one evaluation period) on synthetic data of
+    `task`'s shapes: what throughput depends on, without building a dataset."""
     arrays = synthetic_arrays(task, contract(algo).dataset_fields)
     obs_size = arrays["obs"].shape[1]
     ones, zeros = np.ones(obs_size, np.float32), np.zeros(obs_size, np.float32)
     config = offline.OfflineConfig(updates=updates, eval_every=updates, eval_episodes=10,
-                                   checkpoint_every=updates, backend="mujoco")
-    problem = offline.Problem(algo, algo_config, task, config, zeros, ones)
+                                   checkpoint_every=updates, backend=backend)
+    return offline.Problem(algo, algo_config, task, config, zeros, ones), arrays
+
+
+def bench_algorithm(name: str, task: str, updates: int, repeats: int) -> list[dict]:
+    algo = load_algorithm(name)
+    algo_config = dataclasses.replace(algo.Config(), batch_size=BATCH)
+    problem, arrays = synthetic_problem(algo, algo_config, task, updates)
     rows = []
     flops = None
     # 1 seed; 8 seeds vmapped at once; 8 seeds in vmapped groups of GROUP, one after another
     for seeds, group in ((1, None), (SEEDS, None), (SEEDS, GROUP)):
-        keys = jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)])
-        init = jax.jit(jax.vmap(lambda k: offline.init_carry(problem, k, 0, arrays)))
-        carry = init(keys)
-
-        def update_scan(carry, arrays):
-            def body(c, _):
-                key, k_sample, k_update = jax.random.split(c.key, 3)
-                batch = offline.sample(arrays, k_sample, BATCH)
-                state, _ = algo.update(c.algo, batch, k_update)
-                return c.replace(algo=state, key=key), None
-            return jax.lax.scan(body, carry, None, length=updates)[0]
-
-        scan = jax.jit(driver.map_seeds(update_scan, (0, None), seeds, group))
-        start = time.perf_counter()
-        compiled = scan.lower(carry, arrays).compile()
-        compile_updates_s = time.perf_counter() - start
-        updates_s = timed(lambda fn=compiled, c=carry: fn(c, arrays), repeats)
+        compile_updates_s, updates_s, carry = time_updates(problem, arrays, seeds, group,
+                                                           updates, repeats)
         if flops is None:  # XLA's count for one update of one seed
             one = jax.tree.map(lambda x: x[0], carry)
             batch = offline.sample(arrays, jax.random.PRNGKey(0), BATCH)

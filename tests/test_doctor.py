@@ -1,0 +1,64 @@
+"""`offbench doctor`: it runs on CPU with the MJX backend forced (the path an accelerator
+takes), and its memory estimate is the hand-computed size of what a cell holds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from offbench.cli import main
+from offbench.doctor import cell_memory
+from offbench.harness import cells
+
+
+def test_doctor_runs_on_cpu_with_mjx_forced(tmp_path, capsys):
+    out = tmp_path / "doctor.json"
+    # pointmaze: the cheapest MJX program to compile; a tiny timing keeps the test short
+    code = main(["doctor", "--profile", "cpu", "--backend", "mjx", "--task", "pointmaze-umaze",
+                 "--batch", "4", "--updates", "20", "--json", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for line in ("device ", "backend     mjx", "env ", "offline ", "memory ", "doctor      ok"):
+        assert line in printed
+    report = json.loads(out.read_text())
+    assert report["backend"] == "mjx"
+    assert set(report["env_steps_per_s"]) == {"mjx", "mujoco"}
+    assert all(rate > 0 for rate in report["env_steps_per_s"].values())
+    assert report["offline"]["updates_per_s"] > 0 and report["offline"]["compile_s"] > 0
+    assert report["devices"][0]["memory_bytes"] > 2 ** 30  # the host's RAM on CPU
+    assert report["memory"]["cell"].startswith(tuple(["bc ", "td3_bc ", "iql ", "awac "]))
+
+
+def _mlp_params(sizes):
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+
+def test_memory_estimate_is_hand_computed_size():
+    # td3_bc offline on hopper (obs 11, act 3), 3 seeds, 100k transitions, 2x64 networks
+    config = cells.resolve("td3_bc", "hopper-medium-100k", "offline", items=["hidden=64,64"],
+                           seeds=3, fingerprint="x")
+    memory = cell_memory(config)
+    assert memory["dataset"] == 100_000 * (11 + 11 + 3 + 1 + 1) * 4
+    assert memory["replay"] == 0
+    actor = _mlp_params([11, 64, 64, 3])
+    critics = 2 * _mlp_params([14, 64, 64, 1])
+    # per seed, in float32: actor and critics, their targets and Adam's two moments of each
+    floor = 3 * 4 * 4 * (actor + critics)
+    assert floor <= memory["state"] <= floor + 3 * 1024  # + step counters and the like
+    assert memory["total"] == memory["dataset"] + memory["state"]
+
+
+def test_memory_estimate_counts_a_replay_buffer_per_seed():
+    config = cells.resolve("rlpd", "hopper-medium-100k", "hybrid", seeds=2, fingerprint="x",
+                           budget={"online_steps": 5000, "eval_every": 1000})
+    memory = cell_memory(config)
+    assert memory["replay"] == 2 * 5000 * (11 + 11 + 3 + 1 + 1 + 1) * 4
+    assert np.isfinite(memory["total"])
+
+
+@pytest.mark.parametrize("profile", ["nope"])
+def test_doctor_names_an_unknown_profile(profile, capsys):
+    assert main(["doctor", "--profile", profile]) == 2
+    assert "unknown profile 'nope'; profiles:" in capsys.readouterr().err
