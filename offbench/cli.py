@@ -352,6 +352,15 @@ def cmd_report_offline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report_robustness(args: argparse.Namespace) -> int:
+    from offbench.reports import robustness
+
+    robustness.write_report(_selected_runs(args, "report-robustness"), Path(args.out),
+                            args.budget, args.title, reps=args.reps)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from offbench.reports import probe
 
@@ -730,6 +739,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", default="as in each run's settings",
                    help="a sentence stating the compute budget, printed in the report")
     p.set_defaults(func=cmd_report_offline)
+
+    p = sub.add_parser("report-robustness", help="scores on clean and corrupted datasets: "
+                       "drops, areas under the score-vs-rate curve, CIs (reports/robustness.py)")
+    p.add_argument("runs", nargs="*", help="offline run folders or store cells")
+    p.add_argument("--sweep", action="append",
+                   help="instead: every cell this sweep ran; repeat for several")
+    p.add_argument("--datasets", nargs="+", help="with --sweep: only these datasets' cells")
+    p.add_argument("--title", default="Robustness under data corruption",
+                   help="the report's heading")
+    p.add_argument("--store", default=DEFAULT_STORE, help="results store of --sweep")
+    p.add_argument("--out", default="results/checks/robustness/report.md")
+    p.add_argument("--budget", default="as in each run's settings",
+                   help="a sentence stating the compute budget, printed in the report")
+    p.add_argument("--reps", type=int, default=5_000, help="bootstrap resamples")
+    p.set_defaults(func=cmd_report_robustness)
 
     p = sub.add_parser("probe", help="what trained offline agents' critics think of the "
                        "data, their policy and random actions (offbench/reports/probe.py)")

@@ -3,12 +3,12 @@
 diagnosis is reproduced by its spec alone.
 
     [[report]]
-    kind = "offline"                  # offline | o2o | hybrid | probe
+    kind = "offline"                  # offline | o2o | hybrid | probe | robustness
     out = "results/checks/offline/check.md"
-    title = "Offline learning check"  # optional (offline, probe)
+    title = "Offline learning check"  # optional (offline, probe, robustness)
     budget = "20k updates per seed, ..."   # the budget line the report prints (not probe)
     sweeps = ["offline-check"]        # whose cells it reads (default: this spec's name)
-    datasets = ["walker2d-medium-expert-100k"]   # optional subset (offline, probe)
+    datasets = ["walker2d-medium-expert-100k"]   # optional subset (offline, probe, robustness)
     thresholds = { "hopper-medium-replay-100k" = 40.0 }   # hybrid only, optional
     samples = 2048                    # probe only, optional
 
@@ -22,12 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-KINDS = ("offline", "o2o", "hybrid", "probe")
+KINDS = ("offline", "o2o", "hybrid", "probe", "robustness")
 FIELDS = {"kind": str, "out": str, "title": str, "budget": str, "sweeps": list,
           "datasets": list, "thresholds": dict, "samples": int}
 # fields a kind reads besides kind, out and sweeps (anything else is a mistake in the spec)
 KIND_FIELDS = {"offline": {"title", "budget", "datasets"}, "o2o": {"budget"},
-               "hybrid": {"budget", "thresholds"}, "probe": {"title", "datasets", "samples"}}
+               "hybrid": {"budget", "thresholds"}, "probe": {"title", "datasets", "samples"},
+               "robustness": {"title", "budget", "datasets"}}
 
 
 def parse(spec: dict) -> list[dict]:
@@ -60,7 +61,7 @@ def parse(spec: dict) -> list[dict]:
             elif not isinstance(value, FIELDS[key]) or isinstance(value, bool):
                 problems.append(f"{where}.{key}: expected {FIELDS[key].__name__}, got "
                                 f"{value!r}")
-        if kind in ("offline", "o2o", "hybrid") and "budget" not in table:
+        if kind in ("offline", "o2o", "hybrid", "robustness") and "budget" not in table:
             problems.append(f"{where}.budget: missing (the budget line the report prints)")
         reports.append({"sweeps": [spec.get("name")], **table})
     if problems:
@@ -92,7 +93,7 @@ def write(reports: list[dict], store_root: Path | str,
     for report in reports:
         out = Path(report["out"])
         kind = report["kind"]
-        if kind in ("offline", "probe"):
+        if kind in ("offline", "probe", "robustness"):
             label = (f"sweep '{report['sweeps'][0]}'" if len(report["sweeps"]) == 1 else None)
             runs = [c.path for c in sweep_cells(Store(store_root), report["sweeps"], label=label,
                                                 log=log, datasets=report.get("datasets"))]
@@ -117,6 +118,10 @@ def _write_runs(kind: str, report: dict, runs: list[Path], out: Path) -> Any:
         from offbench.reports import offline
 
         return offline.write_report(runs, out, report["budget"], **title)
+    if kind == "robustness":  # clean vs corrupted datasets: offbench/reports/robustness.py
+        from offbench.reports import robustness
+
+        return robustness.write_report(runs, out, report["budget"], **title)
     from offbench.reports import probe
 
     runs = probe.with_critics(runs)
