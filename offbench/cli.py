@@ -250,9 +250,8 @@ def _dataset_names(args: argparse.Namespace) -> list:
 
     size = data.ids.parse_size(args.size) if args.size else None
     if args.all:
-        tasks = _policy_tasks()
-        return [data.DatasetName(t, k, size or data.DEFAULT_SIZE) for t in tasks
-                for k in data.KINDS]
+        return [data.DatasetName(t, k, size or data.DEFAULT_SIZE) for t in _dataset_tasks()
+                for k in data.ids.kinds(t)]
     if not args.ids:
         raise ValueError("name datasets to build (e.g. hopper-medium) or pass --all")
     return [data.parse(i, size) for i in args.ids]
@@ -290,6 +289,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
         import numpy as np
 
+        import offbench.envs as envs
         from offbench.data import stats
 
         for dataset_id in args.ids:
@@ -297,7 +297,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
             meta = ds.metadata
             ref_min, ref_max = meta["ref_min"], meta["ref_max"]
             summary = stats.summary(np.asarray(ds.rewards), np.asarray(ds.terminals),
-                                    meta["episode_lengths"], ref_min, ref_max, 1000)
+                                    meta["episode_lengths"], ref_min, ref_max,
+                                    envs.get_spec(ds.task).episode_length)
             print(json.dumps({"id": dataset_id, "task": ds.task, "path": meta["path"],
                               **summary, "ref_min": ref_min, "ref_max": ref_max,
                               "build": meta["build"]}, indent=2, default=str))
@@ -307,12 +308,23 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
         size = data.ids.parse_size(args.size) if args.size else data.DEFAULT_SIZE
         names = _dataset_names(args) if (args.ids or args.all) else None
-        tasks = sorted({n.task for n in names}) if names else _policy_tasks()
+        tasks = sorted({n.task for n in names}) if names else _dataset_tasks()
         df = report.table(tasks, size, args.root)
         report.write_report(df, Path(args.out), args.command_line, size)
         print(f"wrote {args.out} and {Path(args.out).with_suffix('.csv')}")
         return 0
     raise ValueError(f"unknown datasets action '{args.action}'")
+
+
+def _dataset_tasks() -> list[str]:
+    """Tasks whose datasets can be built: those with behaviour policies, and the navigation
+    tasks whose kind is a scripted controller (PointMaze's maze2d)."""
+    import offbench.envs as envs
+    from offbench import data
+
+    with_policies = set(_policy_tasks())
+    return [t for t in envs.task_names() if t in with_policies
+            or (isinstance(envs.get_spec(t), envs.MazeSpec) and data.ids.kinds(t))]
 
 
 def _policy_tasks() -> list[str]:
@@ -802,7 +814,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("datasets", help="build, list, inspect and report datasets")
     p.add_argument("action", choices=["list", "build", "info", "report"])
     p.add_argument("ids", nargs="*", help="dataset ids TASK-KIND[-SIZE], e.g. hopper-medium")
-    p.add_argument("--all", action="store_true", help="every kind of every task with policies")
+    p.add_argument("--all", action="store_true",
+                   help="every kind of every task with policies, and the PointMaze datasets")
     p.add_argument("--size", help="transitions per dataset (default 1m; e.g. 100k)")
     p.add_argument("--seed", type=int, default=0, help="generation seed")
     p.add_argument("--root", help="data root (default $OFFBENCH_DATASETS or ~/.offbench/datasets)")

@@ -145,3 +145,20 @@ def test_ids_and_success_reference_scores(built):
     assert (ds.metadata["ref_min"], ds.metadata["ref_max"]) == ref
     record = json.loads((built["a"] / builder.SIDECAR).read_text())
     assert record["reference_scores"] == {"ref_min": 0.0, "ref_max": 1.0}
+
+
+def test_report_rows_score_the_success_fraction(built, tmp_path):
+    """`offbench datasets report` on a maze task: normalized = 100 x the fraction of whole
+    episodes (not cut by the end of the data) that reach their goal."""
+    from offbench.reports import datasets as report
+
+    df = report.table(["pointmaze-umaze"], SIZE, built["root"], log=lambda *_: None)
+    ds = data.load(ID, built["root"])
+    ends = np.cumsum(ds.metadata["episode_lengths"]) - 1
+    whole = (ds.terminals[ends] > 0) | (ds.metadata["episode_lengths"] >= 300)
+    row = df.iloc[0]
+    assert (row.id, row.whole_episodes) == (ID, whole.sum())
+    assert row.normalized == pytest.approx(100 * ds.terminals[ends][whole].mean())
+    assert np.isnan(row.saco)
+    report.write_report(df, tmp_path / "datasets.md", "test", SIZE)
+    assert "pointmaze-umaze" in (tmp_path / "datasets.md").read_text()

@@ -32,6 +32,7 @@ import numpy as np
 import offbench
 import offbench.envs as envs
 from offbench import policies
+from offbench.data import maze2d
 from offbench.data.ids import DatasetName, data_root
 from offbench.io import write_text_atomic
 from offbench.loops import rollout
@@ -126,12 +127,13 @@ def episodes_from_streams(data: dict[str, np.ndarray], size: int) -> Iterator[di
 def generate(task: str, kind: str, size: int, seed: int, log: Callable = print
              ) -> tuple[list[dict], dict[str, str]]:
     """The episodes of one dataset (host arrays) and the hashes of the policies used."""
-    if _is_maze(task):
-        from offbench.data import maze2d
-
+    if _is_maze(task):  # one trajectory of the waypoint controller (offbench/data/maze2d.py)
         if kind != maze2d.KIND:
             raise ValueError(f"unknown dataset kind '{kind}' for task '{task}'")
-        return maze2d.generate(task, size, seed, log), {}
+        log(f"  {kind}: 1 trajectory x {size} steps (waypoint controller, action noise "
+            f"{maze2d.CONTROLLER.noise})")
+        return list(episodes_from_streams(maze2d.stream(task, size, maze2d.dataset_key(seed)),
+                                          size)), {}
     episodes: list[dict] = []
     hashes: dict[str, str] = {}
     env = envs.make(task)
@@ -282,11 +284,7 @@ def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
 def behaviour(task: str) -> dict | None:
     """The scripted behaviour a dataset of `task` records (the maze controller's parameters;
     None for the policy-made kinds, whose policies' hashes are recorded)."""
-    if not _is_maze(task):
-        return None
-    from offbench.data import maze2d
-
-    return maze2d.record()
+    return maze2d.record() if _is_maze(task) else None
 
 
 def _copy_namespace_metadata(staging: Path, root: Path, minari_id: str) -> None:

@@ -42,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import zlib
 from collections import deque
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -264,16 +263,6 @@ def success_rate(task: str, episodes: int, key: jax.Array, noise: bool = False,
 
 def dataset_key(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(KIND.encode()))
-
-
-def generate(task: str, size: int, seed: int, log: Callable = print) -> list[dict]:
-    """The episodes of the `size`-transition maze2d dataset of `task` (host arrays)."""
-    from offbench.data.builder import episodes_from_streams
-
-    log(f"  {KIND}: 1 trajectory x {size} steps (waypoint controller, noise "
-        f"{CONTROLLER.noise})")
-    data = stream(task, size, dataset_key(seed))
-    return list(episodes_from_streams(data, size))
 
 
 def record() -> dict:

@@ -1,9 +1,12 @@
 """`offbench datasets report`: results/datasets.md (+ .csv), one row per task and kind: size,
 episodes, mean/min/max return, normalized score, TQ, SACo, and the reference scores, with the
-behaviour policies' returns and the command that produced the table."""
+behaviour policies' returns and the command that produced the table. Navigation (PointMaze
+maze2d) rows: an episode's return is 1 if it reached its goal, so the normalized score is 100 x
+the fraction of the data's whole episodes that succeed; no SACo (no full-replay reference)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +14,9 @@ import pandas as pd
 
 import offbench.envs as envs
 from offbench import policies
-from offbench.data import KINDS, DatasetName, load
+from offbench.data import DatasetName, load
 from offbench.data import stats as data_stats
+from offbench.data.ids import kinds
 from offbench.io import write_text_atomic
 from offbench.provenance import record
 
@@ -24,9 +28,9 @@ def dataset_row(name: DatasetName, root: str | Path | None, reference=None) -> d
     row = {"task": name.task, "kind": name.kind, "id": name.short}
     row.update(data_stats.summary(np.asarray(data.rewards), np.asarray(data.terminals), lengths,
                                   ref_min, ref_max, envs.get_spec(name.task).episode_length))
-    if reference is not None:
-        row["saco"] = data_stats.saco(np.asarray(data.observations), np.asarray(data.actions),
-                                      *reference)
+    row["saco"] = (math.nan if reference is None else  # navigation: no full-replay reference
+                   data_stats.saco(np.asarray(data.observations), np.asarray(data.actions),
+                                   *reference))
     row.update(ref_min=ref_min, ref_max=ref_max, sha256=data.metadata["build"]["sha256"][
         "data/main_data.hdf5"][:12])
     return row
@@ -35,9 +39,11 @@ def dataset_row(name: DatasetName, root: str | Path | None, reference=None) -> d
 def table(tasks: list[str], size: int, root: str | Path | None, log=print) -> pd.DataFrame:
     rows = []
     for task in tasks:
-        ref = load(DatasetName(task, "full-replay", size).short, root)
-        reference = (np.asarray(ref.observations), np.asarray(ref.actions))
-        for kind in KINDS:
+        reference = None
+        if "full-replay" in kinds(task):
+            ref = load(DatasetName(task, "full-replay", size).short, root)
+            reference = (np.asarray(ref.observations), np.asarray(ref.actions))
+        for kind in kinds(task):
             log(f"stats: {task}-{kind}")
             rows.append(dataset_row(DatasetName(task, kind, size), root, reference))
     return pd.DataFrame(rows)
@@ -54,6 +60,8 @@ def write_report(df: pd.DataFrame, out: Path, command: str, size: int) -> None:
     prov = record()
     trained, unfinished = [], []
     for task in df.task.unique():
+        if isinstance(envs.get_spec(task), envs.MazeSpec):
+            continue  # a scripted controller (offbench/data/maze2d.py), no policies
         manifest = policies.manifest(task)
         info = manifest["training_run"]
         expert = manifest["policies"]["expert"]["return_mean"]
@@ -87,11 +95,13 @@ def write_report(df: pd.DataFrame, out: Path, command: str, size: int) -> None:
         "",
         *warning,
         f"{size:,} transitions per dataset (medium-expert: medium + expert, twice that). "
-        "Returns are over whole episodes (ended by termination or the 1000-step limit); "
+        "Returns are over whole episodes (ended by termination or the task's time limit); "
         "normalized = 100 * (return - ref_min) / (ref_max - ref_min); TQ and SACo as in "
         "\"A Dataset Perspective on Offline RL\" (SACo relative to the task's full-replay "
         "dataset; see offbench/data/stats.py for our continuous-space adaptation). "
-        "sha256: first 12 hex digits of the dataset's main_data.hdf5.",
+        "sha256: first 12 hex digits of the dataset's main_data.hdf5. Navigation (pointmaze) "
+        "rows: reference scores 0 and 1, so normalized = 100 x the fraction of episodes that "
+        "reach their goal (docs/datasets.md).",
         "",
         shown.to_markdown(index=False, floatfmt=".3g"),
         "",
