@@ -185,3 +185,23 @@ def test_an_algorithm_keeps_its_colour_whatever_is_plotted_beside_it():
     # a submission's colour depends on its name only (a hash), not on its rank among others
     assert plots.algorithm_color("mine") == plots.algorithm_color("mine")
     assert plots.algorithm_color("iql[beta=3]") != plots.algorithm_color("iql")
+
+
+def test_aggregate_plots_say_which_score_and_profile_they_show(tmp_path, monkeypatch):
+    # a PNG is also seen alone: each aggregate plot names the profile, the mode and that its
+    # score is the last one (the final policy), not the best periodic evaluation
+    from offbench.reports import leaderboard, plots
+
+    figures = {}
+    monkeypatch.setattr(plots, "save", lambda fig, path: figures.update({path.name: fig}))
+    rng = np.random.default_rng(0)
+    matrices = {"bc": rng.uniform(0, 50, (3, 2)), "iql": rng.uniform(20, 80, (3, 2))}
+    agg = leaderboard.aggregate(matrices, reps=50)
+    names = leaderboard.plot_aggregates(agg, matrices, tmp_path, "aggregate_offline",
+                                        "profile cpu, offline: last score (the final policy)")
+    assert sorted(names) == sorted(figures)
+    for fig in figures.values():
+        texts = [t.get_text() for t in fig.texts] + [ax.get_title() for ax in fig.axes]
+        assert any("profile cpu, offline: last score" in t for t in texts), texts
+    (ax,) = figures["aggregate_offline_profiles.png"].axes
+    assert ax.get_legend().get_texts()[0].get_fontsize() >= 9

@@ -239,7 +239,9 @@ def plot_curves(curves: pd.DataFrame, out: Path, prefix: str) -> list[str]:
 
 
 def plot_aggregates(agg: pd.DataFrame, matrices: dict[str, np.ndarray], out: Path,
-                    name: str) -> list[str]:
+                    name: str, what: str) -> list[str]:
+    """The aggregate intervals and the performance profile of one mode's scores, each titled
+    with `what` (the profile, the mode and which score), since a PNG is also seen alone."""
     from rliable import library as rly
     from rliable import plot_utils
 
@@ -250,7 +252,9 @@ def plot_aggregates(agg: pd.DataFrame, matrices: dict[str, np.ndarray], out: Pat
     colors = {e: plots.algorithm_color(e) for e in matrices}  # the same in every plot
     fig, _ = plot_utils.plot_interval_estimates(
         points, intervals, list(AGGREGATES), algorithms=list(matrices), colors=colors,
-        row_height=0.5, xlabel_y_coordinate=-0.8 / max(1, len(matrices)) - 0.1)
+        row_height=0.5, xlabel_y_coordinate=-0.8 / max(1, len(matrices)) - 0.1,
+        xlabel="normalized score")
+    fig.suptitle(f"{what}; 95% bootstrap CIs over runs x tasks", fontsize=12, y=1.02)
     plots.save(fig, out / f"{name}_intervals.png")
     top = max(float(m.max()) for m in matrices.values())
     taus = np.linspace(min(0.0, min(float(m.min()) for m in matrices.values())),
@@ -260,7 +264,8 @@ def plot_aggregates(agg: pd.DataFrame, matrices: dict[str, np.ndarray], out: Pat
     fig, ax = plt.subplots(figsize=(6, 4))
     plot_utils.plot_performance_profiles(profiles, taus, performance_profile_cis=cis, ax=ax,
                                          colors=colors, xlabel=r"normalized score ($\tau$)")
-    ax.legend(fontsize=7)
+    ax.set_title(what, fontsize=10)
+    ax.legend(fontsize=9)
     plots.save(fig, out / f"{name}_profiles.png")
     return [f"{name}_intervals.png", f"{name}_profiles.png"]
 
@@ -354,7 +359,9 @@ def write_profile(finals: pd.DataFrame, curves: pd.DataFrame, out: Path, reps: i
                              index="x", columns="y", values="p").fillna("").reset_index()
                          .rename(columns={"x": ""}).to_markdown(index=False), ""]
             if score == "last_score":
-                plots = plot_aggregates(agg, matrices, out, f"aggregate_{mode}")
+                plots = plot_aggregates(
+                    agg, matrices, out, f"aggregate_{mode}",
+                    f"profile {profile}, {mode}: last score (the final policy)")
                 text += [f"![{p}]({p})" for p in plots] + [""]
         curve_rows = curves[curves["mode"] == mode] if len(curves) else curves
         if len(curve_rows):
