@@ -291,6 +291,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
         import offbench.envs as envs
         from offbench.data import stats
+        from offbench.reports import datasets as report
 
         for dataset_id in args.ids:
             ds = data.load(dataset_id, args.root)
@@ -299,13 +300,19 @@ def cmd_datasets(args: argparse.Namespace) -> int:
             summary = stats.summary(np.asarray(ds.rewards), np.asarray(ds.terminals),
                                     meta["episode_lengths"], ref_min, ref_max,
                                     envs.get_spec(ds.task).episode_length)
-            print(json.dumps({"id": dataset_id, "task": ds.task, "path": meta["path"],
+            extras = report.variant_extras(ds, args.root)  # transforms, SACo
+            print(json.dumps({"id": dataset_id, "task": ds.task, "path": meta["path"], **extras,
                               **summary, "ref_min": ref_min, "ref_max": ref_max,
                               "build": meta["build"]}, indent=2, default=str))
         return 0
     if args.action == "report":
         from offbench.reports import datasets as report
 
+        if any("+" in i for i in args.ids):  # variants: a table of exactly these ids
+            out = Path(report.VARIANTS_OUT if args.out == "results/datasets.md" else args.out)
+            report.write_variants_report(args.ids, out, args.command_line, args.root)
+            print(f"wrote {out} and {out.with_suffix('.csv')}")
+            return 0
         size = data.ids.parse_size(args.size) if args.size else data.DEFAULT_SIZE
         names = _dataset_names(args) if (args.ids or args.all) else None
         tasks = sorted({n.task for n in names}) if names else _dataset_tasks()
@@ -813,7 +820,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("datasets", help="build, list, inspect and report datasets")
     p.add_argument("action", choices=["list", "build", "info", "report"])
-    p.add_argument("ids", nargs="*", help="dataset ids TASK-KIND[-SIZE], e.g. hopper-medium")
+    p.add_argument("ids", nargs="*", help="dataset ids TASK-KIND[-SIZE], e.g. hopper-medium; "
+                   "info and report also take ids with transforms (ID+mix=expert:0.05, "
+                   "docs/datasets.md): report then tables exactly the ids given")
     p.add_argument("--all", action="store_true",
                    help="every kind of every task with policies, and the PointMaze datasets")
     p.add_argument("--size", help="transitions per dataset (default 1m; e.g. 100k)")

@@ -116,3 +116,91 @@ def write_report(df: pd.DataFrame, out: Path, command: str, size: int) -> None:
         "",
     ])
     write_text_atomic(out, text)
+
+
+# ---- dataset variants (ids with transforms, offbench/data/transforms.py) ---------------------
+
+VARIANTS_OUT = "results/datasets/variants.md"  # `datasets report ID+...` without --out
+
+
+def full_replay_reference(task: str, size: int, root: str | Path | None
+                          ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The observations and actions SACo counts against (the task's full-replay dataset of the
+    same size), None when it is not built."""
+    from offbench.data import DatasetError
+
+    try:
+        ref = load(DatasetName(task, "full-replay", size).short, root)
+    except (DatasetError, FileNotFoundError, ValueError):
+        return None
+    return np.asarray(ref.observations), np.asarray(ref.actions)
+
+
+def variant_extras(data, root: str | Path | None, reference=None) -> dict:
+    """What `datasets info` adds for any dataset: its transforms and seed, and SACo against
+    the full-replay dataset of its base's task and size (None when that is not built or the
+    base is not one of ours)."""
+    from offbench.data import parse, transforms
+
+    variant = transforms.split(data.dataset_id)
+    saco = None
+    try:
+        name = parse(variant.base)
+    except ValueError:
+        name = None  # a Minari dataset made elsewhere: no reference of ours
+    if name is not None and reference is None:
+        reference = full_replay_reference(name.task, name.size, root)
+    if reference is not None:
+        saco = data_stats.saco(np.asarray(data.observations), np.asarray(data.actions),
+                               *reference)
+    return {"transforms": transforms.describe(data.dataset_id) or "none", "saco": saco}
+
+
+def variant_row(dataset_id: str, root: str | Path | None) -> dict:
+    """The statistics of any dataset id, transforms included (computed on the transformed
+    data: its episodes, returns, TQ and SACo), with its base's reference scores and hash."""
+    from offbench.data import transforms
+
+    data = load(dataset_id, root)
+    meta = data.metadata
+    ref_min, ref_max = meta["ref_min"], meta["ref_max"]
+    row = {"id": dataset_id, "task": data.task, "base": transforms.split(dataset_id).base}
+    row.update(data_stats.summary(np.asarray(data.rewards), np.asarray(data.terminals),
+                                  meta["episode_lengths"], ref_min, ref_max,
+                                  envs.get_spec(data.task).episode_length))
+    extras = variant_extras(data, root)
+    row.update(transforms=extras["transforms"],
+               saco=float("nan") if extras["saco"] is None else extras["saco"])
+    sha = meta["build"].get("sha256", {}).get("data/main_data.hdf5", "")
+    row.update(ref_min=ref_min, ref_max=ref_max, base_sha256=sha[:12])
+    return row
+
+
+def write_variants_report(ids: list[str], out: Path, command: str, root: str | Path | None,
+                          log=print) -> pd.DataFrame:
+    """`offbench datasets report ID+TRANSFORM...`: one row per id (plain ids too, for
+    comparison), written to out (+ .csv)."""
+    rows = []
+    for dataset_id in ids:
+        log(f"stats: {dataset_id}")
+        rows.append(variant_row(dataset_id, root))
+    df = pd.DataFrame(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out.with_suffix(".csv"), df.to_csv(index=False))
+    prov = record()
+    shown = df[["id", "transforms", "transitions", "episodes", "whole_episodes", "return_mean",
+                "return_min", "return_max", "normalized", "tq", "saco", "base_sha256"]]
+    write_text_atomic(out, "\n".join([
+        "# Dataset variants", "",
+        f"Produced by `{command}` at commit `{prov.get('git_commit')}` on {prov.get('date')}; "
+        f"machine: {prov['machine']['cpu']}, {prov['machine']['cores']} cores.", "",
+        "Statistics of the data as the loader returns it for each id, transforms applied "
+        "(offbench/data/transforms.py): returns over whole episodes (ended by termination or "
+        "the task's time limit); normalized = 100 * (return - ref_min) / (ref_max - ref_min) "
+        "with the base dataset's reference scores; TQ and SACo as in \"A Dataset Perspective "
+        "on Offline RL\" (SACo against the task's full-replay dataset of the base's size, "
+        "empty when that is not built; offbench/data/stats.py). A corruption changes returns "
+        "only through the rewards it replaces, and SACo through the observations and actions "
+        "it moves. base_sha256: first 12 hex digits of the base dataset's main_data.hdf5.", "",
+        shown.to_markdown(index=False, floatfmt=".3g"), ""]))
+    return df
