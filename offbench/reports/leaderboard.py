@@ -254,7 +254,7 @@ def plot_aggregates(agg: pd.DataFrame, matrices: dict[str, np.ndarray], out: Pat
         points, intervals, list(AGGREGATES), algorithms=list(matrices), colors=colors,
         row_height=0.5, xlabel_y_coordinate=-0.8 / max(1, len(matrices)) - 0.1,
         xlabel="normalized score")
-    fig.suptitle(f"{what}; 95% bootstrap CIs over runs x tasks", fontsize=12, y=1.02)
+    fig.suptitle(f"{what}; 95% bootstrap CIs over runs x tasks", fontsize=12, y=1.12)
     plots.save(fig, out / f"{name}_intervals.png")
     top = max(float(m.max()) for m in matrices.values())
     taus = np.linspace(min(0.0, min(float(m.min()) for m in matrices.values())),
