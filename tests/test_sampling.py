@@ -138,3 +138,37 @@ def test_a_weighted_run_samples_by_the_weights_of_its_dataset(minari_root, tmp_p
     _, uniform = offline.setup("bc", TINY_DATASET, dataclasses.replace(config, sampler="uniform"),
                                algo_config)
     assert sampling.KEY not in uniform
+
+
+def test_the_offline_report_tells_weighted_runs_apart_and_checks_the_claim(tmp_path):
+    """A weighted run is labelled with its sampler (never pooled with the uniform run's seeds)
+    and the report marks "weighted beats uniform" as the data say."""
+    import pandas as pd
+
+    from offbench.reports import offline as offline_report
+
+    dataset = "halfcheetah-random-100k+mix=expert:0.05"
+    runs = []
+    for name, loop, scores in (
+            ("uniform", {}, [20.0, 22.0]),
+            ("rw", {"sampler": "return", "sampler_temperature": 0.1}, [40.0, 42.0]),
+            ("aw", {"sampler": "advantage", "sampler_temperature": 0.5}, [21.0, 19.0])):
+        run = tmp_path / name
+        run.mkdir()
+        pd.DataFrame([{"seed": s, "period": 0, "updates": 100, "normalized_score": v}
+                      for s, v in enumerate(scores)]).to_csv(run / "metrics.csv", index=False)
+        (run / "run.json").write_text(json.dumps({
+            "algorithm": "td3_bc", "dataset": dataset, "task": "halfcheetah", "command": "run",
+            "offline_config": {"updates": 100, "eval_episodes": 5, **loop},
+            "per_seed": {str(s): {"last_score": v, "best_score": v, "diverged": False}
+                         for s, v in enumerate(scores)}}))
+        runs.append(run)
+    table = offline_report.write_report(runs, tmp_path / "check.md", "tiny")
+    assert sorted(table.algorithm) == ["td3_bc", "td3_bc[sampler=advantage:0.5]",
+                                       "td3_bc[sampler=return:0.1]"]
+    text = (tmp_path / "check.md").read_text()
+    # means 41 vs 21, population stds 1 and 1: SE 1 each, 2 SE of the difference 2.8
+    assert (f"- held: td3_bc[sampler=return:0.1] beats td3_bc (uniform sampling) on {dataset} "
+            "(41.0 vs 21.0; difference +20.0, 2 SE 2.8)") in text
+    assert (f"- within noise: td3_bc[sampler=advantage:0.5] beats td3_bc (uniform sampling) on "
+            f"{dataset} (20.0 vs 21.0; difference -1.0, 2 SE 2.8)") in text

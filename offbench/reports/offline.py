@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -138,11 +139,22 @@ def margin_text(se: float) -> str:
     return f"2 SE {2 * se:.1f}" if se >= 0 else "one seed: no margin"
 
 
+def uniform_label(label: str) -> str | None:
+    """The label of the same run with uniform sampling, for a trajectory-weighted run's label
+    (`iql[sampler=return:0.1]` -> `iql`, `rebrac[a=1,sampler=advantage:0.1]` -> `rebrac[a=1]`);
+    None for a uniform run's."""
+    if "sampler=" not in label:
+        return None
+    return re.sub(r",?sampler=[^,\]]+", "", label).replace("[]", "").replace("[,", "[")
+
+
 def expectations(table: pd.DataFrame) -> list[tuple[str, str, str]]:
     """(statement, verdict, detail) for the orderings issue 5 asks about: every offline RL method
     beats BC on medium-replay data, every method scores above the medium policy on
-    medium-expert data; compared on the last score's mean over seeds, with twice the standard
-    error of the difference as the margin."""
+    medium-expert data; and the data-quality issue's: a trajectory-weighted run beats the same
+    algorithm with uniform sampling (Hong et al. 2023), wherever both ran on a dataset.
+    Compared on the last score's mean over seeds, with twice the standard error of the
+    difference as the margin."""
     checks = []
     for dataset in table.dataset.unique():
         rows = table[table.dataset == dataset].set_index("algorithm")
@@ -163,6 +175,16 @@ def expectations(table: pd.DataFrame) -> list[tuple[str, str, str]]:
                                verdict(diff, se[algo]),
                                f"{rows.loc[algo, 'last']:.1f} vs medium policy {medium:.1f}; "
                                f"{margin_text(se[algo])}"))
+        for algo in rows.index:
+            uniform = uniform_label(algo)
+            if uniform in rows.index:
+                diff = rows.loc[algo, "last"] - rows.loc[uniform, "last"]
+                margin = math.hypot(se[algo], se[uniform])
+                checks.append((f"{algo} beats {uniform} (uniform sampling) on {dataset}",
+                               verdict(diff, margin),
+                               f"{rows.loc[algo, 'last']:.1f} vs "
+                               f"{rows.loc[uniform, 'last']:.1f}; difference {diff:+.1f}, "
+                               f"{margin_text(margin)}"))
     return checks
 
 
