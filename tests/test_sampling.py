@@ -172,3 +172,15 @@ def test_the_offline_report_tells_weighted_runs_apart_and_checks_the_claim(tmp_p
             "(41.0 vs 21.0; difference +20.0, 2 SE 2.8)") in text
     assert (f"- within noise: td3_bc[sampler=advantage:0.5] beats td3_bc (uniform sampling) on "
             f"{dataset} (20.0 vs 21.0; difference -1.0, 2 SE 2.8)") in text
+
+
+def test_the_leaderboard_never_pools_weighted_and_uniform_cells():
+    from offbench.reports import leaderboard
+
+    budget = {"updates": 100, "eval_every": 50, "eval_episodes": 5, "final_eval_episodes": 10}
+    uniform = leaderboard.budget_text("offline", budget)
+    weighted = leaderboard.budget_text("offline", {**budget, "sampler": "advantage",
+                                                   "sampler_temperature": 0.1})
+    assert uniform == ("100 updates, eval every 50 (5 episodes of 1000 steps), final eval 10 "
+                       "episodes")
+    assert weighted == uniform + ", advantage-weighted sampling (temperature 0.1)"

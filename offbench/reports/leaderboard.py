@@ -45,13 +45,17 @@ AGGREGATES = ("IQM", "Median", "Mean")
 
 
 def budget_text(mode: str, budget: dict) -> str:
-    """The budget in words (what changes the numbers; checkpoint spacing does not)."""
+    """The budget in words (what changes the numbers; checkpoint spacing does not), with the
+    minibatch sampler when it is not uniform (so weighted and uniform cells are never pooled)."""
     if mode == "offline" and "updates" in budget:
         length = budget.get("episode_length") or 1000
         final = budget.get("final_eval_episodes")
+        sampler = budget.get("sampler", "uniform")
         return (f"{budget['updates']} updates, eval every {budget['eval_every']} "
                 f"({budget['eval_episodes']} episodes of {length} steps)"
-                + (f", final eval {final} episodes" if final else ""))
+                + (f", final eval {final} episodes" if final else "")
+                + (f", {sampler}-weighted sampling (temperature "
+                   f"{budget['sampler_temperature']:g})" if sampler != "uniform" else ""))
     return ", ".join(f"{k}={v}" for k, v in sorted(budget.items())
                      if k not in ("checkpoint_every", "backend"))
 
