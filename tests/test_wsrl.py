@@ -21,7 +21,12 @@ def test_wsrl_declares_its_o2o_settings():
     assert cfg.warmup_actions == "policy" and cfg.utd == 4
     assert o2o.offline_count(256, cfg.offline_ratio) == 0
     base = wsrl.Config()
-    assert base.calql and base.num_critics == 10 and base.critic_layer_norm
+    # the authors' locomotion settings (zhouzypaul/wsrl configs and scripts/locomotion)
+    assert not base.calql and base.cql_alpha == 5.0 and base.cql_max_target_backup
+    assert base.num_critics == 10 and base.num_target_critics == 2
+    assert base.critic_layer_norm and base.actor_layer_norm and base.hidden == (256, 256)
+    assert (base.actor_lr, base.critic_lr, base.temperature_lr) == (1e-4, 3e-4, 1e-4)
+    assert base.target_entropy == 0.0 and not base.backup_entropy and base.actor_q == "min"
     # the loop's own flags still win
     cfg = o2o.resolve(o2o.MixedConfig(mode="o2o", warmup_steps=0, offline_ratio=0.5), base)
     assert cfg.warmup_steps == 0 and cfg.offline_ratio == 0.5
