@@ -162,3 +162,14 @@ def test_report_rows_score_the_success_fraction(built, tmp_path):
     assert np.isnan(row.saco)
     report.write_report(df, tmp_path / "datasets.md", "test", SIZE)
     assert "pointmaze-umaze" in (tmp_path / "datasets.md").read_text()
+
+
+def test_cli_lists_the_maze_datasets(built, capsys):
+    from offbench import cli
+
+    assert cli.main(["datasets", "list", "--root", str(built["root"])]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "built: pointmaze-umaze-2k" in lines["pointmaze-umaze"]
+    assert lines["pointmaze-large"].split()[1] == "-"
+    assert not any(name.startswith("antmaze") for name in lines)  # no AntMaze kinds yet
