@@ -184,3 +184,17 @@ def test_the_leaderboard_never_pools_weighted_and_uniform_cells():
     assert uniform == ("100 updates, eval every 50 (5 episodes of 1000 steps), final eval 10 "
                        "episodes")
     assert weighted == uniform + ", advantage-weighted sampling (temperature 0.1)"
+
+
+def test_offbench_run_takes_the_sampler(minari_root, tmp_path, capsys):
+    from offbench import cli
+
+    flags = ["--seeds", "1", "--updates", "100", "--eval-every", "100", "--eval-episodes", "1",
+             "--episode-length", "20", "--backend", "mujoco", "--set", "hidden=16,16",
+             "--set", "batch_size=32", "--sampler", "advantage", "--sampler-temperature", "0.5"]
+    assert cli.main(["run", "bc", TINY_DATASET, *flags, "--out", str(tmp_path / "aw")]) == 0
+    loop = json.loads((tmp_path / "aw" / "run.json").read_text())["offline_config"]
+    assert (loop["sampler"], loop["sampler_temperature"]) == ("advantage", 0.5)
+    capsys.readouterr()
+    assert cli.main(["run", "bc", TINY_DATASET, "--mode", "o2o", "--sampler", "return"]) != 0
+    assert "--sampler only applies with --mode offline" in capsys.readouterr().err
