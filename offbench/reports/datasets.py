@@ -44,8 +44,9 @@ def table(tasks: list[str], size: int, root: str | Path | None, log=print) -> pd
             ref = load(DatasetName(task, "full-replay", size).short, root)
             reference = (np.asarray(ref.observations), np.asarray(ref.actions))
         for kind in kinds(task):
-            log(f"stats: {task}-{kind}")
-            rows.append(dataset_row(DatasetName(task, kind, size), root, reference))
+            name = DatasetName(task, kind, size)
+            log(f"stats: {name.short}")
+            rows.append(dataset_row(name, root, reference))
     return pd.DataFrame(rows)
 
 
@@ -87,6 +88,17 @@ def write_report(df: pd.DataFrame, out: Path, command: str, size: int) -> None:
                 "SAC runs that have not reached their planned length (see below); the expert "
                 "and medium levels, reference scores and every number here will change when "
                 "they are re-selected from the finished runs.", ""] if unfinished else [])
+    policies_section = [
+        "## Behaviour policies (tasks/policies)",
+        "",
+        "Returns of the stochastic policies as they act in the datasets (100 episodes for "
+        "expert, medium and the random reference; 20 for replay snapshots).",
+        "",
+        *trained,
+        "",
+        policy_rows.to_markdown(index=False, floatfmt=".4g"),
+        "",
+    ] if trained else []  # navigation datasets only: a scripted controller, no policies
     text = "\n".join([
         "# Datasets",
         "",
@@ -105,15 +117,7 @@ def write_report(df: pd.DataFrame, out: Path, command: str, size: int) -> None:
         "",
         shown.to_markdown(index=False, floatfmt=".3g"),
         "",
-        "## Behaviour policies (tasks/policies)",
-        "",
-        "Returns of the stochastic policies as they act in the datasets (100 episodes for "
-        "expert, medium and the random reference; 20 for replay snapshots).",
-        "",
-        *trained,
-        "",
-        policy_rows.to_markdown(index=False, floatfmt=".4g"),
-        "",
+        *policies_section,
     ])
     write_text_atomic(out, text)
 
