@@ -34,8 +34,8 @@ episode's first observation is the same physics state with the new goal.
 Declared differences from D4RL maze2d: Gymnasium-Robotics' maze frame, noise and goal radius
 (0.45, D4RL 0.5); the goal is reached on entering the goal radius (D4RL's controller needs 0.1 of
 the goal cell's centre); D4RL flags a reached goal and a time limit alike (one `done`), here
-they are a termination and a timeout; D4RL's generator
-records the stale pre-goal state again after each goal (it skips `s = ns`): not reproduced.
+they are a termination and a timeout; D4RL's generator records the stale pre-goal state again
+after each goal (it skips `s = ns`): not reproduced.
 """
 
 from __future__ import annotations
