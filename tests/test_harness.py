@@ -533,15 +533,16 @@ def test_crashing_cell_is_recorded_and_the_sweep_goes_on(swept):
     assert json.loads((bc.path / "cell.json").read_text())["sweeps"][0] == "tiny"
 
 
-def test_a_running_cell_logs_a_progress_line_per_chunk(swept):
+def test_a_running_cell_logs_a_progress_line_per_evaluation_period(swept):
     root, _ = swept
     metrics = pd.read_csv(cell_of(root, "bc").path / "metrics.csv")
     progress = [line for line in SWEPT_LOG if line.startswith("    bc ")]
-    # one line per chunk (checkpoint_every 100 = one evaluation period here), with the mean
-    # normalized score over the seeds of that period's evaluation
+    # one line per evaluation period (tests/test_offline.py: also within a checkpoint chunk),
+    # with the updates done of the total and the mean normalized score over the seeds of that
+    # period's evaluation
     assert len(progress) == metrics.period.nunique() == 2
     for line, (updates, rows) in zip(progress, metrics.groupby("updates"), strict=True):
-        assert f"updates {int(updates)}:" in line
+        assert f"updates {int(updates)}/200 ({int(updates) // 2}%):" in line
         assert f"score {rows.normalized_score.mean():.1f} (mean of 2 seeds)" in line
     # the cell's label counts its seeds in words ("1 seed", never "1 seeds")
     assert any(line.endswith("(offline, 2 seeds) -> " + str(cell_of(root, "bc").path))

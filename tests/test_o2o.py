@@ -321,6 +321,12 @@ def test_resume_in_the_online_phase_equals_uninterrupted_run(minari_root, tmp_pa
     full = run_cli(*base, "--out", str(tmp_path / "full"), env=env)
     assert full.returncode == 0, full.stderr[-3000:]
     assert "pretrain_score" in full.stdout
+    # a progress line per evaluation period, counting each phase in its own units
+    progress = [re.search(r"\): (.*?): score", line).group(1)
+                for line in full.stdout.splitlines() if line.startswith("    cal_ql on ")]
+    assert progress == ["offline updates 50/100 (20%)", "offline updates 100/100 (40%)",
+                        "online env steps 50/150 (60%)", "online env steps 100/150 (80%)",
+                        "online env steps 150/150 (100%)"], full.stdout
     killed = run_cli_killed([*base, "--out", str(tmp_path / "killed")], after_chunks=3,
                             env=env)
     assert killed.returncode == 17, killed.stderr[-3000:]
@@ -403,6 +409,11 @@ def test_hybrid_run_from_the_command_line(minari_root, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     df = pd.read_csv(tmp_path / "run" / "metrics.csv")
     assert list(df.phase) == ["online", "online"] and list(df.env_steps) == [20, 40]
+    # both periods are in one checkpoint chunk (50,000 steps by default): a line for each
+    progress = [line for line in out.stdout.splitlines() if line.startswith("    rlpd on ")]
+    assert len(progress) == 2, out.stdout
+    assert ": env steps 20/40 (50%): score" in progress[0] and ", ETA " in progress[0]
+    assert ": env steps 40/40 (100%): score" in progress[1] and "ETA" not in progress[1]
     assert list(df.updates) == [40, 80]  # utd 2
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["mode"] == "hybrid" and info["algo_config"]["utd"] == 2

@@ -184,6 +184,70 @@ def test_resume_after_kill_equals_uninterrupted_run(minari_root, tmp_path):
     assert "batch_size=big: expected int" in bad_value.stderr, bad_value.stderr
 
 
+def test_run_shows_a_progress_line_per_evaluation_period(minari_root, tmp_path):
+    # one checkpoint chunk of 3 evaluation periods: a line as each period ends, not one at the
+    # chunk's end; with the updates done of the total, the mean score over seeds, the time
+    # since the cell started and, but for the last, the estimated time left
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(minari_root)}
+    flags = [*TINY_FLAGS[:TINY_FLAGS.index("--checkpoint-every")], "--checkpoint-every", "300",
+             *TINY_FLAGS[TINY_FLAGS.index("--checkpoint-every") + 2:]]
+    out = run_cli("run", "bc", DATASET, "--seeds", "2", *flags, "--out", str(tmp_path / "run"),
+                  env=env)
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.startswith("    bc on ")]
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert len(lines) == 3, out.stdout
+    pattern = (r"    bc on \S+ \(offline, 2 seeds\): updates (\d+)/300 \((\d+)%\): "
+               r"score (-?[\d.]+) \(mean of 2 seeds\), \d+ s(, ETA \d+ s)?$")
+    for period, line in enumerate(lines):
+        match = re.match(pattern, line)
+        assert match, line
+        updates, percent, score, eta = match.groups()
+        assert (int(updates), int(percent)) == (100 * (period + 1), 100 * (period + 1) // 3)
+        mean = metrics[metrics.period == period].normalized_score.mean()
+        assert score == f"{mean:.1f}"
+        assert (eta is None) == (period == 2)
+
+
+def test_progress_leaves_the_numbers_as_one_program_per_chunk_gives_them(minari_root, tmp_path):
+    """The driver runs one compiled evaluation period per call, so progress can move every
+    period: the metrics are bit for bit those of a run without progress output, and those of
+    the whole chunk in one compiled scan (how runs were computed before). TD3+BC draws random
+    numbers, so a period run with another key would show."""
+    import jax
+    import jax.numpy as jnp
+
+    from offbench.loops import driver
+
+    config = dataclasses.replace(TINY, checkpoint_every=300)
+    algo_config = td3_bc.Config(hidden=(32, 32), batch_size=64)
+    quiet = offline.train("td3_bc", DATASET, 2, config, algo_config, tmp_path / "quiet",
+                          progress=False)
+    seen = []
+    shown = offline.train("td3_bc", DATASET, 2, config, algo_config, tmp_path / "shown",
+                          progress=True, on_period=lambda rows, p: seen.append((p, rows)))
+    pd.testing.assert_frame_equal(comparable_metrics(quiet), comparable_metrics(shown),
+                                  check_exact=True)
+    assert [p.period for p, _ in seen] == [1, 2, 3] and {p.periods for p, _ in seen} == {3}
+    assert [p.where for p, _ in seen] == ["updates 100/300", "updates 200/300",
+                                          "updates 300/300"]
+    for p, rows in seen:
+        assert [r["normalized_score"] for r in rows] == list(
+            shown[shown.period == p.period - 1].sort_values("seed").normalized_score)
+    # wall_s is the time at each period's end: it grows within a chunk
+    assert shown.groupby("period").wall_s.first().is_monotonic_increasing
+    assert shown.wall_s.nunique() == 3
+    problem, arrays = offline.setup("td3_bc", DATASET, config, algo_config)
+    init = jax.jit(jax.vmap(lambda k, i: offline.init_carry(problem, k, i, arrays)))
+    chunk = jax.jit(jax.vmap(offline.make_chunk(problem, 3), in_axes=(0, None, None)))
+    _, (metrics, _) = chunk(init(*driver._seed_inputs(0, 2)), jnp.asarray(0, jnp.int32), arrays)
+    metrics = jax.device_get(metrics)
+    for row in quiet.to_dict("records"):
+        for key, values in metrics.items():
+            np.testing.assert_array_equal(np.float32(row[key]), values[row["seed"], row["period"]],
+                                          err_msg=key)
+
+
 TWO_DEVICES = """
 import json, sys
 import jax

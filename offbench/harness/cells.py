@@ -32,7 +32,9 @@ class Mode:
 
     name: str
     resolve_budget: Callable[[dict, Any], dict]  # (budget table, algo config) -> budget dict
-    run: Callable[..., Any]  # run(cell: Cell, out: Path, resume: bool, sinks: list) -> table
+    # run(cell: Cell, out: Path, resume: bool, sinks: list) -> table; sinks: objects with
+    # write(rows) (each chunk's rows, logging) and/or period(rows, progress) (progress lines)
+    run: Callable[..., Any]
     # Adjust the algorithm config to the budget (e.g. IQL's schedule spans the run's updates).
     # (algo config, resolved budget, keys the spec set, algorithm module) -> algo config
     adjust_algo_config: Callable[[Any, dict, set, Any], Any] = (
@@ -139,8 +141,9 @@ def _offline_run(cell: Cell, out: Path, resume: bool, sinks: list) -> Any:
     config = offline.OfflineConfig(**c["budget"])
     return offline.train(c["algorithm"], c["dataset"], c["seeds"], config, algo_config, out,
                          resume=resume, first_seed=c["first_seed"], progress=False,
-                         on_rows=_fanout(sinks), seed_group=cell.seed_group,
-                         data_root=cell.data_root, dataset=cell.dataset)
+                         on_rows=_fanout(sinks), on_period=_each_period(sinks),
+                         seed_group=cell.seed_group, data_root=cell.data_root,
+                         dataset=cell.dataset)
 
 
 register_mode(Mode("offline", _offline_budget, _offline_run, _offline_algo_config))
@@ -188,8 +191,9 @@ def _mixed_run(mode: str) -> Callable[..., Any]:
         config = o2o.MixedConfig(mode=mode, **c["budget"])
         return o2o.train(c["algorithm"], c["dataset"], c["seeds"], config, algo_config_from(c),
                          out, resume=resume, first_seed=c["first_seed"], progress=False,
-                         on_rows=_fanout(sinks), seed_group=cell.seed_group,
-                         data_root=cell.data_root, dataset=cell.dataset)
+                         on_rows=_fanout(sinks), on_period=_each_period(sinks),
+                         seed_group=cell.seed_group, data_root=cell.data_root,
+                         dataset=cell.dataset)
     return run
 
 
@@ -204,13 +208,27 @@ _register_mixed_modes()
 
 
 def _fanout(sinks: list) -> Callable[[list[dict]], None] | None:
-    if not sinks:
+    """A chunk's rows to every sink that logs rows (`write`), once they are in metrics.csv."""
+    writers = [sink for sink in sinks if hasattr(sink, "write")]
+    if not writers:
         return None
 
     def write(rows: list[dict]) -> None:
-        for sink in sinks:
+        for sink in writers:
             sink.write(rows)
     return write
+
+
+def _each_period(sinks: list) -> Callable[[list[dict], Any], None] | None:
+    """An evaluation period's rows and progress to every sink that shows progress (`period`)."""
+    reporters = [sink for sink in sinks if hasattr(sink, "period")]
+    if not reporters:
+        return None
+
+    def period(rows: list[dict], progress: Any) -> None:
+        for sink in reporters:
+            sink.period(rows, progress)
+    return period
 
 
 # ---- a request -> the run description ----------------------------------------------------
@@ -292,7 +310,7 @@ def run_cell(cell: Cell, folder: CellDir, resume: bool,
              log: Callable[[str], None] | None = None,
              raise_bad_input: bool = False) -> str | None:
     """Train one cell; returns None or the error (also written to the cell's status.json).
-    log: where a progress line goes after every chunk (None: no progress lines).
+    log: where a progress line goes after every evaluation period (None: no progress lines).
     raise_bad_input: a BAD_INPUT error (the request does not fit the folder, e.g. a resume with
     other settings) is raised with the folder's status put back as it was, instead of being
     recorded as the cell's failure (`offbench run`: one clear error, nothing changed)."""

@@ -6,7 +6,8 @@
 - `wandb`: Weights & Biases in offline mode (no network; `wandb sync` uploads later), only if
   the package is installed; otherwise the sink is skipped with a printed reason.
 
-A sink receives each chunk's new rows (one dict per seed and evaluation) as they are written.
+A sink receives each chunk's new rows (one dict per seed and evaluation) as they are written
+(`write`); `ProgressSink` instead gets each evaluation period's rows as it ends (`period`).
 """
 
 from __future__ import annotations
@@ -64,22 +65,19 @@ class WandbSink:
 
 
 class ProgressSink:
-    """One log line per chunk for a sweep's cell (sweeps run without a progress bar): where the
-    loop is and the mean evaluation over seeds, so a long cell is visibly alive."""
+    """One log line per evaluation period for a cell (`offbench run` and sweeps): where the
+    loop is of its total, the mean evaluation over seeds, the time since the cell started and
+    the estimated time left, so even a short run shows it moving. Called through the loops'
+    `on_period` (driver.Progress), not with the chunk rows the logging sinks get."""
 
     def __init__(self, label: str, log: Callable[[str], None] = print):
         self.label, self.log = label, log
         self.start = time.perf_counter()
 
-    def write(self, rows: list[dict]) -> None:
-        if not rows:
-            return
-        last = max(row.get("period", 0) for row in rows)
-        latest = [row for row in rows if row.get("period", 0) == last]
-        where = ", ".join(f"{c} {int(latest[0][c])}" for c in STEP_COLUMNS if c in latest[0])
-        scores = [row["normalized_score"] for row in latest
+    def period(self, rows: list[dict], progress: Any) -> None:
+        scores = [row["normalized_score"] for row in rows
                   if math.isfinite(row.get("normalized_score", math.nan))]
-        returns = [row["eval_return"] for row in latest
+        returns = [row["eval_return"] for row in rows
                    if math.isfinite(row.get("eval_return", math.nan))]
         if scores:
             result = f"score {sum(scores) / len(scores):.1f}"
@@ -87,12 +85,23 @@ class ProgressSink:
             result = f"return {sum(returns) / len(returns):.1f}"
         else:
             result = "no finite evaluation"
-        seeds = "1 seed" if len(latest) == 1 else f"mean of {len(latest)} seeds"
-        self.log(f"    {self.label}: {where or f'period {last}'}: {result} ({seeds}), "
-                 f"{time.perf_counter() - self.start:.0f} s")
+        seeds = "1 seed" if len(rows) == 1 else f"mean of {len(rows)} seeds"
+        percent = 100 * progress.period // progress.periods
+        eta = f", ETA {duration(progress.eta_s)}" if progress.period < progress.periods else ""
+        self.log(f"    {self.label}: {progress.where} ({percent}%): {result} ({seeds}), "
+                 f"{duration(time.perf_counter() - self.start)}{eta}")
 
     def close(self) -> None:
         pass
+
+
+def duration(seconds: float) -> str:
+    """'42 s', '12 min', '3.5 h': a progress line's times."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def open_sinks(names: tuple[str, ...] | list[str], folder: Path, config: dict,

@@ -1,11 +1,17 @@
-"""The host side shared by every training loop (online, offline, O2O): run a compiled chunk
-function between Orbax checkpoints, write per-seed metrics and the run record, show progress,
-and resume a killed run from its last checkpoint.
+"""The host side shared by every training loop (online, offline, O2O): run a compiled
+evaluation period after another, save Orbax checkpoints between chunks of periods, write
+per-seed metrics and the run record, show progress, and resume a killed run from its last
+checkpoint.
 
 A loop provides `init(keys) -> carry` (vmapped over seeds) and `make_chunk(n)`, a per-seed
 function `chunk(carry, first_period, *static_args) -> (carry, (metrics, snapshots))` running n
 evaluation periods; the driver vmaps it over seeds (static_args, e.g. the dataset, are shared),
-compiles it once per n, and shards the seed axis across local devices when there are several.
+compiles it for n = 1 and shards the seed axis across local devices when there are several.
+
+One period per call: its results reach the host as soon as it ends, so progress moves every
+evaluation period, and one program serves every chunk length (checkpoint_every only sets how
+often the host saves). With or without progress output the compiled program is the same; the
+numbers equal those of one call per chunk (tests/test_offline.py checks metrics bit for bit).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +177,9 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array, jax.
         annotate: Callable[[int], dict] | None = None,
         on_rows: Callable[[list[dict]], None] | None = None,
         seed_group: int | None = None,
-        final_eval: Callable[[Any], dict[str, dict]] | None = None) -> pd.DataFrame:
+        final_eval: Callable[[Any], dict[str, dict]] | None = None,
+        on_period: Callable[[list[dict], Progress], None] | None = None,
+        describe: Callable[[int], str] | None = None) -> pd.DataFrame:
     """Train all seeds to `periods` evaluation periods; returns the per-seed metrics table.
 
     init(key, seed_index): one seed's initial carry (seed_index: its position in the vmapped
@@ -183,6 +192,11 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array, jax.
     a resume must match). final_eval: the trained carry -> per seed (str) fields of run.json's
     per_seed (the final policy's many-episode evaluation), over those `summarize` gave; the
     periodic last score is kept as last_periodic_score.
+    on_period: called after every evaluation period with its rows (one per seed) and a
+    `Progress`; on_rows (logging sinks) after every chunk, once its metrics.csv rows and
+    checkpoint are written. describe: period index -> where the run is after it, for progress
+    (default "<unit>s 2000/10000"). A row's wall_s: seconds from the start of this process's
+    training (after setup, compile included) to the end of that row's evaluation period.
     """
     import orbax.checkpoint as ocp
 
@@ -215,33 +229,48 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array, jax.
     run_path = out / "run.json"
     if not run_path.exists():  # provenance from the start; wall and compile time added at the end
         write_text_atomic(run_path, json.dumps(run_info, indent=2, default=str))
-    compiled: dict[int, Any] = {}
+    fn = None
     compile_s = 0.0
     start = time.perf_counter()
     bar = _progress(progress, periods * units_per_period, done * units_per_period, unit)
-    chunks = 0
+    describe = describe or _counted(unit, units_per_period, periods)
+    first_done, chunks = done, 0
     in_axes = (0, None, *([None] * len(static_args)))
     while done < periods:
         n = min(periods_per_chunk, periods - done)
-        first = jnp.asarray(done, jnp.int32)
-        if n not in compiled:
-            t0 = time.perf_counter()
-            fn = jax.jit(map_seeds(make_chunk(n), in_axes, seeds, seed_group, seed_devices))
-            compiled[n] = fn.lower(carry, first, *static_args).compile()
-            compile_s += time.perf_counter() - t0
-        carry, (metrics, snaps) = compiled[n](carry, first, *static_args)
-        metrics, snaps = jax.device_get((metrics, snaps))
-        if snapshot_writer is not None:
-            snapshot_writer(snaps, done, n)
-        wall = time.perf_counter() - start
-        for s in range(seeds):
-            for j in range(n):
-                row = {"seed": first_seed + s, "period": done + j}
+        chunk_rows: list[list[dict]] = []  # per period, one row per seed
+        for p in range(done, done + n):
+            first = jnp.asarray(p, jnp.int32)
+            if fn is None:
+                t0 = time.perf_counter()
+                fn = jax.jit(map_seeds(make_chunk(1), in_axes, seeds, seed_group, seed_devices))
+                fn = fn.lower(carry, first, *static_args).compile()
+                compile_s += time.perf_counter() - t0
+            carry, (metrics, snaps) = fn(carry, first, *static_args)
+            metrics, snaps = jax.device_get((metrics, snaps))
+            if snapshot_writer is not None:
+                snapshot_writer(snaps, p, 1)
+            wall = time.perf_counter() - start
+            period_rows = []
+            for s in range(seeds):
+                row = {"seed": first_seed + s, "period": p}
                 if annotate is not None:
-                    row.update(annotate(done + j))
-                row.update({k: float(np.asarray(v)[s, j]) for k, v in metrics.items()})
+                    row.update(annotate(p))
+                row.update({k: float(np.asarray(v)[s, 0]) for k, v in metrics.items()})
                 row["wall_s"] = wall
-                rows.append(row)
+                period_rows.append(row)
+            chunk_rows.append(period_rows)
+            ran = p + 1 - first_done
+            eta = (wall - compile_s) / ran * (periods - p - 1)
+            info = Progress(p + 1, periods, describe(p), wall, eta)
+            if on_period is not None:
+                on_period(period_rows, info)
+            if bar is not None:
+                bar.update(units_per_period)
+                bar.set_postfix(_postfix(period_rows, seeds * ran * units_per_period / wall,
+                                         unit))
+        # seed-major within a chunk, as metrics.csv has always been written
+        rows.extend(chunk_rows[j][s] for s in range(seeds) for j in range(n))
         done += n
         table = pd.DataFrame(rows)
         write_text_atomic(metrics_path, table.to_csv(index=False))
@@ -249,14 +278,6 @@ def run(*, out: Path, settings: dict, mode: str, init: Callable[[jax.Array, jax.
         manager.wait_until_finished()
         if on_rows is not None:
             on_rows(rows[-seeds * n:])
-        if bar is not None:
-            last = table[table.period == done - 1]
-            bar.update(n * units_per_period)
-            postfix = {"eval_return": f"{last.eval_return.mean():.1f}",
-                       f"{unit}s_per_s": f"{seeds * done * units_per_period / wall:.0f}"}
-            if "diverged" in last:
-                postfix["diverged"] = int(last.diverged.sum())
-            bar.set_postfix(postfix)
         chunks += 1
         if after_chunk is not None:
             after_chunk(chunks)
@@ -292,6 +313,30 @@ def snapshot_writer(root: Path, first_seed: int, seeds: int) -> Callable:
                 data = serialization.msgpack_serialize(serialization.to_state_dict(tree))
                 write_bytes_atomic(folder / f"period_{first_period + j:05d}.msgpack", data)
     return write
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run is after an evaluation period, for progress output."""
+
+    period: int  # evaluation periods done (1-based count)
+    periods: int  # of the whole run
+    where: str  # e.g. "updates 2000/10000" (`run`'s describe)
+    elapsed_s: float  # since this process started training (compile included)
+    eta_s: float  # remaining periods at this process's mean time per period (compile excluded)
+
+
+def _counted(unit: str, units_per_period: int, periods: int) -> Callable[[int], str]:
+    """period index -> "updates 2000/10000": the units done after it, of the run's total."""
+    return lambda p: f"{unit}s {(p + 1) * units_per_period}/{periods * units_per_period}"
+
+
+def _postfix(rows: list[dict], rate: float, unit: str) -> dict:
+    postfix = {"eval_return": f"{np.mean([r['eval_return'] for r in rows]):.1f}",
+               f"{unit}s_per_s": f"{rate:.0f}"}
+    if "diverged" in rows[0]:
+        postfix["diverged"] = int(sum(r["diverged"] > 0 for r in rows))
+    return postfix
 
 
 def _progress(enabled: bool, total: int, initial: int, unit: str):

@@ -355,18 +355,31 @@ def summarize(table: pd.DataFrame, config: MixedConfig) -> dict:
     return {"per_seed": out}
 
 
+def describe(config: MixedConfig, period: int) -> str:
+    """Where a run is after evaluation period `period`, for progress: "offline updates
+    2000/10000" in the pre-training phase, "online env steps 500/5000" after it (hybrid runs,
+    which have no offline phase: "env steps 500/5000")."""
+    if period < config.offline_periods:
+        return f"offline updates {(period + 1) * config.eval_every}/{config.offline_updates}"
+    steps = (period + 1 - config.offline_periods) * config.eval_every
+    phase = "online " if config.offline_periods else ""
+    return f"{phase}env steps {steps}/{config.online_steps}"
+
+
 def train(algo_name: str, dataset_id: str, seeds: int, config: MixedConfig, algo_config: Any,
           out: Path, resume: bool = False, first_seed: int = 0, progress: bool = True,
           after_chunk: Callable[[int], None] | None = None,
           data_root: str | Path | None = None,
           dataset: Dataset | None = None,
           on_rows: Callable[[list[dict]], None] | None = None,
-          seed_group: int | None = None) -> pd.DataFrame:
+          seed_group: int | None = None,
+          on_period: Callable | None = None) -> pd.DataFrame:
     """Train `seeds` seeds in O2O or hybrid mode on a dataset's task; per-seed metrics.
     `dataset_id` may be a hybrid sim-to-real name (`halfcheetah-medium@sim:gravity=0.5`,
     offbench/hybrid.py): the data and evaluation are the real task's, the online env the
-    simulator's. on_rows: called with each chunk's new metric rows (logging sinks). seed_group:
-    vmapped groups of that many seeds, one after another (driver.map_seeds)."""
+    simulator's. on_rows: called with each chunk's new metric rows (logging sinks); on_period:
+    after every evaluation period (driver.run; progress). seed_group: vmapped groups of that
+    many seeds, one after another (driver.map_seeds)."""
     from offbench import hybrid
     from offbench.algorithms import load_algorithm
 
@@ -398,6 +411,7 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: MixedConfig, algo
         units_per_period=config.eval_every, unit="step", resume=resume, progress=progress,
         static_args=(arrays,), after_chunk=after_chunk,
         summarize=lambda table: summarize(table, config), annotate=problem.phase,
-        on_rows=on_rows, seed_group=seed_group,
+        on_rows=on_rows, seed_group=seed_group, on_period=on_period,
+        describe=lambda p: describe(config, p),
         final_eval=offline.final_evaluation(problem.offline, config.final_eval_episodes,
                                             first_seed))

@@ -1,6 +1,6 @@
 """The fused offline training loop: minibatches sampled on device, updates in a `lax.scan`, a
-vectorized deterministic evaluation every `eval_every` updates, all in one program per chunk,
-`jit(vmap(chunk))` over seeds (sharded across devices when there are several).
+vectorized deterministic evaluation every `eval_every` updates, all in one program per
+evaluation period, `jit(vmap(chunk))` over seeds (sharded across devices when there are several).
 
 The harness owns what papers do to the data before learning, read from the algorithm's config
 when it has these fields:
@@ -407,9 +407,11 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: OfflineConfig, al
           after_chunk: Callable[[int], None] | None = None,
           data_root: str | Path | None = None,
           dataset: Dataset | None = None, on_rows: Any = None,
-          seed_group: int | None = None, fault: Callable | None = None) -> pd.DataFrame:
+          seed_group: int | None = None, fault: Callable | None = None,
+          on_period: Callable | None = None) -> pd.DataFrame:
     """Train `seeds` seeds of an offline algorithm on a dataset; returns per-seed metrics.
     seed_group: vmapped groups of that many seeds, one after another (driver.map_seeds).
+    on_rows, on_period: driver.run's (logging sinks per chunk; progress per evaluation).
     after_chunk, fault: test hooks (driver.run's after_chunk; Problem.fault)."""
     problem, arrays = setup(algo_name, dataset_id, config, algo_config, data_root, dataset)
     problem.fault = fault
@@ -424,7 +426,7 @@ def train(algo_name: str, dataset_id: str, seeds: int, config: OfflineConfig, al
         periods=config.periods, periods_per_chunk=config.periods_per_chunk,
         units_per_period=config.eval_every, unit="update", resume=resume, progress=progress,
         static_args=(arrays,), after_chunk=after_chunk, summarize=summarize,
-        on_rows=on_rows, seed_group=seed_group,
+        on_rows=on_rows, seed_group=seed_group, on_period=on_period,
         final_eval=final_evaluation(problem, config.final_eval_episodes, first_seed))
 
 
