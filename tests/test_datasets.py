@@ -123,6 +123,10 @@ def test_a_dataset_of_replaced_policies_is_rebuilt(tiny_policies, tmp_path, monk
     name = data.DatasetName("hopper", "medium", SIZE)
     logs: list[str] = []
     path = data.build(name, root=tmp_path, log=logs.append)
+    # while generating: what is made, then a line per dataset part before its rollouts
+    assert "generating" in logs[0] and "episodes ->" in logs[-1], logs
+    assert [line.split(":")[0] for line in logs[1:-1]] == ["  medium"], logs
+    assert "envs x" in logs[1] and "(medium)" in logs[1]
     data.build(name, root=tmp_path, log=logs.append)
     assert "already built" in logs[-1]
     # the medium policy re-selected since: tasks/policies records another checksum
