@@ -13,21 +13,27 @@ Each minibatch holds dataset (real) rows and env (sim) rows, told apart by
   Gaussian noise of std `disc_noise` (H2O's code perturbs them too). By Bayes' rule
   log p_real(s'|s,a) / p_sim(s'|s,a) = logit D_sas(s,a,s') - logit D_sa(s,a); the dynamics gap
   is its negative, u(s,a,s') = log p_sim / p_real (large where the simulator is wrong).
-- Bellman loss: per critic, the mean over the batch of weight * (Q(s,a) - y)^2 with weight 1 on
-  real rows and w = clip(p_real / p_sim, w_min, w_max) = clip(exp(-u)) on sim rows (importance
-  weights from the sim to the real dynamics); y is SAC's target (sac.td_target).
-- Dynamics-aware penalty: cql_alpha * (sum over sim rows of omega(s) * softmax_a Q(s, .) -
-  mean over real rows of Q(s, a_data)), softmax_a Q the soft maximum of CQL (cql.soft_max_q),
-  omega a softmax of u over the batch's sim rows: Q is pushed down most on simulated states
-  whose dynamics gap is largest, and up on real data.
+- Bellman loss, per critic: the mean over the real rows of (Q(s,a) - y)^2 plus the mean over
+  the sim rows of w (Q(s,a) - y)^2, w = clip(p_real / p_sim, w_min, w_max) = clip(exp(-u))
+  (importance weights from the sim to the real dynamics); y is SAC's target (sac.td_target).
+- Dynamics-aware penalty, per critic: cql_alpha * clip(T log sum over sim rows of
+  exp((Q(s_b, a_b) + log omega_b) / T) - mean over real rows of Q(s, a)), omega = u+ / sum u+ over
+  the sim rows with u+ = clip(u, u_min, u_max): Q is pushed down on the simulated pairs whose
+  dynamics gap is largest (a soft maximum over them, T = cql_temp) and up on real data.
 - Actor and temperature: SAC's steps (sac.actor_temperature_step) on the whole batch.
 
-Defaults: SAC/CQL settings of cql.py (CORL's CQL: 3x256 nets, critic Adam 3e-4) with H2O's: half
-of each minibatch from the dataset (offline_ratio 0.5), cql_alpha 0.1 (the authors' Sim2realSAC
-default as we read it), no entropy in the backup, discriminators 2x256 with Adam 3e-4. Where ours
-differs: omega is a softmax of u over the sim rows (the paper normalizes u itself); the clip range
-[w_min, w_max] = [1e-4, 1] and disc_noise 0.1 are ours; actor Adam 3e-5 as CORL's CQL (H2O's
-code: 3e-4); one discriminator step per update.
+Defaults: the authors' code (t6-thu/H2O, SimpleSAC/sim2real_sac.py get_default_config and
+sim2real_sac_main.py): 2x256 nets without orthogonal initialization, Adam 3e-4 for actor,
+critics and temperature, target entropy 0, no entropy in the backup, cql_min_q_weight 0.01
+(`cql_alpha`), T 1, the penalty clipped to [-1000, 1000], importance weights clipped to
+[1e-5, 1], u clipped to [1e-45, 10], discriminators 2x256 with Adam 3e-4 and input noise 0.1,
+half of each minibatch from the dataset (batch_ratio 0.5).
+
+Where ours differs from the authors' code: u is the discriminators' log-ratio at the observed
+s' (the code averages it over 10 noisy copies of s'); u's floor is 1e-30 (1e-45 is a float32
+denormal); each discriminator outputs one logit trained by sigmoid cross-entropy (the code: two
+softmax logits, D_sas's added to D_sa's); the temperature loss is CQL's alpha (H - target)
+(the code: log alpha); one discriminator step per update; the actor's Flax initialization.
 """
 
 from __future__ import annotations
@@ -51,14 +57,22 @@ __all__ = ["Config", "MODES", "BATCH_FIELDS", "init", "update", "act", "policy_p
 
 @dataclasses.dataclass(frozen=True)
 class Config(cql.Config):
-    cql_alpha: float = 0.1
-    offline_ratio: float = 0.5  # read by the hybrid loop
+    hidden: tuple[int, ...] = (256, 256)  # policy_arch, qf_arch
+    actor_lr: float = 3e-4  # policy_lr
+    temperature_lr: float = 3e-4
+    target_entropy: float | None = 0.0
+    orthogonal_init: bool = False
+    cql_alpha: float = 0.01  # cql_min_q_weight
+    cql_clip_diff_min: float = -1000.0
+    cql_clip_diff_max: float = 1000.0
+    offline_ratio: float = 0.5  # batch_ratio; read by the hybrid loop
     disc_hidden: tuple[int, ...] = (256, 256)
     disc_lr: float = 3e-4
-    disc_noise: float = 0.1  # std of the Gaussian noise on discriminator inputs (training)
-    w_min: float = 1e-4
+    disc_noise: float = 0.1  # noise_std_discriminator, on discriminator inputs (training)
+    w_min: float = 1e-5  # clip_dynamics_ratio_min
     w_max: float = 1.0
-
+    u_min: float = 1e-30  # sim_q_coeff_min (the code: 1e-45)
+    u_max: float = 10.0  # sim_q_coeff_max
 
 class H2OState(CQLState):
     d_sa: dict
@@ -75,6 +89,8 @@ def init(key: jax.Array, spec: EnvSpec, config: Config | None = None, dataset=No
     config = config or Config()
     if not 0 < config.w_min <= config.w_max:
         raise ValueError("need 0 < w_min <= w_max")
+    if not 0 < config.u_min <= config.u_max:
+        raise ValueError("need 0 < u_min <= u_max")
     k_cql, k_sa, k_sas = jax.random.split(key, 3)
     base = cql.init(k_cql, spec, config)
     o, a = spec.observation_size, spec.action_size
@@ -138,27 +154,29 @@ def critic_loss(critic_params, state: H2OState, batch: Transition, key: jax.Arra
     """Weighted TD loss plus the dynamics-gap-weighted conservative penalty (docstring)."""
     cfg = state.config
     _, critic_net = sac.networks(cfg, state.spec)
-    k_target, k_cql = jax.random.split(key)
-    target = jax.lax.stop_gradient(sac.td_target(state, batch, k_target))
+    target = jax.lax.stop_gradient(sac.td_target(state, batch, key))
     q = critic_net.apply(critic_params, batch.obs, batch.action)  # (N, B)
-    weight = importance_weights(state, batch)
-    td_loss = jnp.mean(weight * (q - target) ** 2, axis=-1).sum()
     real = batch.extra["from_dataset"]
     sim = 1.0 - real
+    n_real, n_sim = jnp.maximum(real.sum(), 1.0), jnp.maximum(sim.sum(), 1.0)
+    weight = importance_weights(state, batch)
+    squared = (q - target) ** 2
+    td_loss = ((squared * real).sum(-1) / n_real + (weight * squared * sim).sum(-1) / n_sim).sum()
     gap = jax.lax.stop_gradient(log_gap(state, batch.obs, batch.action, batch.next_obs))
-    omega = jax.nn.softmax(jnp.where(sim > 0, gap, -jnp.inf))
-    omega = jnp.where(jnp.any(sim > 0), omega, 0.0)  # an all-real batch has no sim term
-    soft_max, info = cql.soft_max_q(critic_params, state, batch, q, k_cql)
-    push_down = (soft_max * omega).sum(-1)
-    push_up = (q * real).sum(-1) / jnp.maximum(real.sum(), 1.0)
-    penalty = cfg.cql_alpha * (push_down - push_up).sum()
+    # log omega over the sim rows (-inf on real ones), omega = u+ / sum u+
+    log_u = jnp.where(sim > 0, jnp.log(jnp.clip(gap, cfg.u_min, cfg.u_max)), -jnp.inf)
+    log_omega = log_u - jax.scipy.special.logsumexp(log_u)
+    soft_max = cfg.cql_temp * jax.scipy.special.logsumexp((q + log_omega) / cfg.cql_temp, -1)
+    diff = jnp.clip(soft_max - (q * real).sum(-1) / n_real, cfg.cql_clip_diff_min,
+                    cfg.cql_clip_diff_max)
+    # an all-real batch has no sim term
+    penalty = jnp.where(sim.sum() > 0, cfg.cql_alpha * diff.sum(), 0.0)
     loss = td_loss + penalty
-    n_sim = jnp.maximum(sim.sum(), 1.0)
     return loss, {"critic_loss": loss, "td_loss": td_loss, "h2o_penalty": penalty,
                   "q_mean": q.mean(), "target_mean": target.mean(),
                   "sim_weight_mean": (weight * sim).sum() / n_sim,
                   "sim_gap_mean": (gap * sim).sum() / n_sim,
-                  "real_gap_mean": (gap * real).sum() / jnp.maximum(real.sum(), 1.0), **info}
+                  "real_gap_mean": (gap * real).sum() / n_real}
 
 
 def update(state: H2OState, batch: Transition, key: jax.Array) -> tuple[H2OState, dict]:

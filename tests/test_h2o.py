@@ -132,8 +132,9 @@ def test_bad_hybrid_task_on_the_command_line(tmp_path):
 
 
 def test_sim_rows_bellman_error_is_weighted_by_the_gap_weights():
-    """td_loss = sum over critics of mean_b w_b (Q_i(s_b, a_b) - y_b)^2, w = 1 on real rows and
-    clip(exp(-gap)) on sim rows; Q from the numpy critics, y from SAC's target (same key)."""
+    """td_loss = sum over critics of [mean over real rows of (Q_i - y)^2 + mean over sim rows
+    of w (Q_i - y)^2], w = clip(exp(-gap)) (H2O's sim2real_sac.py: real and sim MSEs added);
+    Q from the numpy critics, y from SAC's target (same key)."""
     from offbench_baselines import sac
 
     from np_reference import np_critics
@@ -144,12 +145,44 @@ def test_sim_rows_bellman_error_is_weighted_by_the_gap_weights():
     batch = mixed(jax.random.PRNGKey(4), n=16)
     key = jax.random.PRNGKey(5)
     gap = np.asarray(h2o.log_gap(state, batch.obs, batch.action, batch.next_obs), np.float64)
-    w = np.r_[np.ones(16), np.clip(np.exp(-gap[16:]), 0.05, 0.9)]
-    assert not np.allclose(w[16:], 1.0)
-    y = np.asarray(sac.td_target(state, batch, jax.random.split(key)[0]), np.float64)
+    w = np.clip(np.exp(-gap[16:]), 0.05, 0.9)
+    assert not np.allclose(w, 1.0)
+    y = np.asarray(sac.td_target(state, batch, key), np.float64)
     q = np_critics(state.critic, np.asarray(batch.obs, np.float64),
                    np.asarray(batch.action, np.float64))
-    by_hand = (w * (q - y) ** 2).mean(-1).sum()
+    by_hand = (((q - y)[:, :16] ** 2).mean(-1) + (w * (q - y)[:, 16:] ** 2).mean(-1)).sum()
     _, info = h2o.critic_loss(state.critic, state, batch, key)
     np.testing.assert_allclose(float(info["td_loss"]), by_hand, rtol=1e-5)
-    np.testing.assert_allclose(float(info["sim_weight_mean"]), w[16:].mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(info["sim_weight_mean"]), w.mean(), rtol=1e-5)
+
+
+def test_penalty_is_a_gap_weighted_soft_maximum_over_sim_pairs_minus_real_q():
+    """penalty = alpha * sum over critics of clip(T log sum_sim exp((Q + log omega) / T)
+    - mean_real Q),
+    omega = u+ / sum u+, u+ = clip(gap, u_min, u_max) (H2O's code with use_variant False),
+    computed in float64 numpy from the numpy critics."""
+    from np_reference import np_critics
+
+    cfg = h2o.Config(hidden=(16,), disc_hidden=(16,), orthogonal_init=False, cql_alpha=0.5,
+                     cql_temp=0.7, u_min=1e-3, u_max=0.05, cql_clip_diff_min=-50.0)
+    state = h2o.init(jax.random.PRNGKey(6), EnvSpec(3, 2), cfg)
+    batch = mixed(jax.random.PRNGKey(7), n=16)
+    gap = np.asarray(h2o.log_gap(state, batch.obs, batch.action, batch.next_obs), np.float64)
+    u = np.clip(gap[16:], 1e-3, 0.05)
+    assert len(np.unique(u)) > 2  # the weights differ between rows
+    omega = u / u.sum()
+    q = np_critics(state.critic, np.asarray(batch.obs, np.float64),
+                   np.asarray(batch.action, np.float64))
+    soft = 0.7 * np.log(np.exp((q[:, 16:] + np.log(omega)) / 0.7).sum(-1))
+    by_hand = 0.5 * np.clip(soft - q[:, :16].mean(-1), -50.0, 1000.0).sum()
+    _, info = h2o.critic_loss(state.critic, state, batch, jax.random.PRNGKey(8))
+    np.testing.assert_allclose(float(info["h2o_penalty"]), by_hand, rtol=1e-5, atol=1e-6)
+
+
+def test_h2o_defaults_are_the_authors():
+    cfg = h2o.Config()
+    assert cfg.hidden == (256, 256) and not cfg.orthogonal_init
+    assert (cfg.actor_lr, cfg.critic_lr, cfg.temperature_lr) == (3e-4, 3e-4, 3e-4)
+    assert cfg.cql_alpha == 0.01 and cfg.target_entropy == 0.0 and not cfg.backup_entropy
+    assert (cfg.w_min, cfg.w_max, cfg.u_max) == (1e-5, 1.0, 10.0)
+    assert (cfg.cql_clip_diff_min, cfg.cql_clip_diff_max) == (-1000.0, 1000.0)
