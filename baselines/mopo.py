@@ -54,11 +54,20 @@ Declared differences from OfflineRL-Kit:
   and the rollouts' (rollouts.py: hopper's bound two-sided);
 - the real rows and the start states are disjoint slices of the loop's minibatch (the
   reference draws them separately).
+
+Known cost: the model buffer is part of the state, so the offline loop's divergence guard
+(offbench/loops/offline.py `keep_if_finite`: a finiteness check and a select over the whole
+state after every update) reads and copies it every update: with the reference's buffer
+(1.25M rows at h = 5) updates run ~7x slower than the same updates unguarded (6 vs 45 updates/s
+measured on hopper-sized rows, loaded 2-core CPU). For CPU budgets shrink it (`--set
+model_retain_epochs=1`, or a smaller rollout_batch_size). A loop-side fix (a guard that skips
+an append-only buffer) would remove the cost; it is not made here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -93,6 +102,7 @@ class Config:
     tau: float = 0.005
     init_temperature: float = 1.0
     target_entropy: float | None = None  # None: -action_size
+    backup_entropy: bool = True  # subtract alpha * log pi(a'|s') in the target
     # model rollouts
     rollout_length: int = 5  # h, per dataset (SETTINGS)
     penalty_coef: float = 2.5  # lambda, per dataset (SETTINGS)
@@ -129,7 +139,8 @@ def sac_config(config: Config) -> sac.Config:
                       critic_lr=config.critic_lr, temperature_lr=config.temperature_lr,
                       batch_size=config.batch_size, discount=config.discount, tau=config.tau,
                       init_temperature=config.init_temperature,
-                      target_entropy=config.target_entropy)
+                      target_entropy=config.target_entropy,
+                      backup_entropy=config.backup_entropy)
 
 
 def ensemble_config(config: Config) -> ensemble.EnsembleConfig:
@@ -194,10 +205,18 @@ def init_state(key: jax.Array, spec: EnvSpec, config, dataset, reward_fn) -> MOP
     return jax.lax.scan(fill, state, jax.random.split(k_fill, config.rollout_freq))[0]
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _init(key: jax.Array, spec: EnvSpec, config: Config, dataset) -> MOPOState:
+    return init_state(key, spec, config, dataset, penalized(config.penalty_coef))
+
+
 def init(key: jax.Array, spec: EnvSpec, config: Config | None = None,
          dataset=None) -> MOPOState:
-    config = config or Config()
-    return init_state(key, spec, config, dataset, penalized(config.penalty_coef))
+    """jitted as a whole (inlined when traced inside the loop's jit): called eagerly, the
+    model fit would otherwise dispatch op by op."""
+    if dataset is None:
+        raise ValueError("a model-based algorithm fits its model in init: pass the dataset")
+    return _init(key, spec, config or Config(), dataset)
 
 
 def mixed_batch(state: MOPOState, batch: Transition, key: jax.Array) -> Transition:

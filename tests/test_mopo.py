@@ -1,0 +1,183 @@
+"""MOPO and its dynamics ensemble against independent references: the ensemble's Gaussian NLL
+and MOPO's penalized reward against float64 numpy written from the equations
+(offbench/models/ensemble.py, baselines/mopo.py docstrings), the ensemble learning a known
+function, the model buffer keeping only valid rollout rows, `offbench check` and a tiny
+`offbench run mopo`."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from offbench import cli
+from offbench.algorithms import Transition
+from offbench.models import ensemble, rollouts
+from offbench_baselines import mopo
+
+from conftest import TINY_DATASET
+
+SMALL = ensemble.EnsembleConfig(members=3, elites=2, hidden=(16, 16),
+                                weight_decay=(1e-2, 2e-2, 3e-2), max_epochs=3)
+TINY_OVERRIDES = ["hidden=16,16", "model_hidden=16,16", "model_weight_decay=1e-5,1e-5,1e-5",
+                  "model_members=3", "model_elites=2", "model_max_epochs=2",
+                  "rollout_batch_size=200", "rollout_freq=10", "rollout_length=2",
+                  "batch_size=64"]
+
+
+# ---- float64 references ------------------------------------------------------------------
+
+def np_softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def np_ensemble(params, x):
+    """Mean and clamped log-variance of every member: swish MLPs with per-member kernels."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params["params"])
+    layers = sorted((k for k in p if k.startswith("EnsembleDense_")), key=lambda k: int(k[14:]))
+    h = np.broadcast_to(x, (p[layers[0]]["kernel"].shape[0], *x.shape)) if x.ndim == 2 else x
+    for i, name in enumerate(layers):
+        h = np.einsum("ebi,eio->ebo", h, p[name]["kernel"]) + p[name]["bias"]
+        if i < len(layers) - 1:
+            h = h / (1.0 + np.exp(-h))  # swish
+    mean, raw = np.split(h, 2, axis=-1)
+    hi, lo = p["max_logvar"], p["min_logvar"]
+    logvar = hi - np_softplus(hi - raw)
+    return mean, lo + np_softplus(logvar - lo)
+
+
+def np_nll(params, x, y, weight_decay, coef=0.01):
+    """sum_e mean_{b,d} [(mu - y)^2 / var + log var] + sum_l wd_l/2 ||W_l||^2
+    + coef (sum max_lv - sum min_lv)."""
+    mean, logvar = np_ensemble(params, x)
+    nll = sum(np.mean((mean[e] - y[e]) ** 2 / np.exp(logvar[e]) + logvar[e])
+              for e in range(mean.shape[0]))
+    p = params["params"]
+    decay = sum(wd / 2 * np.sum(np.asarray(p[f"EnsembleDense_{i}"]["kernel"], np.float64) ** 2)
+                for i, wd in enumerate(weight_decay))
+    bounds = coef * (np.sum(np.asarray(p["max_logvar"], np.float64))
+                     - np.sum(np.asarray(p["min_logvar"], np.float64)))
+    return nll + decay + bounds
+
+
+def small_model(seed=0):
+    """An ensemble (obs 4, action 2) with random parameters and standardization."""
+    rng = np.random.default_rng(seed)
+    params = ensemble.network(SMALL, 4).init(jax.random.PRNGKey(seed), jnp.zeros((1, 6)))
+    params = jax.tree.map(lambda a: a + 0.1 * jnp.asarray(rng.normal(size=a.shape), a.dtype),
+                          params)  # biases and bounds off their initial values
+    f = lambda *shape: jnp.asarray(rng.normal(size=shape), jnp.float32)  # noqa: E731
+    return ensemble.ModelState(params=params, in_mean=f(6), in_std=1 + jnp.abs(f(6)),
+                               out_mean=f(5), out_std=1 + jnp.abs(f(5)),
+                               elites=jnp.asarray([2, 0]), holdout_mse=jnp.zeros(()),
+                               holdout_losses=jnp.zeros(3), epochs=jnp.zeros((), jnp.int32),
+                               config=SMALL)
+
+
+def test_nll_loss_matches_numpy():
+    model = small_model()
+    net = ensemble.network(SMALL, 4)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, 32, 6)).astype(np.float32)
+    y = rng.normal(size=(3, 32, 5)).astype(np.float32)
+    # bounds moved off their initial values, so the clamp and its terms matter
+    params = {"params": dict(model.params["params"])}
+    params["params"]["max_logvar"] = jnp.linspace(-0.5, 0.5, 5)
+    params["params"]["min_logvar"] = jnp.linspace(-3.0, -1.0, 5)
+    loss, _ = ensemble.nll_loss(params, net, jnp.asarray(x), jnp.asarray(y), SMALL)
+    expected = np_nll(params, x.astype(np.float64), y.astype(np.float64), SMALL.weight_decay)
+    np.testing.assert_allclose(float(loss), expected, rtol=2e-5)
+    # the log-variance stays inside its soft bounds
+    _, logvar = np_ensemble(params, x.astype(np.float64))
+    assert (logvar < 0.5 + 1e-6).all() and (logvar > -3.0 - 1e-6).all()
+
+
+def test_mopo_penalty_matches_numpy():
+    # by hand: member norms 5 and sqrt(2) -> u = 5; r~ = 1 - 0.5 * 5
+    stds = jnp.asarray([[[3.0, 4.0]], [[1.0, 1.0]]])
+    np.testing.assert_allclose(ensemble.max_std_norm(stds), [5.0])
+    np.testing.assert_allclose(mopo.penalized(0.5)(jnp.asarray([1.0]), None, stds), [-1.5])
+    # against the numpy ensemble, in the data's units
+    model = small_model()
+    rng = np.random.default_rng(2)
+    obs = rng.normal(size=(16, 4)).astype(np.float32)
+    action = rng.uniform(-1, 1, (16, 2)).astype(np.float32)
+    x = (np.concatenate([obs, action], -1) - np.asarray(model.in_mean, np.float64)) \
+        / np.asarray(model.in_std, np.float64)
+    mean, logvar = np_ensemble(model.params, x)
+    std = np.exp(0.5 * logvar) * np.asarray(model.out_std, np.float64)
+    u = np.max(np.sqrt(np.sum(std ** 2, axis=-1)), axis=0)
+    reward = rng.normal(size=16)
+    got_mean, got_std = ensemble.predict(model, jnp.asarray(obs), jnp.asarray(action))
+    np.testing.assert_allclose(got_mean, mean * np.asarray(model.out_std, np.float64)
+                               + np.asarray(model.out_mean, np.float64), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mopo.penalized(2.5)(jnp.asarray(reward, jnp.float32), got_mean,
+                                                   got_std), reward - 2.5 * u, rtol=1e-5,
+                               atol=1e-5)
+    assert u.min() > 0.1  # the penalty is not trivially zero here
+
+
+def test_ensemble_learns_a_known_function():
+    """s' = s + 0.5 sin(2 s) + 0.3 a (per dimension), r = sum(s) - |a|^2, small noise: the
+    elites' holdout MSE falls below 5% of the targets' variance (and far below the untrained
+    model's)."""
+    rng = np.random.default_rng(0)
+    n = 2000
+    obs = rng.uniform(-1, 1, (n, 3)).astype(np.float32)
+    action = rng.uniform(-1, 1, (n, 3)).astype(np.float32)
+    next_obs = obs + 0.5 * np.sin(2 * obs) + 0.3 * action + 0.01 * rng.normal(size=(n, 3))
+    reward = obs.sum(-1) - (action ** 2).sum(-1) + 0.01 * rng.normal(size=n)
+    targets = np.concatenate([next_obs - obs, reward[:, None]], -1)
+    args = [jnp.asarray(a, jnp.float32) for a in (obs, action, reward, next_obs)]
+    config = ensemble.EnsembleConfig(members=3, elites=2, hidden=(64, 64),
+                                     weight_decay=(2.5e-5, 5e-5, 1e-4), max_epochs=40)
+    model = jax.jit(lambda k, *a: ensemble.fit(k, *a, config))(jax.random.PRNGKey(0), *args)
+    untrained = jax.jit(lambda k, *a: ensemble.fit(k, *a, dataclasses.replace(
+        config, lr=1e-12, max_epochs=1)))(jax.random.PRNGKey(0), *args)
+    threshold = 0.05 * targets.var(0).mean()
+    assert float(model.holdout_mse) < threshold, (float(model.holdout_mse), threshold)
+    assert float(untrained.holdout_mse) > 10 * float(model.holdout_mse)
+    assert model.elites.shape == (2,) and int(model.epochs) >= 1
+
+
+def test_model_buffer_keeps_only_valid_rows():
+    buffer = rollouts.empty(capacity=12, obs_size=1, action_size=1)
+    for start in (0, 10, 20):  # values tag the rows; odd ones invalid
+        v = jnp.arange(start, start + 6, dtype=jnp.float32)
+        rows = Transition(v[:, None], v[:, None], v, v[:, None], jnp.zeros(6))
+        buffer = rollouts.add(buffer, rows, (jnp.arange(6) % 2) == 0)
+    assert int(buffer.size) == 6  # capacity 12 - 6 rows per call
+    got = set(np.asarray(rollouts.sample(buffer, jax.random.PRNGKey(0), 200).reward).tolist())
+    assert got == {10.0, 12.0, 14.0, 20.0, 22.0, 24.0}  # the newest valid rows only
+
+
+def test_termination_rules():
+    hopper = jnp.asarray([[1.2, 0.0, 0.0], [0.6, 0.0, 0.0], [1.2, 0.3, 0.0], [1.2, 0.0, -200.]])
+    code = rollouts.termination_code("auto", jnp.zeros((1, 11)))
+    assert rollouts.TERMINATIONS[int(code)] == "hopper"
+    np.testing.assert_array_equal(rollouts.terminal(code, hopper), [False, True, True, True])
+    walker = jnp.full((10, 17), 0.1).at[:, 0].set(1.25)
+    assert rollouts.TERMINATIONS[int(rollouts.termination_code("auto", walker))] == "walker2d"
+    cheetah = jnp.full((10, 17), 0.1).at[:, 0].set(-0.05)
+    assert rollouts.TERMINATIONS[int(rollouts.termination_code("auto", cheetah))] == \
+        "halfcheetah"
+
+
+def test_mopo_keeps_the_contract():
+    from offbench.harness.check import check
+
+    lines = []
+    assert check("mopo", TINY_OVERRIDES, updates=2, log=lines.append), "\n".join(lines)
+
+
+def test_offbench_run_mopo(minari_root, tmp_path, capsys):
+    flags = ["--updates", "40", "--eval-every", "20", "--eval-episodes", "2",
+             "--checkpoint-every", "40", "--episode-length", "20", "--backend", "mujoco"]
+    sets = [x for o in TINY_OVERRIDES for x in ("--set", o)]
+    out = tmp_path / "run"
+    assert cli.main(["run", "mopo", TINY_DATASET, "--seeds", "2", *flags, *sets,
+                     "--out", str(out)]) == 0
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert len(metrics) == 4 and np.isfinite(metrics.model_holdout_mse).all()
+    assert (metrics.model_buffer_rows > 0).all() and not metrics.diverged.any()
