@@ -114,7 +114,7 @@ def cmd_train_online(args: argparse.Namespace) -> int:
     df = online.train(args.algorithm, args.task, args.seeds, config, algo_config, out,
                       resume=args.resume, first_seed=args.first_seed,
                       snapshot=_policy_snapshot(algo) if args.snapshots else None,
-                      seed_group=args.seed_group)
+                      seed_group=_resolve_seed_group(args, args.algorithm))
     final = df[df.period == df.period.max()]
     from offbench.harness.cells import seeds_phrase
 
@@ -161,7 +161,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         items.append(f"utd={args.utd}")  # the algorithm's UTD is the loop's (RLPD)
     config = cells.resolve(args.algorithm, args.dataset, args.mode, items=items, budget=table,
                            backend=args.backend, seeds=args.seeds, first_seed=args.first_seed)
-    driver.check_seed_group(args.seeds, args.seed_group, driver.seed_device_count(args.seeds))
+    seed_group = _resolve_seed_group(args, args.algorithm)
+    driver.check_seed_group(args.seeds, seed_group, driver.seed_device_count(args.seeds))
     dataset = cells.load_dataset(config, args.root)  # a missing dataset fails here
     name = args.dataset.replace("/", "_").replace(":", "_")
     out = Path(args.out or f"runs/{args.mode}/{args.algorithm}-{name}")
@@ -170,7 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.resume and ((out / "metrics.csv").exists() or (out / "checkpoints").exists()):
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose "
                          "another --out")
-    cell = cells.Cell(config, seed_group=args.seed_group, data_root=args.root, dataset=dataset)
+    cell = cells.Cell(config, seed_group=seed_group, data_root=args.root, dataset=dataset)
     error = cells.run_cell(cell, CellDir(out), resume=args.resume, log=print,
                            raise_bad_input=True)
     if error is not None:
@@ -582,10 +583,29 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seed_group(text: str) -> int | str:
+    """argparse type of --seed-group: a whole number >= 1 or `auto`."""
+    return "auto" if text == "auto" else _positive(text)
+
+
+def _resolve_seed_group(args: argparse.Namespace, algorithm: str) -> int | None:
+    """--seed-group auto -> the group offbench.harness.seedgroup chooses, said on stdout."""
+    import jax
+
+    from offbench.harness import seedgroup
+
+    group, why = seedgroup.choose(args.seed_group, algorithm, args.seeds, jax.default_backend())
+    if args.seed_group == "auto":
+        print(f"--seed-group {why}")
+    return group
+
+
 SEED_GROUP_HELP = ("run the seeds in vmapped groups of N, one group after another in the same "
                    "program (a CPU speed knob: on 2 cores 8 SAC-N or EDAC seeds run faster in "
                    "groups of 2, results/perf/seed-groups/offline.md; default all seeds at once, "
-                   "right for GPU/TPU); changes results only to float rounding")
+                   "right for GPU/TPU); changes results only to float rounding. auto: all at "
+                   "once on an accelerator, on CPU the fastest grouping in results/perf's "
+                   "tables (offbench/harness/seedgroup.py)")
 
 
 def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
@@ -595,7 +615,7 @@ def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
                    help="override an algorithm config field (repeatable)")
     p.add_argument("--out", help=f"run folder (default {default_out})")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--seed-group", type=_positive, metavar="N", help=SEED_GROUP_HELP)
+    p.add_argument("--seed-group", type=_seed_group, metavar="N", help=SEED_GROUP_HELP)
 
 
 def _add_sweep_options(p: argparse.ArgumentParser) -> None:
@@ -603,7 +623,7 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
                    help=f"results store (default {DEFAULT_STORE})")
     p.add_argument("--resume", action="store_true",
                    help="skip complete cells, continue interrupted ones from their checkpoints")
-    p.add_argument("--seed-group", type=_positive, metavar="N", help=SEED_GROUP_HELP)
+    p.add_argument("--seed-group", type=_seed_group, metavar="N", help=SEED_GROUP_HELP)
     p.add_argument("--executor", default="local", choices=["local", "ray"],
                    help="local: cells one after another here; ray: one Ray task per cell")
     p.add_argument("--ray-address", metavar="HOST:PORT",

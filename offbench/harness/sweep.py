@@ -464,7 +464,7 @@ def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str
               build_datasets: bool = True, executor: str = "local",
               after_cell: Callable[[int], None] | None = None,
               ray_options: RayOptions | None = None,
-              seed_group: int | None = None) -> SweepResult:
+              seed_group: int | str | None = None) -> SweepResult:
     """Run every cell of `spec` into `store`. Complete cells (of this sweep or of any other
     sharing the store) are skipped; unfinished ones (killed or failed) are continued only with
     `resume`. A cell that raises is recorded as failed (error and traceback in its status.json)
@@ -472,7 +472,8 @@ def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str
     process; "ray" sends each to a Ray cluster as one task (offbench/ray_executor.py; where
     and with which resources: `ray_options`), into the same store folders. seed_group: each
     cell's seeds in vmapped groups of that size (driver.map_seeds; a CPU speed knob, not part
-    of a cell's identity: it changes results only to float rounding). after_cell: called
+    of a cell's identity: it changes results only to float rounding; "auto": per algorithm,
+    offbench/harness/seedgroup.py, on this process's device kind). after_cell: called
     with the number of cells handled after each one (local executor; tests end the process
     there to check a killed sweep's resume)."""
     if executor not in ("local", "ray"):
@@ -487,7 +488,21 @@ def run_sweep(spec: dict, store: Store, resume: bool = False, log: Callable[[str
     expand(spec, lambda *_: None)  # and so does a combination that does not resolve
     if build_datasets:  # first, so that every cell's config holds its dataset's fingerprint
         _ensure_datasets(_as_list(spec.get("datasets", []), "datasets"), log)
-    cells = [dataclasses.replace(c, seed_group=seed_group) for c in expand(spec, log)]
+    cells = expand(spec, log)
+    if seed_group == "auto":  # per algorithm (offbench/harness/seedgroup.py)
+        import jax
+
+        from offbench.harness import seedgroup
+
+        chosen = [seedgroup.choose("auto", c.config["algorithm"], c.config["seeds"],
+                                   jax.default_backend()) for c in cells]
+        for why in dict.fromkeys(f"{c.config['algorithm']}: {w}" for c, (_, w) in
+                                 zip(cells, chosen, strict=True)):
+            log(f"--seed-group {why}")
+        cells = [dataclasses.replace(c, seed_group=g) for c, (g, _) in
+                 zip(cells, chosen, strict=True)]
+    else:
+        cells = [dataclasses.replace(c, seed_group=seed_group) for c in cells]
     if not resume:  # complete cells are reused either way; unfinished ones need a decision
         unfinished = [store.cell(c.config) for c in cells]
         unfinished = [f"{c.name} ({c.status().get('state')})" for c in unfinished
