@@ -34,8 +34,12 @@ $(STAMP): pyproject.toml constraints.txt
 lint: setup ## ruff over the code and tests
 	$(BIN)/ruff check offbench baselines examples tests
 
-test: setup lint ## lint, then the whole test suite
-	$(BIN)/python -m pytest -q
+# TEST_WORKERS=2 runs the test files on 2 processes (pytest-xdist, --dist loadfile: each file's
+# tests in order in one process, sharing its module fixtures). Default 1 (one process) until it
+# is measured faster on idle cores: on the loaded machine it was slower (docs/testing.md).
+TEST_WORKERS ?= 1
+test: setup lint ## lint, then the whole test suite (TEST_WORKERS=2: on 2 processes)
+	$(BIN)/python -m pytest -q $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 # The benchmark: the bench profile's sweep into the results store, then the leaderboard in
 # results/. PROFILE=auto picks `cpu` when JAX finds no accelerator and `full` otherwise;
