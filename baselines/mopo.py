@@ -22,7 +22,8 @@ batch_size) model rows and (4) takes one SAC step on them plus the minibatch's f
 int(real_ratio * batch_size) rows. So `update` stays pure and vmappable; the loop's
 `batch_size` rows supply both the real rows and the start states (disjoint slices of one
 uniform sample). The model's `model_holdout_mse` (elites' mean holdout MSE, raw units) and
-`model_epochs` are in every row of metrics.csv.
+`model_epochs` are in every row of metrics.csv. `init` needs the dataset (None is an error),
+so a tool that calls it without one (offbench doctor's memory estimate) cannot size MOPO yet.
 
 Defaults: OfflineRL-Kit's run_example/run_mopo.py (yihaosun1124/OfflineRL-Kit): SAC 2x256,
 actor Adam 1e-4, critics 3e-4, temperature 1e-4 from alpha = 1, target entropy -|A|, gamma
