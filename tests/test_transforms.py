@@ -77,7 +77,7 @@ def test_a_mixture_adds_the_stated_episodes_of_another_kind(tmp_path, monkeypatc
     ("+episodes=1.5", "bad transform '+episodes=1.5'"),
     ("+corrupt=obs:random:2:1", "bad transform"),
     ("+corrupt=foo:random:0.1:1", "bad transform"),
-    ("+corrupt=obs:adversarial:0.1:1", "kind 'adversarial' is not supported"),
+    ("+corrupt=obs:fgsm:0.1:1", "kind 'fgsm' is not supported"),
     ("+mix=expert", "bad transform"),
     ("+seed=-1", "bad transform"),
     ("+shuffle=1", "bad transform '+shuffle=1'"),

@@ -317,7 +317,13 @@ def dataset_fingerprint(dataset: str) -> str | None:
         parts = [dataset_fingerprint(variant.base)] + [
             dataset_fingerprint(DatasetName(base.task, kind, base.size).short)
             for kind in variant.mixed_kinds if base is not None]
-        return None if None in parts else config_hash({"parts": parts, "id": dataset})
+        if None in parts:
+            return None
+        if variant.adversarial:  # and the attacker's settings (offbench/data/adversarial.py)
+            from offbench.data import adversarial
+
+            return config_hash({"parts": parts, "id": dataset, "attack": adversarial.settings()})
+        return config_hash({"parts": parts, "id": dataset})
     try:
         name = parse(dataset)
     except ValueError:

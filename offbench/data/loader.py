@@ -248,9 +248,11 @@ def load(dataset_id: str, root: str | Path | None = None, task: str | None = Non
     if not (np.all(low == -1.0) and np.all(high == 1.0)):  # to the policies' [-1, 1]
         flat["actions"] = (2.0 * (flat["actions"] - low) / (high - low) - 1.0).astype(np.float32)
     corrupted = {}
+    clean = ({k: v.copy() for k, v in flat.items()} if variant.adversarial else None)
+    # (the transitions before any corruption: what the adversarial kind's Q-function learns)
     for index, transform in enumerate(variant.transforms):
         if transform.name == "corrupt":
-            corrupted[transform.text] = transforms.corrupt(variant, index, flat)
+            corrupted[transform.text] = transforms.corrupt(variant, index, flat, clean, task)
     extra: dict[str, Any] = {}
     if "mc_returns" in derived:
         extra["mc_returns"] = mc_returns(flat["rewards"], flat["episode_lengths"], discount)

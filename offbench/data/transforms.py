@@ -7,6 +7,8 @@ dataset is loaded, e.g. `hopper-medium-replay-100k+corrupt=obs:random:0.3:1.0+se
                                      trajectories: `+mix=expert:0.05`)
     +corrupt=FIELD:random:RATE:EPS   RIQL's random corruption of a fraction RATE of the
                                      transitions, FIELD in obs, act, rew, dyn (next observations)
+    +corrupt=FIELD:adversarial:RATE:EPS  RIQL's adversarial corruption: a gradient attack on a
+                                     Q-function trained on the clean data (adversarial.py)
     +seed=N                          the seed of every transform of the id (default 0)
 
 Why on load and not materialized: a variant is a pure function of its base's bytes and its id,
@@ -26,8 +28,11 @@ Declared differences from the authors' code: exactly int(RATE x N) transitions a
 drawn without replacement (theirs: each transition with probability RATE, so about that many),
 with a seeded PCG64 Generator (theirs: numpy's RandomState and torch's generator); corrupted
 actions are clipped to [-1, 1], the policies' action range here (theirs are not).
-Adversarial corruptions (a gradient attack on a Q-function trained on clean data) are not
-implemented yet: asking for them is one clear error.
+
+RIQL's adversarial corruption (offbench/data/adversarial.py, with its equations, attacker, cache
+and declared differences): the same rows, chosen the same way; obs, act and dyn perturbed within
+the EPS-ball (units of the field's std) by projected gradient descent on a Q-function trained on
+the transitions before the id's first corruption, rewards r' = -EPS * r.
 """
 
 from __future__ import annotations
@@ -39,10 +44,11 @@ import re
 import numpy as np
 
 FIELDS = {"obs": "observations", "act": "actions", "rew": "rewards", "dyn": "next_observations"}
-KINDS = ("random",)
+KINDS = ("random", "adversarial")
 REWARD_RANGE = 30.0  # RIQL's random reward corruption: Uniform[-30 eps, 30 eps]
-FORMS = ("+episodes=F (0 < F <= 1), +mix=KIND:F (F > 0), +corrupt=FIELD:random:RATE:EPS "
-         "(FIELD obs|act|rew|dyn, 0 < RATE <= 1, EPS > 0), +seed=N (N >= 0)")
+FORMS = ("+episodes=F (0 < F <= 1), +mix=KIND:F (F > 0), +corrupt=FIELD:KIND:RATE:EPS "
+         "(FIELD obs|act|rew|dyn, KIND random|adversarial, 0 < RATE <= 1, EPS > 0), "
+         "+seed=N (N >= 0)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +68,11 @@ class Variant:
     base: str
     transforms: tuple[Transform, ...] = ()
     seed: int = 0
+
+    @property
+    def adversarial(self) -> bool:
+        """Whether a corruption of the id is adversarial (it trains or reads a Q-function)."""
+        return any(t.name == "corrupt" and t.args[1] == "adversarial" for t in self.transforms)
 
     @property
     def mixed_kinds(self) -> list[str]:
@@ -97,15 +108,14 @@ def split(dataset_id: str) -> Variant:
                 field, kind, rate, eps = args[0], args[1], float(args[2]), float(args[3])
                 if field not in FIELDS or not 0.0 < rate <= 1.0 or not eps > 0.0:
                     raise ValueError
-                if kind != "random":
+                if kind not in KINDS:
                     raise NotImplementedError(kind)
                 transforms.append(Transform("corrupt", (field, kind, rate, eps)))
             else:
                 raise ValueError
         except NotImplementedError as err:
             raise ValueError(f"dataset '{dataset_id}': +corrupt kind '{err}' is not supported "
-                             f"(supported: {list(KINDS)}; RIQL's adversarial corruptions are "
-                             "not implemented yet)") from None
+                             f"(supported: {list(KINDS)})") from None
         except ValueError:
             raise ValueError(f"dataset '{dataset_id}': bad transform '+{part}'; the forms are "
                              f"{FORMS}") from None
@@ -129,14 +139,21 @@ def pick_episodes(variant: Variant, index: int, episodes: list, fraction: float,
     return [episodes[i] for i in chosen]
 
 
-def corrupt(variant: Variant, index: int, flat: dict[str, np.ndarray]) -> np.ndarray:
+def corrupt(variant: Variant, index: int, flat: dict[str, np.ndarray],
+            clean: dict[str, np.ndarray] | None = None, task: str = "") -> np.ndarray:
     """Apply the index-th transform (a corruption) to the flat arrays in place; returns the
-    indices of the corrupted transitions."""
-    field, _, rate, eps = variant.transforms[index].args
+    indices of the corrupted transitions. clean, task: the transitions before any corruption
+    and their task, which the adversarial kind's Q-function learns from."""
+    field, kind, rate, eps = variant.transforms[index].args
     key = FIELDS[field]
     rng = _rng(variant, index)
     size = len(flat["rewards"])
     rows = np.sort(rng.choice(size, size=int(rate * size), replace=False))
+    if kind == "adversarial":
+        from offbench.data import adversarial
+
+        adversarial.corrupt(field, eps, rows, rng, flat, flat if clean is None else clean, task)
+        return rows
     values = flat[key]
     if field == "rew":
         values[rows] = rng.uniform(-REWARD_RANGE * eps, REWARD_RANGE * eps, len(rows))
