@@ -31,6 +31,13 @@ our defaults are a middle setting (alpha 0.25, sigma 1.0, N 5), and their table 
     dynamics               3.0 / 0.25          1.0 / 0.25, N 3     1.0 / 0.5
     (huber_sigma / quantile; N 5 unless said)
 
+    adversarial corruption of  halfcheetah     walker2d        hopper
+    observations               0.1 / 0.1       1.0 / 0.25      1.0 / 0.25
+    actions                    1.0 / 0.1       1.0 / 0.1       1.0 / 0.25
+    rewards                    1.0 / 0.1       3.0 / 0.1       0.1 / 0.25
+    dynamics                   1.0 / 0.1       1.0 / 0.25      1.0 / 0.5
+    (huber_sigma / quantile; N 5; `+corrupt=FIELD:adversarial:RATE:EPS`)
+
 Declared differences from the authors' code: observations are standardized with the mean and
 std of the dataset's observations (theirs: of observations and next observations together);
 initialization is Flax's default (theirs: the EDAC paper's, biases 0.1 and the last layer

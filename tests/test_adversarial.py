@@ -140,3 +140,15 @@ def test_bad_adversarial_parameters_are_one_clear_error(bad, message):
     with pytest.raises(ValueError, match=re.escape(message)) as err:
         transforms.split("hopper-medium" + bad)
     assert "KIND random|adversarial" in str(err.value) or "not supported" in str(err.value)
+
+
+def test_an_attack_in_chunks_matches_one_in_one_piece(attack_env, monkeypatch):
+    """Rows beyond CHUNK are attacked in padded chunks of CHUNK rows (one compile); a row's
+    attack does not depend on its neighbours, so the chunks give the rows one piece gives (up to
+    float rounding of other matmul shapes, which may flip a sign step where a gradient is ~0)."""
+    whole = arrays(load(variant("obs")))
+    monkeypatch.setattr(adversarial, "CHUNK", 256)  # 600 rows: 3 chunks, the last padded
+    pieces = [arrays(load(variant("obs"))) for _ in range(2)]
+    assert pieces[0]["observations"].tobytes() == pieces[1]["observations"].tobytes()
+    close = np.isclose(pieces[0]["observations"], whole["observations"], atol=1e-4).all(1)
+    assert close.mean() > 0.99

@@ -36,14 +36,15 @@ data alone, as EDAC's, at 10x EDAC's updates/s on CPU (results/perf/offline.md: 
 as the authors reuse one pretrained agent for all corruptions.
 
 Cache: the trained attacker's parameters are stored under `$OFFBENCH_CACHE/adversarial` (default
-`~/.cache/offbench/adversarial`, git-ignored, beside the MuJoCo FFI cache), one msgpack file per
-key = sha256 of the clean transitions' bytes, the task, the attacker settings (ATTACKER), the
-source of baselines/td3_bc.py and the versions of jax, jaxlib, flax and optax. A file is written
-once (to a temporary name, then renamed) and read back into the same float32 arrays, so a load
-from the cache gives the same bytes as a fresh training. Everything is float32 on CPU with fixed
-seeds: the same id gives the same bytes on the same machine type and versions (XLA's CPU kernels
-may round differently on another instruction set, so bit-identity across machine types is not
-promised; the key holds the versions, not the CPU model).
+`~/.cache/offbench/adversarial`, outside the repository, beside the MuJoCo FFI cache), one
+msgpack file per key = sha256 of the clean transitions' bytes, the task, the attacker settings
+(ATTACKER), the source of baselines/td3_bc.py and the versions of jax, jaxlib, flax and optax.
+The corrupted data is not stored: the PGD runs on every load (docs/datasets.md: its cost). A
+file is written once (to a temporary name, then renamed) and the parameters are always read back
+from it, so a load from the cache gives the same bytes as a fresh training. Everything is
+float32 on CPU with fixed seeds: the same id gives the same bytes on the same machine type and
+versions (XLA's CPU kernels may round differently on another instruction set, so bit-identity
+across machine types is not promised; the key holds the versions, not the CPU model).
 
 Declared differences from the authors' code: the attacker (TD3+BC, 20k updates, trained here,
 above); the exact sign of the gradient (theirs: g / (|g| + 1e-8), the same except where
