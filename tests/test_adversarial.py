@@ -152,3 +152,11 @@ def test_an_attack_in_chunks_matches_one_in_one_piece(attack_env, monkeypatch):
     assert pieces[0]["observations"].tobytes() == pieces[1]["observations"].tobytes()
     close = np.isclose(pieces[0]["observations"], whole["observations"], atol=1e-4).all(1)
     assert close.mean() > 0.99
+
+
+def test_only_attacks_on_a_q_function_depend_on_the_attacker():
+    assert transforms.split("hopper-medium+corrupt=obs:adversarial:0.1:1").adversarial
+    assert transforms.split("hopper-medium+corrupt=rew:random:0.1:1"
+                            "+corrupt=dyn:adversarial:0.1:1").adversarial
+    assert not transforms.split("hopper-medium+corrupt=rew:adversarial:0.1:1").adversarial
+    assert not transforms.split("hopper-medium+corrupt=obs:random:0.1:1").adversarial

@@ -71,8 +71,10 @@ class Variant:
 
     @property
     def adversarial(self) -> bool:
-        """Whether a corruption of the id is adversarial (it trains or reads a Q-function)."""
-        return any(t.name == "corrupt" and t.args[1] == "adversarial" for t in self.transforms)
+        """Whether a corruption of the id attacks a Q-function (adversarial, not of rewards:
+        r' = -EPS r needs none), so the data depend on the attacker too."""
+        return any(t.name == "corrupt" and t.args[1] == "adversarial" and t.args[0] != "rew"
+                   for t in self.transforms)
 
     @property
     def mixed_kinds(self) -> list[str]:
