@@ -27,6 +27,10 @@ and sac.py's differences, no actor cosine annealing, alpha not clipped to [0, 1]
 loss is 0.5 x sum over critics of the mean squared error (OfflineRL-Kit: the mean over critics
 and rows); hopper-medium's fixed alpha not available; the penalty's next actions and the
 target's are separate samples of the policy (as the reference).
+
+Cost: the penalty runs the actor and both target critics on batch x elites x num_samples =
+12,800 next states per update (50 times SAC's batch), which dominates MOBILE's update on a
+CPU; MOPO's buffer cost (mopo.py, "Known cost") applies as well.
 """
 
 from __future__ import annotations
