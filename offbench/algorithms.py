@@ -95,6 +95,12 @@ class Contract:
       online_update(state, batch, key)   used instead of `update` online in O2O/hybrid (WSRL, SPOT)
       q_values(state, obs, action) -> (num_critics, batch)   the critics' Q-values (`probe`)
       prepare_dataset(arrays, lengths, config) -> (arrays, lengths)   host-side data selection
+      init_act_carry(state, n) -> carry   with act_carry, a policy with per-episode memory (DT's
+      act_carry(state, carry, obs, reward, key, deterministic) -> (action, carry)   context):
+                       evaluation starts each episode from init_act_carry for its n envs and
+                       threads the carry through its steps; `reward` is the env's reward for
+                       the previous action (raw, 0 at the first step). Plain `act` must still
+                       act (as at an episode's first step) for tools without memory.
     Optional declarations:
       DATASET_FIELDS   derived dataset fields it needs (next_actions, mc_returns, ...)
       BATCH_FIELDS     "from_dataset": O2O/hybrid minibatches mark their dataset rows (H2O)
@@ -113,6 +119,8 @@ class Contract:
     online_update: Any = None
     q_values: Any = None
     prepare_dataset: Any = None
+    init_act_carry: Any = None
+    act_carry: Any = None
     dataset_fields: tuple[str, ...] = ()
     batch_fields: tuple[str, ...] = ()
     skips_metrics: bool = False
@@ -123,7 +131,8 @@ class Contract:
         return getattr(self.module, "__name__", repr(self.module))
 
 
-HOOKS = ("policy_params", "online_update", "q_values", "prepare_dataset")
+HOOKS = ("policy_params", "online_update", "q_values", "prepare_dataset", "init_act_carry",
+         "act_carry")
 DECLARATIONS = {"DATASET_FIELDS": "dataset_fields", "BATCH_FIELDS": "batch_fields",
                 "SKIPS_METRICS": "skips_metrics", "O2O_SETTINGS": "o2o_settings"}
 _CONTRACTS: dict[str, Contract] = {}
@@ -155,6 +164,8 @@ def contract(module: types.ModuleType) -> Contract:
     for name in ("init", "update", "act", *HOOKS):
         if hasattr(module, name) and not callable(getattr(module, name)):
             problems.append(f"`{name}` must be a function")
+    if hasattr(module, "act_carry") != hasattr(module, "init_act_carry"):
+        problems.append("`act_carry` and `init_act_carry` go together: define both or neither")
     values = {field: getattr(module, attr) for attr, field in DECLARATIONS.items()
               if hasattr(module, attr)}
     for field in ("dataset_fields", "batch_fields"):

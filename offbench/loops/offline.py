@@ -245,13 +245,21 @@ def init_carry(problem: Problem, key: jax.Array, seed_index: jax.Array,
 
 def evaluate(problem: Problem, algo_state: Any, key: jax.Array,
              episodes: int | None = None) -> jax.Array:
-    """Returns of `episodes` (default eval_episodes) deterministic-policy episodes, at once."""
+    """Returns of `episodes` (default eval_episodes) deterministic-policy episodes, at once;
+    through the algorithm's `act_carry` when it has one (a policy with per-episode memory)."""
     mean, std = jnp.asarray(problem.obs_mean), jnp.asarray(problem.obs_std)
+    episodes = episodes or problem.config.eval_episodes
+    hooks = contract(problem.algo)
+    if hooks.act_carry is not None:
+        def act_memory(obs, _, memory, reward):
+            return hooks.act_carry(algo_state, memory, (obs - mean) / std, reward, key, True)
+        return rollout.episode_returns_with_memory(
+            problem.eval_env, act_memory, hooks.init_act_carry(algo_state, episodes), key,
+            episodes)
 
     def act(obs, _):
         return problem.algo.act(algo_state, (obs - mean) / std, key, True)
-    return rollout.episode_returns(problem.eval_env, act, key,
-                                   episodes or problem.config.eval_episodes)
+    return rollout.episode_returns(problem.eval_env, act, key, episodes)
 
 
 FINAL_EVAL_SALT = 0xF1A1  # the final evaluation's key: fold_in(the seed's carry key, salt)

@@ -44,6 +44,26 @@ def episode_returns(env: Env, act: Policy, key: jax.Array, episodes: int) -> jax
     return total
 
 
+def episode_returns_with_memory(env: Env, act: Callable, memory, key: jax.Array,
+                                episodes: int) -> jax.Array:
+    """As `episode_returns`, for a policy with per-episode memory (a Decision Transformer's
+    context): `act(obs, key, memory, reward) -> (action, memory)`, `memory` starting as given
+    for the `episodes` envs, `reward` the env's reward for the previous action (0 at the first
+    step). The same resets, keys and accounting as `episode_returns`."""
+    state = jax.vmap(env.reset)(jax.random.split(key, episodes))
+
+    def body(carry, t):
+        state, alive, total, memory, reward = carry
+        action, memory = act(state.obs, jax.random.fold_in(key, t), memory, reward)
+        state = jax.vmap(env.step)(state, to_env_action(env, action))
+        total = total + jnp.where(alive > 0, state.reward, 0.0)
+        return (state, alive * (1.0 - state.done), total, memory, state.reward), None
+
+    init = (state, jnp.ones(episodes), jnp.zeros(episodes), memory, jnp.zeros(episodes))
+    (_, _, total, _, _), _ = jax.lax.scan(body, init, jnp.arange(env.episode_length))
+    return total
+
+
 def collect(env: Env, act: Policy, key: jax.Array, num_envs: int, steps: int
             ) -> dict[str, np.ndarray]:
     """`steps` steps of `num_envs` auto-resetting envs under `act`, as host arrays shaped
