@@ -178,3 +178,19 @@ def test_recovered_episodes_match_the_datasets_lengths(minari_root):
     starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
     np.testing.assert_array_equal(tables["timestep"], np.arange(len(starts)) - starts)
     assert len(lengths) > 3
+
+
+def test_act_carry_hooks_go_together():
+    import types
+
+    from offbench.algorithms import contract
+
+    module = types.ModuleType("half_memory")
+    for name in ("init", "update", "act", "act_carry"):
+        setattr(module, name, lambda *a: None)
+    module.Config, module.MODES = dt.Config, ("offline",)
+    with pytest.raises(ValueError, match="act_carry` and `init_act_carry"):
+        contract(module)
+    module.init_act_carry = lambda *a: None
+    assert contract(module).act_carry is module.act_carry
+    assert contract(dt).init_act_carry is dt.init_act_carry
