@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 FLOAT_BYTES = 4
@@ -52,6 +53,28 @@ def _field_width(field: str, action_size: int) -> int:
     return action_size if field == "next_actions" else 1  # mc_returns: one float a row
 
 
+def _state_bytes(algo, spec, algo_config, transitions: int, fields) -> float:
+    """Bytes of one seed's algorithm state, from the shapes `init` returns (jax.eval_shape):
+    without a dataset, or, for an algorithm whose state depends on its data (model-based: a
+    model buffer), with abstract dataset arrays of the cell's size; NaN when neither traces."""
+    def nbytes(shapes):
+        return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes))
+
+    key = jax.random.PRNGKey(0)
+    try:
+        return nbytes(jax.eval_shape(lambda k: algo.init(k, spec, algo_config, None), key))
+    except Exception:  # an init that needs its dataset
+        pass
+    o, a, n = spec.observation_size, spec.action_size, transitions
+    data = {"obs": (n, o), "action": (n, a), "reward": (n,), "next_obs": (n, o),
+            "terminal": (n,), **{f: (n, w) if w > 1 else (n,) for f, w in fields}}
+    data = {k: jax.ShapeDtypeStruct(v, jnp.float32) for k, v in data.items()}
+    try:
+        return nbytes(jax.eval_shape(lambda k, d: algo.init(k, spec, algo_config, d), key, data))
+    except Exception:
+        return float("nan")
+
+
 def cell_memory(config: dict) -> dict[str, int]:
     """Estimated resident bytes of one cell (a resolved config as `cells.resolve` gives it):
     dataset, replay (all seeds), algorithm state (all seeds) and their total."""
@@ -77,12 +100,10 @@ def cell_memory(config: dict) -> dict[str, int]:
         budget = config["budget"]
         size = budget.get("buffer_size") or min(int(budget["online_steps"]), 1_000_000)
         replay = seeds * size * (row + 1) * FLOAT_BYTES  # + the done flag of time limits
-    shapes = jax.eval_shape(lambda k: algo.init(k, EnvSpec(obs, act), algo_config, None),
-                            jax.random.PRNGKey(0))
-    state = seeds * sum(int(np.prod(x.shape)) * x.dtype.itemsize
-                        for x in jax.tree.leaves(shapes))
+    state = seeds * _state_bytes(algo, EnvSpec(obs, act), algo_config, name.size, fields=[
+        (f, _field_width(f, act)) for f in contract(algo).dataset_fields])
     return {"dataset": dataset, "replay": replay, "state": state,
-            "total": dataset + replay + state}
+            "total": dataset + replay + (0 if np.isnan(state) else state)}
 
 
 def largest_cell(spec_path: Path) -> tuple[str, dict[str, int]]:

@@ -62,3 +62,16 @@ def test_memory_estimate_counts_a_replay_buffer_per_seed():
 def test_doctor_names_an_unknown_profile(profile, capsys):
     assert main(["doctor", "--profile", profile]) == 2
     assert "unknown profile 'nope'; profiles:" in capsys.readouterr().err
+
+
+def test_memory_estimate_of_a_model_based_cell_counts_its_model_buffer():
+    # MOPO's init needs its dataset: the estimate traces it on abstract arrays of the cell's
+    # size; its state holds the model buffer, (capacity, 2 obs + action + reward + terminal)
+    from offbench_baselines import mopo
+
+    config = cells.resolve("mopo", "hopper-medium-100k", "offline", seeds=2, fingerprint="x")
+    memory = cell_memory(config)
+    cfg = mopo.Config()
+    rows = cfg.rollout_batch_size * cfg.model_retain_epochs * cfg.rollout_length
+    assert memory["state"] >= 2 * rows * (11 + 11 + 3 + 1 + 1) * 4
+    assert memory["total"] == memory["dataset"] + memory["state"]
