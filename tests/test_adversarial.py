@@ -160,3 +160,24 @@ def test_only_attacks_on_a_q_function_depend_on_the_attacker():
                             "+corrupt=dyn:adversarial:0.1:1").adversarial
     assert not transforms.split("hopper-medium+corrupt=rew:adversarial:0.1:1").adversarial
     assert not transforms.split("hopper-medium+corrupt=obs:random:0.1:1").adversarial
+
+
+def test_the_attackers_training_data_are_the_offline_loops(attack_env):
+    # adversarial.py prepares the attacker's minibatch arrays itself (the data layer may not
+    # import the loop): they must be what offbench.loops.offline.prepare gives TD3+BC
+    from offbench.algorithms import load_algorithm
+    from offbench.data.loader import OBS_STD_EPS
+    from offbench.loops.offline import prepare
+
+    assert adversarial.OBS_STD_EPS == OBS_STD_EPS
+    dataset = load(TINY_DATASET)
+    clean = {**arrays(dataset), "episode_lengths": dataset.metadata["episode_lengths"]}
+    algo = load_algorithm(adversarial.ATTACKER.algorithm)
+    config = adversarial._config(algo)
+    ours, mean, std = adversarial.training_arrays(clean, config)
+    loop = prepare(algo, config, dataset)
+    assert set(ours) == set(loop.arrays)
+    for name, value in ours.items():
+        np.testing.assert_array_equal(value, np.asarray(loop.arrays[name]), err_msg=name)
+    np.testing.assert_array_equal(mean, loop.obs_mean)
+    np.testing.assert_array_equal(std, loop.obs_std)

@@ -108,6 +108,7 @@ def settings() -> dict:
                          "flax": flax.__version__, "optax": optax.__version__}}
 
 
+OBS_STD_EPS = 1e-3  # offbench.data.loader's (not imported: the loader imports this module)
 CLEAN_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals",
                 "timeouts", "episode_lengths")
 
@@ -127,10 +128,44 @@ def _config(algo):
                                batch_size=ATTACKER.batch_size)
 
 
-def _train(algo, config, prepared, spec):
-    import jax
+def training_arrays(clean: dict[str, np.ndarray], config) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The attacker's minibatch arrays and observation mean/std: what the offline loop's
+    `prepare` gives TD3+BC (observations standardized with the loader's epsilon, rewards as
+    they are), built here because the data layer may not import the loop;
+    tests/test_adversarial.py checks they are the loop's."""
+    from offbench.algorithms import config_field, contract, import_algorithm_module
 
-    from offbench.loops.offline import sample
+    algo = import_algorithm_module(ATTACKER.algorithm)
+    if (contract(algo).prepare_dataset is not None or contract(algo).dataset_fields
+            or config_field(config, "normalize_reward_by_returns")
+            or config_field(config, "reward_scale") != 1.0
+            or config_field(config, "reward_bias") != 0.0):
+        raise ValueError(f"the attacker {ATTACKER.algorithm} needs a data preparation "
+                         "training_arrays does not do")
+    arrays = {"obs": np.asarray(clean["observations"]), "action": np.asarray(clean["actions"]),
+              "reward": np.asarray(clean["rewards"], np.float32),
+              "next_obs": np.asarray(clean["next_observations"]),
+              "terminal": np.asarray(clean["terminals"])}
+    obs_dim = arrays["obs"].shape[1]
+    mean, std = np.zeros(obs_dim, np.float32), np.ones(obs_dim, np.float32)
+    if config_field(config, "normalize_obs"):
+        mean = arrays["obs"].mean(0)
+        std = arrays["obs"].std(0) + OBS_STD_EPS
+        arrays["obs"] = (arrays["obs"] - mean) / std
+        arrays["next_obs"] = (arrays["next_obs"] - mean) / std
+    arrays["reward"] = (arrays["reward"] * 1.0 + 0.0).astype(np.float32)
+    return arrays, mean.astype(np.float32), std.astype(np.float32)
+
+
+def _train(algo, config, arrays, spec):
+    import jax
+    import jax.numpy as jnp
+
+    from offbench.algorithms import Transition
+
+    def sample(arrays, key):  # the loop's uniform draw
+        index = jax.random.randint(key, (config.batch_size,), 0, arrays["reward"].shape[0])
+        return Transition(**{k: v[index] for k, v in arrays.items()})
 
     def run(key, arrays):
         k_init, key = jax.random.split(key)
@@ -139,13 +174,14 @@ def _train(algo, config, prepared, spec):
         def step(carry, _):
             state, key = carry
             key, k_sample, k_update = jax.random.split(key, 3)
-            state, _ = algo.update(state, sample(arrays, k_sample, config.batch_size), k_update)
+            state, _ = algo.update(state, sample(arrays, k_sample), k_update)
             return (state, key), None
 
         (state, _), _ = jax.lax.scan(step, (state, key), None, length=ATTACKER.updates)
         return state
 
-    return jax.jit(run)(jax.random.PRNGKey(ATTACKER.seed), prepared.arrays)
+    return jax.jit(run)(jax.random.PRNGKey(ATTACKER.seed),
+                        {k: jnp.asarray(v) for k, v in arrays.items()})
 
 
 def q_function(clean: dict[str, np.ndarray], task: str):
@@ -156,19 +192,15 @@ def q_function(clean: dict[str, np.ndarray], task: str):
     from flax import serialization
 
     from offbench.algorithms import EnvSpec, load_algorithm
-    from offbench.data.loader import Dataset
-    from offbench.loops.offline import prepare
 
     algo = load_algorithm(ATTACKER.algorithm)
     config = _config(algo)
-    dataset = Dataset(**{k: clean[k] for k in CLEAN_FIELDS[:-1]}, task=task,
-                      metadata={"episode_lengths": clean["episode_lengths"]})
-    prepared = prepare(algo, config, dataset)
+    arrays, obs_mean, obs_std = training_arrays(clean, config)
     spec = EnvSpec(clean["observations"].shape[1], clean["actions"].shape[1])
     path = cache_root() / f"{cache_key(clean, task)}.msgpack"
     template = algo.init(jax.random.PRNGKey(0), spec, config, None)
     if not path.exists():
-        trained = jax.device_get(_train(algo, config, prepared, spec))
+        trained = jax.device_get(_train(algo, config, arrays, spec))
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_suffix(f".{os.getpid()}.tmp")
         staging.write_bytes(serialization.to_bytes({"actor": trained.actor,
@@ -178,7 +210,7 @@ def q_function(clean: dict[str, np.ndarray], task: str):
     params = serialization.from_bytes({"actor": template.actor, "critic": template.critic},
                                       path.read_bytes())
     state = template.replace(actor=params["actor"], critic=params["critic"])
-    return algo, state, prepared.obs_mean, prepared.obs_std
+    return algo, state, obs_mean, obs_std
 
 
 def value(algo, state, obs_mean, obs_std, field: str, obs, action):
