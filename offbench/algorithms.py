@@ -79,6 +79,20 @@ HARNESS_FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
 }
 
 
+OBS_STD_EPS = 1e-3  # TD3+BC's epsilon, so constant features do not blow up
+
+
+def standardize_observations(arrays: dict) -> tuple[Any, Any]:
+    """`normalize_obs` as the harness applies it (TD3+BC's and CORL's compute_mean_std):
+    arrays["obs"] and arrays["next_obs"] replaced by (x - mean) / (std + OBS_STD_EPS) with the
+    mean and std of arrays["obs"]; returns (mean, std + OBS_STD_EPS)."""
+    mean = arrays["obs"].mean(0)
+    std = arrays["obs"].std(0) + OBS_STD_EPS
+    arrays["obs"] = (arrays["obs"] - mean) / std
+    arrays["next_obs"] = (arrays["next_obs"] - mean) / std
+    return mean, std
+
+
 def config_field(config: Any, name: str) -> Any:
     """A harness-read Config field's value, or its HARNESS_FIELDS default when the Config
     lacks it."""

@@ -166,10 +166,8 @@ def test_the_attackers_training_data_are_the_offline_loops(attack_env):
     # adversarial.py prepares the attacker's minibatch arrays itself (the data layer may not
     # import the loop): they must be what offbench.loops.offline.prepare gives TD3+BC
     from offbench.algorithms import load_algorithm
-    from offbench.data.loader import OBS_STD_EPS
     from offbench.loops.offline import prepare
 
-    assert adversarial.OBS_STD_EPS == OBS_STD_EPS
     dataset = load(TINY_DATASET)
     clean = {**arrays(dataset), "episode_lengths": dataset.metadata["episode_lengths"]}
     algo = load_algorithm(adversarial.ATTACKER.algorithm)

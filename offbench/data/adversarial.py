@@ -108,7 +108,6 @@ def settings() -> dict:
                          "flax": flax.__version__, "optax": optax.__version__}}
 
 
-OBS_STD_EPS = 1e-3  # offbench.data.loader's (not imported: the loader imports this module)
 CLEAN_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals",
                 "timeouts", "episode_lengths")
 
@@ -130,10 +129,15 @@ def _config(algo):
 
 def training_arrays(clean: dict[str, np.ndarray], config) -> tuple[dict, np.ndarray, np.ndarray]:
     """The attacker's minibatch arrays and observation mean/std: what the offline loop's
-    `prepare` gives TD3+BC (observations standardized with the loader's epsilon, rewards as
-    they are), built here because the data layer may not import the loop;
-    tests/test_adversarial.py checks they are the loop's."""
-    from offbench.algorithms import config_field, contract, import_algorithm_module
+    `prepare` gives TD3+BC (observations standardized, rewards as they are), built here
+    because the data layer may not import the loop; tests/test_adversarial.py checks they are
+    the loop's."""
+    from offbench.algorithms import (
+        config_field,
+        contract,
+        import_algorithm_module,
+        standardize_observations,
+    )
 
     algo = import_algorithm_module(ATTACKER.algorithm)
     if (contract(algo).prepare_dataset is not None or contract(algo).dataset_fields
@@ -149,10 +153,7 @@ def training_arrays(clean: dict[str, np.ndarray], config) -> tuple[dict, np.ndar
     obs_dim = arrays["obs"].shape[1]
     mean, std = np.zeros(obs_dim, np.float32), np.ones(obs_dim, np.float32)
     if config_field(config, "normalize_obs"):
-        mean = arrays["obs"].mean(0)
-        std = arrays["obs"].std(0) + OBS_STD_EPS
-        arrays["obs"] = (arrays["obs"] - mean) / std
-        arrays["next_obs"] = (arrays["next_obs"] - mean) / std
+        mean, std = standardize_observations(arrays)
     arrays["reward"] = (arrays["reward"] * 1.0 + 0.0).astype(np.float32)
     return arrays, mean.astype(np.float32), std.astype(np.float32)
 

@@ -19,6 +19,7 @@ import numpy as np
 from flax import struct
 
 import offbench.envs as envs
+from offbench.algorithms import OBS_STD_EPS
 from offbench.data import ids
 from offbench.data.builder import SIDECAR, sha256_file, warnings_quiet
 
@@ -26,7 +27,6 @@ FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals"
 # derived fields an algorithm may ask for (DATASET_FIELDS), and all the loader can derive
 ALGORITHM_FIELDS = ("mc_returns", "next_actions")
 DERIVED = (*ALGORITHM_FIELDS, "obs_mean", "obs_std")
-OBS_STD_EPS = 1e-3  # TD3+BC's epsilon, so constant features do not blow up
 
 
 class DatasetError(ValueError):

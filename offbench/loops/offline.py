@@ -50,10 +50,17 @@ import pandas as pd
 from flax import struct
 
 import offbench.envs as envs
-from offbench.algorithms import EnvSpec, Transition, config_field, contract, skips_metrics
+from offbench.algorithms import (
+    EnvSpec,
+    Transition,
+    config_field,
+    contract,
+    skips_metrics,
+    standardize_observations,
+)
 from offbench.data import Dataset
 from offbench.data import stats as data_stats
-from offbench.data.loader import OBS_STD_EPS, mc_returns
+from offbench.data.loader import mc_returns
 from offbench.loops import driver, rollout, sampling
 from offbench.score import normalized_score
 
@@ -144,10 +151,7 @@ def prepare(algo: types.ModuleType, config: Any, dataset: Dataset, sampler: str 
     obs_dim = arrays["obs"].shape[1]
     mean, std = np.zeros(obs_dim, np.float32), np.ones(obs_dim, np.float32)
     if config_field(config, "normalize_obs"):
-        mean = arrays["obs"].mean(0)
-        std = arrays["obs"].std(0) + OBS_STD_EPS
-        arrays["obs"] = (arrays["obs"] - mean) / std
-        arrays["next_obs"] = (arrays["next_obs"] - mean) / std
+        mean, std = standardize_observations(arrays)
     scale = config_field(config, "reward_scale")
     if config_field(config, "normalize_reward_by_returns"):
         scale = scale * return_range_scale(arrays["reward"], arrays["terminal"], lengths,
