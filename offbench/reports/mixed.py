@@ -15,7 +15,9 @@ Claims (the O2O/hybrid issue) and how each verdict is decided, fixed before any 
 - Real data helps a mismatched simulator (`sim_verdicts`, `DATASET@sim:...` tasks, evaluated on
   the real task): entries with real data (offline_ratio > 0, e.g. H2O) against the entry trained
   on the simulator alone (offline_ratio = 0); "held" when the mean final score over seeds is
-  higher.
+  higher by more than twice the standard error of the difference (sqrt of the sum of both
+  means' squared standard errors over seeds), "NOT held" when that much lower, else "within
+  noise" (the offline check's rule, offbench/reports/offline.py `verdict`).
 
 The thresholds default to the normalized score of the task's `medium` behaviour policy
 (tasks/policies/TASK/policies.json): the level the dataset's own data reach.
@@ -36,6 +38,7 @@ from offbench.harness.store import Store, sweep_cells
 from offbench.io import write_text_atomic
 from offbench.provenance import record
 from offbench.reports import leaderboard, plots
+from offbench.reports import offline as offline_report
 
 HELD, NOT_HELD, UNDECIDED = "held", "NOT held", "undecided"
 NEAR_RANDOM = 10.0  # a pre-train score below this is flagged: the claim is then nearly trivial
@@ -169,21 +172,27 @@ def data_verdicts(finals: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _sem2(scores: pd.Series) -> float:
+    """Squared standard error of the mean over seeds (0 for one seed)."""
+    return float(scores.var(ddof=1) / len(scores)) if len(scores) > 1 else 0.0
+
+
 def sim_verdicts(finals: pd.DataFrame) -> pd.DataFrame:
     """Sim-to-real tasks: entries with real data against the simulator-only entry, by the mean
-    final score on the real task (module docstring)."""
+    final score on the real task and its standard error (module docstring)."""
     rows = []
     for dataset, d in finals[finals.dataset.map(is_sim)].groupby("dataset", sort=True):
         for baseline, b in d[d.offline_ratio == 0].groupby("algorithm"):
             for algorithm, w in d[d.offline_ratio > 0].groupby("algorithm"):
-                held = bool(w.final_score.mean() > b.final_score.mean())
+                difference = w.final_score.mean() - b.final_score.mean()
+                se = math.sqrt(_sem2(w.final_score) + _sem2(b.final_score))
                 rows.append({
                     "claim": "real data + simulator beats the simulator alone (on the real "
                              "task)", "dataset": dataset, "with real data": algorithm,
                     "sim only": baseline, "final with": w.final_score.mean(),
                     "final sim only": b.final_score.mean(),
                     "best with": w.best_score.mean(), "best sim only": b.best_score.mean(),
-                    "verdict": HELD if held else NOT_HELD,
+                    "difference SE": se, "verdict": offline_report.verdict(difference, se),
                     # what the baseline is (e.g. an RLPD agent set to plain SAC)
                     "sim only overrides": b.overrides.iloc[0]})
     return pd.DataFrame(rows)
@@ -361,7 +370,9 @@ def write_hybrid(store_root: Path | str, sweeps: list[str], out: Path, budget: s
             "`DATASET@sim:...`: the agent interacts with a simulator whose dynamics differ "
             "(offbench/hybrid.py) and is evaluated on the real task; with real data "
             "(offline_ratio > 0) against the simulator-only entry (offline_ratio = 0). Verdict: "
-            "held when the mean final score (last evaluation, real task) is higher.", "",
+            "held when the mean final score (last evaluation, real task) is higher by more than "
+            "twice the standard error of the difference over seeds, NOT held when that much "
+            "lower, else within noise.", "",
             _table(sim.drop(columns=["claim", "sim only overrides"])), "",
             *_verdict_lines(sim, lambda r: (
                 f"{r['with real data']} vs {r['sim only']} (`{r['sim only overrides']}`) on "
