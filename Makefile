@@ -34,12 +34,11 @@ $(STAMP): pyproject.toml constraints.txt
 lint: setup ## ruff over the code and tests
 	$(BIN)/ruff check offbench baselines examples tests
 
-# TEST_WORKERS=2 runs the test files on 2 processes (pytest-xdist, --dist loadfile: each file's
-# tests in order in one process, sharing its module fixtures). Default 1 (one process) until a
-# whole suite runs that way on idle cores: the loaded machine's measurements were noise
-# (docs/testing.md).
-TEST_WORKERS ?= 1
-test: setup lint ## lint, then the whole test suite (TEST_WORKERS=2: on 2 processes)
+# The test files run on TEST_WORKERS processes (pytest-xdist, --dist loadfile: each file's
+# tests in order in one process, sharing its module fixtures); one process keeps about one
+# core busy, so 2 uses both of a 2-core machine. TEST_WORKERS=1: one process.
+TEST_WORKERS ?= 2
+test: setup lint ## lint, then the whole test suite (on TEST_WORKERS=2 processes)
 	$(BIN)/python -m pytest -q $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 # The benchmark: the bench profile's sweep into the results store, then the leaderboard in
