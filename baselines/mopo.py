@@ -91,6 +91,9 @@ SETTINGS = {
 }
 
 
+_MODEL = ensemble.EnsembleConfig()
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     # SAC
@@ -113,16 +116,17 @@ class Config:
     model_retain_epochs: int = 5  # the buffer holds this many rollouts' rows
     termination: str = "auto"  # auto or one of rollouts.TERMINATIONS
     # dynamics ensemble (ensemble.EnsembleConfig)
-    model_members: int = 7
-    model_elites: int = 5
-    model_hidden: tuple[int, ...] = (200, 200, 200, 200)
-    model_weight_decay: tuple[float, ...] = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
-    model_lr: float = 1e-3
-    model_batch_size: int = 256
-    model_holdout_ratio: float = 0.2
-    model_max_holdout: int = 1000
-    model_max_epochs_since_update: int = 5
-    model_max_epochs: int | None = None  # None: until early stopping
+    # the model's settings, flat for --set; defaults are offbench/models/ensemble.py's
+    model_members: int = _MODEL.members
+    model_elites: int = _MODEL.elites
+    model_hidden: tuple[int, ...] = _MODEL.hidden
+    model_weight_decay: tuple[float, ...] = _MODEL.weight_decay
+    model_lr: float = _MODEL.lr
+    model_batch_size: int = _MODEL.batch_size
+    model_holdout_ratio: float = _MODEL.holdout_ratio
+    model_max_holdout: int = _MODEL.max_holdout
+    model_max_epochs_since_update: int = _MODEL.max_epochs_since_update
+    model_max_epochs: int | None = _MODEL.max_epochs  # None: until early stopping
 
 
 class MOPOState(struct.PyTreeNode):

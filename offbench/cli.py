@@ -491,14 +491,20 @@ def resolve_profile(profile: str) -> str:
     return "cpu" if jax.default_backend() == "cpu" else "full"
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from offbench.harness import sweep
-
-    profile = resolve_profile(args.profile)
+def profile_spec(profile: str) -> tuple[str, Path]:
+    """The profile `auto` resolves to and its spec file; one clear error for an unknown one."""
+    profile = resolve_profile(profile)
     path = SWEEPS_DIR / f"{profile}.toml"
     if not path.exists():
         raise ValueError(f"unknown profile '{profile}'; profiles: "
                          f"{sorted(p.stem for p in SWEEPS_DIR.glob('*.toml'))}")
+    return profile, path
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from offbench.harness import sweep
+
+    profile, path = profile_spec(args.profile)
     spec = sweep.load_spec(path)
     if spec.get("profile") != profile:
         raise ValueError(f"{path} declares profile '{spec.get('profile')}', not '{profile}'")
@@ -546,11 +552,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     from offbench import doctor
 
-    profile = resolve_profile(args.profile)
-    spec = SWEEPS_DIR / f"{profile}.toml"
-    if not spec.exists():
-        raise ValueError(f"unknown profile '{profile}'; profiles: "
-                         f"{sorted(p.stem for p in SWEEPS_DIR.glob('*.toml'))}")
+    profile, spec = profile_spec(args.profile)
     report = doctor.run(profile, spec, backend=args.backend, task=args.task,
                         algorithm=args.algorithm, batch=args.batch, updates=args.updates)
     if args.json:
