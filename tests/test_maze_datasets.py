@@ -1,6 +1,8 @@
 """PointMaze (maze2d) datasets: the shortest-path planner against a hand-traced path, the
 waypoint controller's success on the C backend (with a control that must fail), byte-identical
-rebuilds, every transition replayed through the env, ids and success-based reference scores.
+rebuilds, every transition replayed through the env, ids and success-based reference scores;
+the `fixed` kind (relabeled to the evaluation goal): the same states and actions, goals drawn
+around the evaluation goal cell, rewards and ends recomputed from positions.
 Tiny sizes only (the 1M-transition datasets are never built here)."""
 
 import dataclasses
@@ -21,6 +23,7 @@ from offbench.score import normalized_score
 
 SIZE = 2000
 ID = "pointmaze-umaze-2k"
+FIXED = "pointmaze-umaze-fixed-2k"
 UMAZE = ("#####",
          "#...#",
          "###.#",
@@ -39,9 +42,12 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("maze2d")
     name = data.parse(ID)
     quiet = {"log": lambda *_: None}
+    fixed = data.parse(FIXED)
     return {"a": data.build(name, seed=0, root=root / "a", **quiet),
             "b": data.build(name, seed=0, root=root / "b", **quiet),
-            "other": data.build(name, seed=1, root=root / "c", **quiet), "root": root / "a"}
+            "other": data.build(name, seed=1, root=root / "c", **quiet), "root": root / "a",
+            "fixed_a": data.build(fixed, seed=0, root=root / "a", **quiet),
+            "fixed_b": data.build(fixed, seed=0, root=root / "b", **quiet)}
 
 
 def test_planner_follows_the_shortest_path_around_the_u():
@@ -132,7 +138,7 @@ def test_ids_and_success_reference_scores(built):
     assert name.minari_id == "offbench/pointmaze-umaze/maze2d-2k-v0"
     assert data.parse(name.minari_id) == name and name.short == ID
     assert data.parse("pointmaze-large").short == "pointmaze-large"
-    with pytest.raises(ValueError, match="valid kinds are maze2d$"):
+    with pytest.raises(ValueError, match="valid kinds are maze2d, fixed$"):
         data.parse("pointmaze-umaze-expert")
     with pytest.raises(ValueError, match="no datasets yet"):
         data.parse("antmaze-umaze")
@@ -174,3 +180,46 @@ def test_cli_lists_the_maze_datasets(built, capsys):
     assert "built: pointmaze-umaze-2k" in lines["pointmaze-umaze"]
     assert lines["pointmaze-large"].split()[1] == "-"
     assert not any(name.startswith("antmaze") for name in lines)  # no AntMaze kinds yet
+
+
+def test_fixed_kind_is_the_same_trajectory_relabeled_to_the_evaluation_goal(built):
+    """`fixed`: byte-identical rebuilds; the maze2d data's states and actions, step for step;
+    every observation's goal a draw of the evaluation goal (the eval map's goal cell centre
+    plus the env's goal noise), constant within an episode; rewards and terminations equal a
+    recomputation from the next positions (1 within goal_radius, only at an episode's last
+    transition); episodes without success end at the time limit."""
+    assert _files(built["fixed_a"]) == _files(built["fixed_b"])
+    name = data.parse(FIXED)
+    assert (name.kind, name.minari_id) == ("fixed", "offbench/pointmaze-umaze/fixed-2k-v0")
+    assert data.parse("pointmaze-medium-fixed-100k").short == "pointmaze-medium-fixed-100k"
+    record = json.loads((built["fixed_a"] / builder.SIDECAR).read_text())
+    assert record["kind"] == "fixed" and record["behaviour"]["goals"].startswith("eval")
+    base, ds = data.load(ID, built["root"]), data.load(FIXED, built["root"])
+    np.testing.assert_array_equal(ds.actions, base.actions)
+    np.testing.assert_array_equal(ds.observations[:, :4], base.observations[:, :4])
+    np.testing.assert_array_equal(ds.next_observations[:, :4], base.next_observations[:, :4])
+
+    env = envs.make("pointmaze-umaze", "mujoco", wrap=False, goals="eval")
+    centre, noise = env.goal_cells[0], env.spec.position_noise_range * env.spec.maze_size_scaling
+    np.testing.assert_array_equal(centre, cell_xy(UMAZE, 1.0, (1, 1)))  # D4RL's goal cell
+    goals = ds.observations[:, 4:]
+    np.testing.assert_array_equal(ds.next_observations[:, 4:], goals)
+    assert np.all(np.abs(goals - centre) <= noise)
+    lengths = ds.metadata["episode_lengths"]
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    episode = np.repeat(np.arange(len(lengths)), lengths)
+    np.testing.assert_array_equal(goals, goals[starts][episode])  # one goal per episode
+    assert len(np.unique(goals[starts], axis=0)) == len(lengths)  # a new draw each episode
+
+    distance = np.linalg.norm(ds.next_observations[:, :2] - goals, axis=1)
+    reached = (distance <= env.spec.goal_radius).astype(np.float32)
+    ends = starts + lengths - 1
+    last = np.zeros(len(goals), bool)
+    last[ends] = True
+    np.testing.assert_array_equal(ds.rewards, reached * last)  # the first success ends it
+    assert not np.any(reached[~last])
+    np.testing.assert_array_equal(ds.terminals, ds.rewards)
+    assert ds.rewards.sum() > 5
+    timed_out = ds.timeouts[ends[:-1]] > 0
+    assert np.all(ds.terminals[ends[:-1]] + ds.timeouts[ends[:-1]] == 1)
+    assert np.all(lengths[:-1][timed_out] == env.spec.episode_length)

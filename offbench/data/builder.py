@@ -5,8 +5,9 @@ Kinds (D4RL's, made from tasks/policies/TASK): `random` (uniform random actions)
 `expert` (the stochastic behaviour policy), `medium-expert` (the medium dataset followed by the
 expert dataset, so 2x the size, as in D4RL), `medium-replay` and `full-replay` (equal shares of
 the replay snapshots, evenly spaced in training time up to `medium` and up to `expert`).
-PointMaze's kind `maze2d` (D4RL's maze2d: a noisy PD waypoint controller, no policy file) is
-made by offbench/data/maze2d.py; its reference scores are 0 and 1, success's
+PointMaze's kinds `maze2d` (D4RL's maze2d: a noisy PD waypoint controller, no policy file) and
+`fixed` (the same trajectory relabeled to the evaluation goal, as D4RL evaluates) are made by
+offbench/data/maze2d.py; their reference scores are 0 and 1, success's
 (`policies.reference_scores`).
 
 A build is staged in a temporary folder beside the data root and moved into place by one rename,
@@ -128,12 +129,14 @@ def generate(task: str, kind: str, size: int, seed: int, log: Callable = print
              ) -> tuple[list[dict], dict[str, str]]:
     """The episodes of one dataset (host arrays) and the hashes of the policies used."""
     if _is_maze(task):  # one trajectory of the waypoint controller (offbench/data/maze2d.py)
-        if kind != maze2d.KIND:
+        if kind not in maze2d.KINDS:
             raise ValueError(f"unknown dataset kind '{kind}' for task '{task}'")
         log(f"  {kind}: 1 trajectory x {size} steps (waypoint controller, action noise "
             f"{maze2d.CONTROLLER.noise})")
-        return list(episodes_from_streams(maze2d.stream(task, size, maze2d.dataset_key(seed)),
-                                          size)), {}
+        data = maze2d.stream(task, size, maze2d.dataset_key(seed))
+        if kind == maze2d.FIXED_KIND:  # the same trajectory, relabeled to the evaluation goal
+            data = maze2d.relabel_to_eval_goal(task, data, seed)
+        return list(episodes_from_streams(data, size)), {}
     episodes: list[dict] = []
     hashes: dict[str, str] = {}
     env = envs.make(task)
@@ -224,7 +227,8 @@ def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
                 same_refs = info.get("reference_scores") == {"ref_min": ref_min,
                                                              "ref_max": ref_max}
                 if info.get("policies_sha256") == policy_hashes(name.task, name.kind) \
-                        and same_refs and info.get("behaviour") == behaviour(name.task):
+                        and same_refs and info.get("behaviour") == behaviour(name.task,
+                                                                             name.kind):
                     log(f"{name.short}: already built in {final}")
                     return final
                 # generated data of ours: rebuilt deterministically from the committed
@@ -264,7 +268,8 @@ def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
             "episodes": len(episodes), "seed": seed, "command": command,
             "sha256": {f: sha256_file(built / f) for f in DATA_FILES},
             "policies_sha256": hashes,
-            **({"behaviour": behaviour(name.task)} if behaviour(name.task) else {}),
+            **({"behaviour": behaviour(name.task, name.kind)}
+               if behaviour(name.task, name.kind) else {}),
             "reference_scores": {"ref_min": ref_min, "ref_max": ref_max},
             "version": offbench.__version__, "git_commit": provenance.get("git_commit"),
             "versions": provenance.get("versions"),
@@ -281,10 +286,11 @@ def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
     return final
 
 
-def behaviour(task: str) -> dict | None:
-    """The scripted behaviour a dataset of `task` records (the maze controller's parameters;
-    None for the policy-made kinds, whose policies' hashes are recorded)."""
-    return maze2d.record() if _is_maze(task) else None
+def behaviour(task: str, kind: str = maze2d.KIND) -> dict | None:
+    """The scripted behaviour a dataset of `task` and `kind` records (the maze controller's
+    parameters, and the relabeling for `fixed`; None for the policy-made kinds, whose
+    policies' hashes are recorded)."""
+    return maze2d.record(kind) if _is_maze(task) else None
 
 
 def _copy_namespace_metadata(staging: Path, root: Path, minari_id: str) -> None:

@@ -3,9 +3,11 @@ map to Minari ids `offbench/TASK/KIND[-SIZE]-v0`; the size suffix appears only w
 not the D4RL default of 1M transitions. Ids with a `/` are Minari ids (ours or any other).
 
 Kinds depend on the task's family: locomotion has D4RL's MuJoCo kinds (KINDS); the PointMaze
-tasks have one kind, `maze2d` (offbench/data/maze2d.py), which is their default kind and left out
-of the short id, as D4RL names them: `pointmaze-umaze`, `pointmaze-umaze-100k` (Minari id
-`offbench/pointmaze-umaze/maze2d-100k-v0`). AntMaze has no dataset kinds yet.
+tasks have two kinds (offbench/data/maze2d.py): `maze2d`, their default kind, left out of the
+short id as D4RL names them (`pointmaze-umaze`, `pointmaze-umaze-100k`; Minari id
+`offbench/pointmaze-umaze/maze2d-100k-v0`), and `fixed`, the same data relabeled to the task's
+evaluation goal (`pointmaze-medium-fixed-100k`; Minari id
+`offbench/pointmaze-medium/fixed-100k-v0`). AntMaze has no dataset kinds yet.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import offbench.envs as envs
 
 KINDS = ("random", "medium", "expert", "medium-expert", "medium-replay", "full-replay")
-MAZE_KINDS = {"point": ("maze2d",), "ant": ()}  # by agent; the first is the default kind
+MAZE_KINDS = {"point": ("maze2d", "fixed"), "ant": ()}  # by agent; the first is the default kind
 DEFAULT_SIZE = 1_000_000
 NAMESPACE = "offbench"
 VERSION = 0

@@ -31,6 +31,30 @@ the open cells plus U(-0.25, 0.25) cells of noise and farther than the goal radi
 agent (Gymnasium-Robotics' `update_goal`), and the agent carries on from where it is. The next
 episode's first observation is the same physics state with the new goal.
 
+Kind `fixed` (ids `pointmaze-medium-fixed[-SIZE]`): the same trajectory (the same key, so the
+same states and actions step for step) relabeled to the task's evaluation goal, as D4RL
+evaluates maze2d and AntMaze: one fixed goal cell at evaluation while the data was collected
+towards random goals, the data's rewards relabeled w.r.t. that goal (D4RL
+`scripts/relabel_maze2d_rewards.py`, `relabel_antmaze_rewards.py`). Success then needs stitching
+pieces of trajectories that were heading elsewhere, which is where offline RL beats BC (with the
+maze2d kind's own goals in the observation the controller succeeds ~always and BC scores ~90).
+`relabel_to_eval_goal` cuts the trajectory anew: each episode gets its own draw of the
+evaluation goal, the eval map's goal cell centre plus U(-0.25, 0.25) cells on x and y (exactly
+the distribution the `goals="eval"` env draws at each evaluation reset), written into the goal
+part of its observations and next observations; the reward is 1 on the first transition whose
+next position is within goal_radius of it, a termination (evaluation episodes end at the first
+success); an episode without success ends after the task's time limit, a timeout. The next
+episode starts where the last ended, with a new draw. Why a draw per episode and not the cell
+centre: the policy's input then has the distribution it meets at evaluation; a constant goal
+would have zero variance in the data, and the observation standardization most algorithms use
+(std + 1e-3) would turn the evaluation's goal noise (up to 0.25) into inputs of +-250. Goal
+draws: NumPy PCG64 seeded by (seed, crc32("fixed")). Declared differences from D4RL: D4RL
+keeps no goal in the observation (maze2d: [x, y, vx, vy]; ours has the task's goal slots); its
+relabeling scripts replace the rewards only (the ends stay those of the collection's goals);
+after a success the agent is often still inside the goal radius, so many episodes here are one
+step long (with reward 1: the recomputation is exact), which the datasets report's success
+fraction counts.
+
 Declared differences from D4RL maze2d: Gymnasium-Robotics' maze frame, noise and goal radius
 (0.45, D4RL 0.5); the goal is reached on entering the goal radius (D4RL's controller needs 0.1 of
 the goal cell's centre); D4RL flags a reached goal and a time limit alike (one `done`), here
@@ -53,6 +77,8 @@ from offbench.envs.maze import cell_xy
 from offbench.envs.maze_spec import WALL
 
 KIND = "maze2d"
+FIXED_KIND = "fixed"  # D4RL-style: relabeled to the evaluation goal (below)
+KINDS = (KIND, FIXED_KIND)
 BACKEND = "mujoco"  # the C engine: the datasets are built on CPU, one step at a time
 
 
@@ -263,10 +289,72 @@ def success_rate(task: str, episodes: int, key: jax.Array, noise: bool = False,
 
 
 def dataset_key(seed: int) -> jax.Array:
+    """The controller trajectory's key: the same for both kinds (`fixed` relabels `maze2d`)."""
     return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(KIND.encode()))
 
 
-def record() -> dict:
+# -- the fixed-goal kind (D4RL's evaluation goal) -------------------------------------------------
+
+def eval_goal(task: str) -> tuple[np.ndarray, float]:
+    """(centre of the task's single evaluation goal cell, the goal noise's half-width in
+    metres): the goal the `goals="eval"` env draws at each reset is centre + U(-w, w)^2."""
+    env = envs.make(task, BACKEND, wrap=False, goals="eval")
+    if len(env.goal_cells) != 1:
+        raise ValueError(f"task '{task}' has {len(env.goal_cells)} evaluation goal cells; the "
+                         f"'{FIXED_KIND}' kind needs exactly one")
+    return (np.asarray(env.goal_cells[0], np.float32),
+            float(env.spec.position_noise_range * env.spec.maze_size_scaling))
+
+
+def goal_rng(seed: int) -> np.random.Generator:
+    """The relabeling's goal draws: NumPy's PCG64, seeded by (seed, crc32 of the kind)."""
+    return np.random.default_rng([seed, zlib.crc32(FIXED_KIND.encode())])
+
+
+def relabel_to_eval_goal(task: str, data: dict[str, np.ndarray], seed: int
+                         ) -> dict[str, np.ndarray]:
+    """The `fixed` kind from a `stream` of the `maze2d` kind ([1, steps, ...] arrays): the
+    same states and actions, cut into new episodes, each with its own draw of the evaluation
+    goal written into the goal part of its observations and next observations; the reward is
+    1 on the first transition whose next position lies within goal_radius of that goal (a
+    termination: the task's evaluation episodes end at the first success) and 0 elsewhere;
+    an episode without success ends after the task's time limit (a timeout). The next episode
+    starts where the last one ended (no reset), with a new goal draw."""
+    centre, noise = eval_goal(task)
+    spec = envs.get_spec(task)
+    radius, limit = np.float32(spec.goal_radius), spec.episode_length
+    rng = goal_rng(seed)
+    obs = np.array(data["observations"][0])
+    nxt = np.array(data["next_observations"][0])
+    steps = len(obs)
+    position = nxt[:, :2]
+    rewards = np.zeros(steps, np.float32)
+    terminals = np.zeros(steps, np.float32)
+    timeouts = np.zeros(steps, np.float32)
+    t = 0
+    while t < steps:
+        goal = (centre + rng.uniform(-noise, noise, 2)).astype(np.float32)
+        window = position[t:t + limit] - goal
+        hit = np.flatnonzero(np.sqrt(np.sum(window * window, axis=1)) <= radius)
+        if hit.size:
+            end = t + int(hit[0])
+            rewards[end] = terminals[end] = 1.0
+        else:
+            end = t + len(window) - 1
+            timeouts[end] = float(len(window) == limit)  # a cut by the data's end is not one
+        obs[t:end + 1, 4:6] = goal
+        nxt[t:end + 1, 4:6] = goal
+        t = end + 1
+    return {"observations": obs[None], "actions": np.asarray(data["actions"]),
+            "rewards": rewards[None], "next_observations": nxt[None],
+            "terminals": terminals[None], "timeouts": timeouts[None]}
+
+
+def record(kind: str = KIND) -> dict:
     """What a dataset's build record says about its behaviour (compared on rebuilds)."""
-    return {"controller": "offbench.data.maze2d (D4RL maze2d WaypointController)",
-            **dataclasses.asdict(CONTROLLER)}
+    out = {"controller": "offbench.data.maze2d (D4RL maze2d WaypointController)",
+           **dataclasses.asdict(CONTROLLER)}
+    if kind == FIXED_KIND:
+        out["goals"] = ("eval: per-episode draws of the evaluation goal (cell centre + the "
+                        "env's goal noise), rewards and ends relabeled (maze2d.py)")
+    return out
