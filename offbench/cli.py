@@ -418,7 +418,8 @@ def cmd_report_mixed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep_and_report(spec: dict, args: argparse.Namespace, leaderboard: bool = True) -> int:
+def _run_sweep(spec: dict, args: argparse.Namespace) -> tuple[int, set[str]]:
+    """One spec's cells into the store: (exit status, the names of the cells it asked for)."""
     from offbench.harness import sweep
     from offbench.harness.store import Store
 
@@ -441,14 +442,20 @@ def _sweep_and_report(spec: dict, args: argparse.Namespace, leaderboard: bool = 
           f"complete before, {len(result.failed)} failed; store {store.root}")
     for name, error in result.failed.items():
         print(f"  failed: {name}: {error} (traceback in {store.cells_dir / name / 'status.json'})")
+    args._skipped = getattr(args, "_skipped", 0) + len(result.skipped)
+    return (1 if result.failed else 0), {*result.ran, *result.skipped, *result.failed}
+
+
+def _sweep_and_report(spec: dict, args: argparse.Namespace, leaderboard: bool = True) -> int:
+    status, cells = _run_sweep(spec, args)
     if leaderboard and getattr(args, "out", None):
         from offbench.reports import leaderboard as board
 
         # exactly this sweep's cells: not stale cells of an older dataset version, nor other
         # sweeps' cells of the same profile (learning checks) that happen to share the store
-        board.write_report(store.root, Path(args.out), profile=spec["profile"],
-                           reps=args.reps, cells={*result.ran, *result.skipped, *result.failed})
-    return 1 if result.failed else 0
+        board.write_report(args.store, Path(args.out), profile=spec["profile"],
+                           reps=args.reps, cells=cells)
+    return status
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -483,37 +490,87 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def resolve_profile(profile: str) -> str:
-    """`auto`: cpu when JAX finds no accelerator, full otherwise."""
+    """`auto`: cpu when JAX finds no accelerator, gpu (one accelerator, ~10 min) otherwise."""
     if profile != "auto":
         return profile
     import jax
 
-    return "cpu" if jax.default_backend() == "cpu" else "full"
+    return "cpu" if jax.default_backend() == "cpu" else "gpu"
+
+
+def bench_profiles() -> list[str]:
+    """The bench profiles: the specs in tasks/sweeps/ whose `profile` is their file's stem
+    (cpu, gpu, full; the learning checks' specs belong to a profile, they are not one)."""
+    import tomllib
+
+    found = []
+    for path in sorted(SWEEPS_DIR.glob("*.toml")):
+        try:
+            if tomllib.loads(path.read_text()).get("profile") == path.stem:
+                found.append(path.stem)
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+    return found
 
 
 def profile_spec(profile: str) -> tuple[str, Path]:
     """The profile `auto` resolves to and its spec file; one clear error for an unknown one."""
     profile = resolve_profile(profile)
-    path = SWEEPS_DIR / f"{profile}.toml"
-    if not path.exists():
+    if profile not in bench_profiles():
         raise ValueError(f"unknown profile '{profile}'; profiles: "
-                         f"{sorted(p.stem for p in SWEEPS_DIR.glob('*.toml'))}")
-    return profile, path
+                         f"{', '.join(bench_profiles())} or auto (cpu without an accelerator, "
+                         f"else gpu); other specs in {SWEEPS_DIR} run with `offbench sweep "
+                         "SPEC`")
+    return profile, SWEEPS_DIR / f"{profile}.toml"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from offbench.harness import sweep
+    """A profile's sweep, its sections first (the specs its `needs` names: the O2O and hybrid
+    sections of tasks/sweeps/cpu.toml), then one leaderboard of all their cells, headed by the
+    profile's `notes` and the time this run took."""
+    import time
 
+    from offbench.algorithms import load_algorithm
+    from offbench.harness import sweep
+    from offbench.reports import declared
+    from offbench.reports import leaderboard as board
+
+    started = time.time() if args.started_at is None else args.started_at
     profile, path = profile_spec(args.profile)
     spec = sweep.load_spec(path)
     if spec.get("profile") != profile:
         raise ValueError(f"{path} declares profile '{spec.get('profile')}', not '{profile}'")
-    if args.algos:  # a submitted algorithm runs beside the profile's baselines
-        spec["algorithms"] = list(dict.fromkeys([*spec["algorithms"], *args.algos]))
+    sections = [spec, *(sweep.load_spec(p) for p in declared.needs(spec, path))]
+    for section, section_path in zip(sections, [path, *declared.needs(spec, path)], strict=True):
+        if section.get("profile") != profile:
+            raise ValueError(f"{section_path} (needed by {path}) declares profile "
+                             f"'{section.get('profile')}', not '{profile}'")
+        # a submitted algorithm runs beside the profile's baselines in every section whose
+        # modes it declares
+        modes = section.get("modes", ["offline"])
+        modes = [modes] if isinstance(modes, str) else modes
+        added = [a for a in args.algos if set(modes) <= set(load_algorithm(a).MODES)]
+        section["algorithms"] = list(dict.fromkeys([*section["algorithms"], *added]))
+        sweep.validate(section, section_path)
     if args.out is None:  # a submission's leaderboard never overwrites the committed one
         args.out = str(submission_folder(args.algos)) if args.algos else "results"
-    print(f"bench profile '{profile}' ({path}); store {args.store}; leaderboard -> {args.out}")
-    return _sweep_and_report(spec, args)
+    print(f"bench profile '{profile}' ({path}: {len(sections)} section(s)); store "
+          f"{args.store}; leaderboard -> {args.out}")
+    status, cells = 0, set()
+    for section in sections:
+        st, names = _run_sweep(section, args)
+        status, cells = status | st, cells | names
+    minutes = (time.time() - started) / 60
+    reused = getattr(args, "_skipped", 0)
+    timing = (f"This run (`make bench`, from its start: install check, datasets, training) took "
+              f"{minutes:.1f} min on this machine" + (
+                  f"; {reused} of its {len(cells)} cells were complete before it and were "
+                  "reused, so this is not a from-scratch time." if reused else
+                  f", every one of its {len(cells)} cells trained from scratch."))
+    notes = "\n\n".join(n for n in (spec.get("notes", "").strip(), timing) if n)
+    board.write_report(args.store, Path(args.out), profile=profile, reps=args.reps,
+                       cells=cells, notes=notes)
+    return status
 
 
 def submission_folder(algos: list[str]) -> Path:
@@ -607,7 +664,7 @@ SEED_GROUP_HELP = ("run the seeds in vmapped groups of N, one group after anothe
                    "groups of 2, results/perf/seed-groups/offline.md; default all seeds at once, "
                    "right for GPU/TPU); changes results only to float rounding. auto: all at "
                    "once on an accelerator, on CPU the fastest grouping in results/perf's "
-                   "tables (offbench/harness/seedgroup.py)")
+                   "tables (offbench/harness/seedgroup.py); `bench` uses auto unless given")
 
 
 def _add_run_options(p: argparse.ArgumentParser, default_out: str) -> None:
@@ -725,14 +782,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="the benchmark: a profile's sweep, then its leaderboard")
     p.add_argument("--profile", default="auto",
-                   help="cpu, full or auto (cpu without an accelerator, else full)")
+                   help="cpu, gpu, full or auto (cpu without an accelerator, else gpu)")
     p.add_argument("--algos", nargs="*", default=[],
                    help="algorithms (names or module paths) run beside the profile's ones")
     p.add_argument("--out", help="leaderboard folder (default results, or "
                                  "results/submissions/NAME with --algos: the committed "
                                  "leaderboard is never overwritten by a submission)")
+    p.add_argument("--started-at", type=float, metavar="EPOCH_S",
+                   help="when the run began (Unix time; `make bench` passes its own start, so "
+                        "the leaderboard's time includes the install check)")
     _add_sweep_options(p)
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(func=cmd_bench, seed_group="auto")
 
     p = sub.add_parser("report", help="leaderboard, statistics and plots of a results store")
     p.add_argument("store", help="results store folder")
@@ -752,7 +812,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "backend, env and update speeds, a profile's memory")
     p.add_argument("--profile", default="auto",
                    help="whose largest cell's memory to estimate (auto: cpu without an "
-                        "accelerator, full with one)")
+                        "accelerator, gpu with one)")
     p.add_argument("--backend", choices=["mujoco", "mjx"],
                    help="force the tasks' physics backend (default: the device's)")
     p.add_argument("--task", default="hopper", help="task of the env and update timings")

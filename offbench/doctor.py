@@ -107,15 +107,18 @@ def cell_memory(config: dict) -> dict[str, int]:
 
 
 def largest_cell(spec_path: Path) -> tuple[str, dict[str, int]]:
-    """The label and memory estimate of the spec's cell needing the most memory."""
+    """The label and memory estimate of the cell needing the most memory among the spec's and
+    its sections' (the specs its `needs` names: a bench profile's O2O and hybrid sections)."""
     from offbench.harness import sweep
+    from offbench.reports import declared
 
     spec = sweep.load_spec(spec_path)
     best = ("", {"total": -1})
-    for cell in sweep.expand(spec, lambda *_: None):
-        memory = cell_memory(cell.config)
-        if memory["total"] > best[1]["total"]:
-            best = (cell.label, memory)
+    for section in (spec, *(sweep.load_spec(p) for p in declared.needs(spec, spec_path))):
+        for cell in sweep.expand(section, lambda *_: None):
+            memory = cell_memory(cell.config)
+            if memory["total"] > best[1]["total"]:
+                best = (cell.label, memory)
     return best
 
 

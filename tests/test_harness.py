@@ -239,16 +239,21 @@ def test_bench_profiles(monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
     assert cli.resolve_profile("auto") == "cpu"
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert cli.resolve_profile("auto") == "full" and cli.resolve_profile("cpu") == "cpu"
+    assert cli.resolve_profile("auto") == "gpu" and cli.resolve_profile("cpu") == "cpu"
+    assert cli.bench_profiles() == ["cpu", "full", "gpu"]
     cells = {}
-    for profile in ("cpu", "full"):
-        spec = sweep.load_spec(cli.SWEEPS_DIR / f"{profile}.toml")
+    for profile in ("cpu", "gpu", "full"):
+        path = cli.SWEEPS_DIR / f"{profile}.toml"
+        spec = sweep.load_spec(path)
         assert spec["profile"] == profile
-        cells[profile] = sweep.expand(spec, quiet)
+        cells[profile] = [c for s in (spec, *map(sweep.load_spec, declared.needs(spec, path)))
+                          for c in sweep.expand(s, quiet)]
         assert {c.config["profile"] for c in cells[profile]} == {profile}
     cpu = cells["cpu"]
-    assert len(cpu) == 12 and all(c.config["algo_config"]["hidden"] == [64, 64] for c in cpu)
-    assert {c.config["budget"]["updates"] for c in cpu} == {20000}
+    # published networks in every section (no width override), all three sections
+    assert all(not any(o.startswith("hidden=") for o in c.config["overrides"]) for c in cpu)
+    assert {c.config["mode"] for c in cpu} == {"offline", "o2o", "hybrid"}
+    assert {c.config["mode"] for c in cells["gpu"]} == {"offline", "o2o", "hybrid"}
     full = cells["full"]
     assert len(full) == 8 * 24 and {c.config["seeds"] for c in full} == {10}
     assert {c.config["budget"]["updates"] for c in full} == {1_000_000}
@@ -292,15 +297,18 @@ def test_a_write_killed_midway_leaves_the_old_file_or_none(tmp_path):
 
 def make_cell(root: Path, algorithm: str, dataset: str, per_seed: dict, profile: str = "cpu",
               updates: int = 100, mode: str = "offline", complete: bool = True,
-              dataset_sha256: str | None = None) -> store.CellDir:
-    """A finished cell written by hand: per_seed = {seed: (last, best) or dict}."""
+              dataset_sha256: str | None = None, budget: dict | None = None,
+              variant: str = "") -> store.CellDir:
+    """A finished cell written by hand: per_seed = {seed: (last, best) or dict}; budget: keys
+    added to the budget; variant: its grid label."""
     config = {**({"dataset_sha256": dataset_sha256} if dataset_sha256 else {}),
               "algorithm": algorithm, "module": f"offbench_baselines.{algorithm}",
               "dataset": dataset,
               "mode": mode, "budget": {"updates": updates, "eval_every": 50,
                                        "eval_episodes": 10, "checkpoint_every": 50,
-                                       "episode_length": None, "backend": "mujoco"},
-              "algo_config": {}, "overrides": [], "variant": "", "seeds": len(per_seed),
+                                       "episode_length": None, "backend": "mujoco",
+                                       **(budget or {})},
+              "algo_config": {}, "overrides": [], "variant": variant, "seeds": len(per_seed),
               "first_seed": 0, "profile": profile}
     cell = store.Store(root).register(config, "hand")
     rows, results = [], {}
@@ -424,18 +432,54 @@ def test_score_matrix_is_runs_by_tasks_and_matches_rliable(hand_store):
                                 ours.loc[("xalg", "IQM"), "ci_high"]], cis["xalg"][:, 0])
 
 
-def test_o2o_metrics_table_when_runs_record_them(tmp_path):
-    for seed_values, algo in (([(40.0, 10.0), (60.0, 30.0)], "cal_ql"),):
+def test_o2o_section_shows_pretrain_dip_final_gain_regret(tmp_path):
+    for seed_values, algo in (([(40.0, 10.0, 70.0), (60.0, 30.0, 90.0)], "cal_ql"),):
         make_cell(tmp_path / "store", algo, "hopper-medium", {
-            s: {"last_score": 70.0, "best_score": 75.0, "pretrain_score": pre, "dip": dip,
-                "final_score": 70.0, "regret": 0.4} for s, (pre, dip) in enumerate(seed_values)},
-            mode="o2o")
-    leaderboard.write_report(tmp_path / "store", tmp_path / "out", reps=100, log=quiet)
+            s: {"last_score": last, "best_score": 95.0, "pretrain_score": pre, "dip": dip,
+                "final_score": 70.0, "regret": 0.4}
+            for s, (pre, dip, last) in enumerate(seed_values)}, mode="o2o")
+    result = leaderboard.write_report(tmp_path / "store", tmp_path / "out", reps=100,
+                                      log=quiet)["cpu"]
     text = (tmp_path / "out" / "leaderboard.md").read_text()
-    section = text.split("### o2o metrics")[1].split("###")[0]
-    cells = table_row(section, "| hopper-medium | cal_ql")
-    # pretrain 40, 60 -> 50 ± 10 (population std); dip 10, 30 -> 20 ± 10
-    assert cells[2:] == ["50.0 ± 10.0", "20.0 ± 10.0", "70.0 ± 0.0", "0.4 ± 0.0"]
+    section = text.split("## o2o")[1]
+    header = table_row(section, "| task |")
+    cells = dict(zip(header, table_row(section, "| hopper-medium | cal_ql"), strict=True))
+    # pretrain 40, 60 -> 50 ± 10 (population std); dip 10, 30 -> 20 ± 10; final 70, 90 -> 80;
+    # gain per seed 30, 30 -> 30 ± 0
+    assert (cells["pre-train"], cells["dip"], cells["final"], cells["gain"], cells["regret"]) == (
+        "50.0 ± 10.0", "20.0 ± 10.0", "80.0 ± 10.0", "30.0 ± 0.0", "0.4 ± 0.0")
+    # the aggregate of the gain: one task, two runs of 30 -> every statistic 30
+    gain = result["aggregate"].query("score == 'gain'").set_index("metric").value
+    assert gain.to_dict() == {"IQM": 30.0, "Median": 30.0, "Mean": 30.0}
+    # one long CSV table: the section column, the o2o columns filled
+    csv = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
+    assert list(csv.section) == ["o2o"] and csv.gain_mean.iloc[0] == 30.0
+
+
+def test_hybrid_section_shows_steps_to_threshold_and_auc_with_and_without_data(tmp_path):
+    root = tmp_path / "store"
+    for ratio, steps, scores in ((0.5, [1000, 2000], [40.0, 80.0]),
+                                 (0.0, [None, 3000], [10.0, 20.0])):
+        cell = make_cell(root, "rlpd", "hopper-medium", {
+            s: {"last_score": 50.0, "best_score": 60.0, "final_score": 50.0,
+                "steps_to_threshold": st} for s, st in enumerate(steps)}, mode="hybrid",
+            budget={"offline_ratio": ratio}, variant=f"offline_ratio={ratio}")
+        # two online evaluations per seed, both at `scores[seed]`: the AUC is that score
+        io.write_text_atomic(cell.path / "metrics.csv", pd.DataFrame(
+            [{"seed": s, "period": p, "phase": "online", "env_steps": 1000 * (p + 1),
+              "normalized_score": sc} for s, sc in enumerate(scores) for p in range(2)]
+        ).to_csv(index=False))
+    leaderboard.write_report(root, tmp_path / "out", reps=100, log=quiet)
+    section = (tmp_path / "out" / "leaderboard.md").read_text().split("## hybrid")[1]
+    header = table_row(section, "| task |")
+    rows = {ratio: dict(zip(header, table_row(section, f"| hopper-medium | rlpd[offline_ratio="
+                                                       f"{ratio}]"), strict=True))
+            for ratio in (0.5, 0.0)}
+    assert (rows[0.5]["data"], rows[0.0]["data"]) == ("with", "without")
+    # steps: median of 1000, 2000 = 1500 (2 of 2 reached); 3000 (1 of 2; one never did)
+    assert rows[0.5]["steps to threshold"] == "1500 (2/2)"
+    assert rows[0.0]["steps to threshold"] == "3000 (1/2)"
+    assert rows[0.5]["AUC"] == "60.0 ± 20.0" and rows[0.0]["AUC"] == "15.0 ± 5.0"
 
 
 def test_two_versions_of_a_dataset_are_never_pooled(tmp_path, capsys):
@@ -927,12 +971,16 @@ def test_o2o_and_hybrid_cells_run_and_report_their_metrics(env_root, tmp_path):
     per_seed = json.loads((iql.path / "run.json").read_text())["per_seed"]
     leaderboard.write_report(root, tmp_path / "out", reps=100, log=quiet)
     text = (tmp_path / "out" / "leaderboard.md").read_text()
-    cells = table_row(text.split("### o2o metrics")[1].split("###")[0], f"| {DATASET} | iql")
+    o2o = text.split("## o2o")[1].split("## hybrid")[0]
+    cells = dict(zip(table_row(o2o, "| task |"), table_row(o2o, f"| {DATASET} | iql"),
+                     strict=True))
     pre = [per_seed[s]["pretrain_score"] for s in ("0", "1")]
-    assert cells[2].startswith(f"{np.mean(pre):.1f} ± {np.std(pre):.1f}")
-    hybrid = text.split("### hybrid metrics")[1].split("###")[0]
+    assert cells["pre-train"] == f"{np.mean(pre):.1f} ± {np.std(pre):.1f}"
+    hybrid = text.split("## hybrid")[1]
+    cells = dict(zip(table_row(hybrid, "| task |"), table_row(hybrid, f"| {DATASET} | rlpd"),
+                     strict=True))
     # every evaluation clears a threshold of -1e9: reached at the first online evaluation
-    assert table_row(hybrid, f"| {DATASET} | rlpd")[2].startswith("20.0 ± 0.0")
+    assert cells["steps to threshold"] == "20 (2/2)" and cells["data"] == "with"
 
 
 def test_offline_check_report_of_a_sweeps_cells(swept, tmp_path, capsys):

@@ -35,10 +35,18 @@ def test_auto_picks_the_highest_measured_total_rate(tables):
     assert seedgroup.choose(3, "slow", 8, "cpu", tables) == (3, "given")
 
 
+def test_online_table_rows_count_at_one_update_per_env_step(tmp_path):
+    online = tmp_path / "o2o.csv"
+    pd.DataFrame({"algorithm": ["rlpd"] * 4, "utd": [1, 1, 20, 20], "seeds": [1, 4, 1, 4],
+                  "updates_per_s": [43.0, 41.0, 50.0, 60.0]}).to_csv(online, index=False)
+    assert seedgroup.measured_rates("rlpd", (online,)) == {1: 43.0, None: 41.0}
+    assert seedgroup.choose("auto", "rlpd", 3, "cpu", (online,))[0] == 1
+
+
 @pytest.mark.parametrize("seeds", [2, 3, 8])
 def test_the_committed_tables_never_lose_to_one_seed_after_another(seeds):
-    algorithms = pd.read_csv(seedgroup.TABLES[0]).algorithm.unique()
-    assert len(algorithms) >= 8
+    algorithms = {a for path in seedgroup.TABLES for a in pd.read_csv(path).algorithm}
+    assert len(algorithms) >= 8 and "rlpd" in algorithms
     for algorithm in algorithms:
         rates = seedgroup.measured_rates(algorithm)
         group, _ = seedgroup.choose("auto", algorithm, seeds, "cpu")

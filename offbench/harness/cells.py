@@ -7,7 +7,7 @@ offline (offbench/loops/offline.py), o2o and hybrid (one loop for both,
 offbench/loops/o2o.py); another loop plugs in with `register_mode` without touching the sweep
 machinery. A mode's `run` returns the per-seed metrics table and leaves in the cell folder what
 `offbench run` leaves (metrics.csv, run.json with `per_seed` results, checkpoints); O2O/hybrid
-metrics the leaderboard shows (reports/leaderboard.py MODE_METRICS) go into `per_seed`.
+metrics the leaderboard shows (reports/leaderboard.py section_table) go into `per_seed`.
 """
 
 from __future__ import annotations

@@ -61,7 +61,11 @@ SpecError lists every problem as `FIELD.PATH = GIVEN: what is accepted`):
     report               [[report]] tables         -              offbench/reports/declared.py
                                                                   (declared.parse)
     needs                list of spec files        []             files beside the spec
-                                                                  (declared.needs)
+                                                                  (declared.needs); a bench
+                                                                  profile's other sections
+    notes                string                    -              bench profiles: the paragraph
+                                                                  under the leaderboard's header
+                                                                  (what the profile leaves out)
 
 A cell's identity is its resolved config: algorithm (and the module it loads), dataset (and a
 hash of its content record when offbench built it), mode,
@@ -92,7 +96,7 @@ if TYPE_CHECKING:
 
 SPEC_KEYS = {"name", "profile", "description", "algorithms", "datasets", "modes", "seeds",
              "first_seed", "set", "budget", "budgets", "algorithms_set", "sinks", "backend",
-             "report", "needs"}  # report, needs: offbench/reports/declared.py
+             "report", "needs", "notes"}  # report, needs: offbench/reports/declared.py
 
 
 # ---- the spec schema ------------------------------------------------------------------------
@@ -168,7 +172,7 @@ def validate(spec: dict, path: Path | str | None = None, datasets_present: bool 
     add = problems.append
     for key in sorted(set(spec) - SPEC_KEYS):
         add(f"{key}: unknown keys ['{key}'] (given {spec[key]!r}); valid: {sorted(SPEC_KEYS)}")
-    for key in ("name", "profile", "description"):
+    for key in ("name", "profile", "description", "notes"):
         if key in spec and not (isinstance(spec[key], str) and spec[key]):
             add(f"{key} = {spec[key]!r}: expected a non-empty string")
     for key in ("algorithms", "datasets", "profile"):

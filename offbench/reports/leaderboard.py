@@ -1,15 +1,24 @@
 """The leaderboard of a results store (`offbench report STORE --out results/`).
 
 Written per profile (profiles are never mixed in one table; with several profiles in the store
-and none chosen, each gets its own folder OUT/<profile>/):
+and none chosen, each gets its own folder OUT/<profile>/), one section per mode, each with its
+budget line:
 
-- `leaderboard.md`: per task (dataset) and mode, mean ± std over seeds of the normalized score
-  at the last and the best evaluation, with the number of seeds and diverged seeds; aggregate
-  rows (IQM, median, mean over all runs x tasks, 95% stratified-bootstrap CIs) and the
-  probability of improvement between algorithms (rliable); O2O and hybrid tables with the
-  metrics those runs record (pre-train score, dip, final, regret; steps to threshold).
-- `leaderboard.csv`: the per-task table; `scores.csv`: tidy, one row per seed per task per
-  algorithm; `aggregate.csv`, `improvement.csv`.
+- offline: per task (dataset), mean ± std over seeds of the normalized `last` score (the final
+  policy's many-episode evaluation, with its standard error) and `best` score (best periodic
+  evaluation), seeds and diverged seeds; aggregates over runs x tasks (IQM, median, mean with
+  95% stratified-bootstrap CIs) and the probability of improvement between algorithms (rliable).
+- o2o (offline pre-training, then online fine-tuning): per task the pre-train score (last
+  offline evaluation), the dip (lowest evaluation in the first 10% of the online budget), the
+  final score (the final policy's evaluation), gain = final - pre-train and regret (mean of
+  1 - score/100 over the online evaluations); aggregates of final and gain with CIs.
+- hybrid (online RL with the dataset in its minibatches): per task, with data (offline_ratio >
+  0) or without, the env steps to the budget's threshold (median over seeds, how many reached
+  it), the final score and the AUC (mean normalized score over the online evaluations, i.e. the
+  area under the learning curve over the budget); aggregates of final and AUC with CIs.
+- `leaderboard.csv`: one long table of every section (`section` column; a section's columns
+  are empty in the others); `scores.csv`: tidy, one row per seed per task per algorithm;
+  `aggregate.csv`, `improvement.csv` (with `mode` and `score` columns).
 - PNG: learning curves per task with seed bands, aggregate interval estimates, performance
   profiles.
 
@@ -36,10 +45,14 @@ from offbench.io import write_text_atomic  # noqa: E402
 from offbench.provenance import record  # noqa: E402
 from offbench.reports import plots  # noqa: E402
 
-# Per-seed numbers O2O and hybrid runs record in run.json (issue 6); shown when present.
-MODE_METRICS = {"o2o": ("pretrain_score", "dip", "final_score", "regret"),
-                "hybrid": ("steps_to_threshold", "final_score")}
-SCORES = ("last_score", "best_score")
+# The per-seed numbers each section aggregates over runs x tasks (IQM, median, mean with CIs);
+# the first is also compared pairwise (probability of improvement) and plotted.
+SECTION_SCORES = {"offline": ("last_score", "best_score"), "o2o": ("last_score", "gain"),
+                  "hybrid": ("last_score", "auc")}
+SCORE_NAMES = {"last_score": "last score (the final policy)", "best_score": "best score",
+               "gain": "gain (final - pre-train)", "auc": "AUC (mean online evaluation)"}
+SECTION_TITLES = {"offline": "offline", "o2o": "o2o: offline pre-training, online fine-tuning",
+                  "hybrid": "hybrid: online RL with the offline data in its minibatches"}
 STEP_COLUMNS = ("updates", "env_steps")
 AGGREGATES = ("IQM", "Median", "Mean")
 
@@ -82,13 +95,14 @@ def load_store(store: Store, cells: Collection[str] | None = None
         base = {"profile": config["profile"], "mode": config["mode"], "algorithm": label,
                 "dataset": config["dataset"], "task": info.get("task"),
                 "budget": budget_text(config["mode"], config["budget"]),
+                "offline_ratio": config["budget"].get("offline_ratio"),
                 "overrides": " ".join(config.get("overrides", [])), "cell": cell.name,
                 "git_commit": info.get("git_commit"), "wall_s": info.get("wall_s"),
                 "dataset_sha256": config.get("dataset_sha256")}
         for seed, result in info["per_seed"].items():
             finals.append({**base, "seed": int(seed), **result})
         metrics = pd.read_csv(cell.path / "metrics.csv")
-        for key in ("profile", "mode", "algorithm", "dataset", "budget"):
+        for key in ("profile", "mode", "algorithm", "dataset", "budget", "cell"):
             metrics[key] = base[key]
         curves.append(metrics)
     finals_df = pd.DataFrame(finals)
@@ -108,6 +122,21 @@ def load_store(store: Store, cells: Collection[str] | None = None
     return finals_df, curves_df, incomplete
 
 
+def per_seed_extras(finals: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """finals with `gain` (o2o: last_score - pretrain_score, the final policy's score minus the
+    last pre-training evaluation) and `auc` (o2o, hybrid: the mean normalized score over the
+    run's online evaluations, from its learning curve)."""
+    finals = finals.copy()
+    if "pretrain_score" in finals:
+        finals["gain"] = np.where(finals["mode"] == "o2o",
+                                  finals.last_score - finals.pretrain_score, np.nan)
+    if len(curves) and "phase" in curves and "cell" in curves:
+        online = curves[curves.phase == "online"]
+        auc = online.groupby(["cell", "seed"]).normalized_score.mean().rename("auc")
+        finals = finals.merge(auc.reset_index(), on=["cell", "seed"], how="left")
+    return finals
+
+
 def entries(finals: pd.DataFrame) -> pd.DataFrame:
     """Rows labelled by `entry`: the algorithm, plus its budget when one profile and mode hold
     several budgets (so numbers of different budgets are never pooled)."""
@@ -119,20 +148,38 @@ def entries(finals: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True)
 
 
+# o2o/hybrid per-seed numbers the long table carries (mean and std over seeds)
+SECTION_COLUMNS = ("pretrain_score", "dip", "gain", "regret", "auc")
+
+
 def task_table(finals: pd.DataFrame) -> pd.DataFrame:
-    """Per profile, mode, dataset and entry: mean and std (ddof=0) over seeds, seed counts."""
+    """Per profile, mode (section), dataset and entry: mean and std (ddof=0) over seeds, seed
+    counts, and the o2o/hybrid numbers where the runs have them (one long table)."""
     if "last_score_se" not in finals:  # runs without a final evaluation (older cells)
         finals = finals.assign(last_score_se=np.nan, final_eval_episodes=np.nan)
     grouped = finals.groupby(["profile", "mode", "dataset", "entry"], sort=True)
-    table = pd.DataFrame({
+    columns = {
         "last_mean": grouped.last_score.mean(), "last_std": grouped.last_score.std(ddof=0),
         # the final evaluation's standard error over its episodes, mean over seeds
         "last_eval_se": grouped.last_score_se.mean(),
         "final_eval_episodes": grouped.final_eval_episodes.max(),
         "best_mean": grouped.best_score.mean(), "best_std": grouped.best_score.std(ddof=0),
-        "seeds": grouped.seed.count(), "diverged": grouped.diverged.sum().astype(int),
-        "budget": grouped.budget.first(), "overrides": grouped.overrides.first()})
-    return table.reset_index()
+        "seeds": grouped.seed.count(), "diverged": grouped.diverged.sum().astype(int)}
+    for name in SECTION_COLUMNS:
+        if name in finals:
+            columns[f"{name}_mean"] = grouped[name].mean()
+            columns[f"{name}_std"] = grouped[name].std(ddof=0)
+    if "steps_to_threshold" in finals:  # None (never reached) is NaN
+        steps = pd.to_numeric(finals.steps_to_threshold, errors="coerce")
+        by = [finals[k] for k in ("profile", "mode", "dataset", "entry")]
+        columns["steps_to_threshold_median"] = steps.groupby(by).median()
+        columns["reached_threshold"] = steps.notna().groupby(by).sum().astype(int)
+    if "offline_ratio" in finals:
+        columns["offline_ratio"] = grouped.offline_ratio.first()
+    columns.update(budget=grouped.budget.first(), overrides=grouped.overrides.first())
+    table = pd.DataFrame(columns).reset_index()
+    table.insert(1, "section", table["mode"])
+    return table
 
 
 def score_matrices(rows: pd.DataFrame, score: str) -> tuple[dict[str, np.ndarray], list[str],
@@ -278,99 +325,161 @@ def _pm(mean: float, std: float) -> str:
     return f"{mean:.1f} ± {std:.1f}"
 
 
-def _mode_metrics_table(rows: pd.DataFrame, mode: str) -> str | None:
-    present = [m for m in MODE_METRICS.get(mode, ()) if m in rows and rows[m].notna().any()]
-    if not present:
-        return None
-    grouped = rows.groupby(["dataset", "entry"])
-    table = pd.DataFrame({m: [_pm(g[m].mean(), g[m].std(ddof=0)) for _, g in grouped]
-                          for m in present}, index=grouped.size().index).reset_index()
-    return table.to_markdown(index=False)
+def _pm_column(means: pd.Series, stds: pd.Series) -> list[str]:
+    return [_pm(m, s) if np.isfinite(m) else "" for m, s in zip(means, stds, strict=True)]
+
+
+def _steps_column(table: pd.DataFrame) -> list[str]:
+    """'median (k/n)' env steps to the threshold over the seeds that reached it."""
+    return [(f"{m:.0f}" if np.isfinite(m) else "not reached") + f" ({k}/{n})"
+            for m, k, n in zip(table.steps_to_threshold_median, table.reached_threshold,
+                               table.seeds, strict=True)]
+
+
+def section_table(mtable: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """The per-task table of one section, as shown in leaderboard.md."""
+    shown = {"task": mtable.dataset, "algorithm": mtable.entry}
+    if mode == "hybrid" and "offline_ratio" in mtable:
+        shown["data"] = ["with" if r and r > 0 else "without" for r in mtable.offline_ratio]
+    if mode == "o2o":
+        for name, col in (("pre-train", "pretrain_score"), ("dip", "dip")):
+            if f"{col}_mean" in mtable:
+                shown[name] = _pm_column(mtable[f"{col}_mean"], mtable[f"{col}_std"])
+    if mode == "hybrid" and "steps_to_threshold_median" in mtable:
+        shown["steps to threshold"] = _steps_column(mtable)
+    shown["final" if mode != "offline" else "last"] = _pm_column(mtable.last_mean,
+                                                                  mtable.last_std)
+    if np.isfinite(mtable.last_eval_se).any():
+        shown["eval SE"] = [f"{se:.1f}" if np.isfinite(se) else "" for se in mtable.last_eval_se]
+    extra = {"o2o": (("gain", "gain"), ("regret", "regret")), "hybrid": (("AUC", "auc"),)}
+    for name, col in extra.get(mode, ()):
+        if f"{col}_mean" in mtable and np.isfinite(mtable[f"{col}_mean"]).any():
+            shown[name] = _pm_column(mtable[f"{col}_mean"], mtable[f"{col}_std"])
+    shown["best"] = _pm_column(mtable.best_mean, mtable.best_std)
+    shown.update(seeds=mtable.seeds, diverged=mtable.diverged)
+    return pd.DataFrame(shown)
+
+
+def _aggregate_text(agg: pd.DataFrame) -> str:
+    shown = agg.assign(value=[f"{v:.1f} [{lo:.1f}, {hi:.1f}]" for v, lo, hi in
+                              zip(agg.value, agg.ci_low, agg.ci_high, strict=True)])
+    return shown.pivot(index="entry", columns="metric", values="value")[
+        list(AGGREGATES)].reset_index().to_markdown(index=False)
+
+
+def _improvement_text(poi: pd.DataFrame) -> str:
+    return poi.assign(p=[f"{p:.2f} [{lo:.2f}, {hi:.2f}]" for p, lo, hi in zip(
+        poi.p_x_better, poi.ci_low, poi.ci_high, strict=True)]).pivot(
+        index="x", columns="y", values="p").fillna("").reset_index().rename(
+        columns={"x": ""}).to_markdown(index=False)
+
+
+SECTION_NOTES = {
+    "o2o": "pre-train = the last evaluation of offline pre-training; dip = the lowest "
+           "evaluation in the first 10% of the online budget; final = the final policy's "
+           "evaluation (eval SE beside it); gain = final - pre-train; regret = mean of "
+           "1 - score/100 over the online evaluations (lower is better); best = the best "
+           "online evaluation. Mean ± std over seeds.",
+    "hybrid": "data: with (offline_ratio > 0 of every minibatch from the dataset) or without "
+              "(the same agent and budget from its own replay alone); steps to threshold = "
+              "env steps of the first evaluation at or above the budget's threshold, median "
+              "over the seeds that reached it (how many of all did); final = the final "
+              "policy's evaluation; AUC = mean normalized score over the online evaluations "
+              "(the area under the learning curve over the budget, per env step). Mean ± std "
+              "over seeds.",
+}
+
+
+def write_section(mode: str, mrows: pd.DataFrame, mtable: pd.DataFrame, curves: pd.DataFrame,
+                  out: Path, reps: int, profile: str
+                  ) -> tuple[list[str], list[pd.DataFrame], list[pd.DataFrame]]:
+    """One mode's section of leaderboard.md: budget line, per-task table, aggregates of the
+    section's scores with CIs, probability of improvement, plots, learning curves."""
+    budgets = sorted(mrows.budget.unique())
+    text = [f"## {SECTION_TITLES.get(mode, mode)}", "",
+            f"Budget{'s' if len(budgets) > 1 else ''}: " + "; ".join(budgets) + ".", ""]
+    if mode in SECTION_NOTES:
+        text += [SECTION_NOTES[mode], ""]
+    text += [section_table(mtable, mode).to_markdown(index=False), ""]
+    aggregates, improvements = [], []
+    for i, score in enumerate(SECTION_SCORES.get(mode, SECTION_SCORES["offline"])):
+        if score not in mrows or not mrows[score].notna().all():
+            continue
+        matrices, tasks, left_out = score_matrices(mrows, score)
+        if not matrices:
+            continue
+        agg = aggregate(matrices, reps).assign(mode=mode, score=score)
+        aggregates.append(agg)
+        text += [f"### Aggregate over {len(tasks)} task(s), {SCORE_NAMES[score]}", "",
+                 _aggregate_text(agg), ""]
+        if left_out:
+            text += [f"Not in the aggregate (missing tasks): {', '.join(left_out)}.", ""]
+        if i > 0 and mode != "offline":  # pairwise comparisons on the final score only
+            continue
+        poi = improvement(matrices, reps).assign(mode=mode, score=score)
+        improvements.append(poi)
+        if len(poi):
+            text += ["P(row > column), 95% CI:", "", _improvement_text(poi), ""]
+        if score == "last_score":
+            names = plot_aggregates(agg, matrices, out, f"aggregate_{mode}",
+                                    f"profile {profile}, {mode}: {SCORE_NAMES[score]}")
+            text += [f"![{p}]({p})" for p in names] + [""]
+    curve_rows = curves[curves["mode"] == mode] if len(curves) else curves
+    if len(curve_rows):
+        text += ["### Learning curves", "",
+                 *[f"![{p}]({p})" for p in plot_curves(curve_rows, out, "")], ""]
+    return text, aggregates, improvements
 
 
 def write_profile(finals: pd.DataFrame, curves: pd.DataFrame, out: Path, reps: int,
-                  incomplete: list[str]) -> dict[str, pd.DataFrame]:
-    """One profile's leaderboard into `out` (caller guarantees a single profile)."""
+                  incomplete: list[str], notes: str | None = None) -> dict[str, pd.DataFrame]:
+    """One profile's leaderboard into `out` (caller guarantees a single profile). notes: a
+    paragraph under the header (the profile's own account of what it leaves out, its time)."""
     profiles = finals.profile.unique()
     assert len(profiles) == 1, f"profiles mixed in one leaderboard: {profiles}"
     profile = profiles[0]
     out.mkdir(parents=True, exist_ok=True)
-    finals = entries(finals)
+    finals = entries(per_seed_extras(finals, curves))
     table = task_table(finals)
     write_text_atomic(out / "leaderboard.csv", table.to_csv(index=False))
     write_text_atomic(out / "scores.csv", finals.to_csv(index=False))
     prov = record()
-    budgets = sorted(finals.budget.unique())
+    modes = sorted(finals["mode"].unique(), key=lambda m: (list(SECTION_SCORES).index(m)
+                                                           if m in SECTION_SCORES else 9, m))
     text = [f"# Leaderboard: profile `{profile}`", "",
-            f"Profile **{profile}**; budget{'s' if len(budgets) > 1 else ''}: "
-            + "; ".join(budgets) + ". Numbers of different profiles are never in one table.",
+            f"Profile **{profile}**; sections: {', '.join(modes)} (each with its budget "
+            "line). Numbers of different profiles are never in one table.",
             "", f"Report by `{prov['command']}` at commit `{prov['git_commit']}` on "
             f"{prov['date']}; training commits: "
             + ", ".join(f"`{c}`" for c in sorted(finals.git_commit.dropna().unique())) + ". "
             f"Training wall time: {finals.groupby('cell').wall_s.first().sum() / 60:.1f} min "
             f"over {finals.cell.nunique()} cells (each cell's run.json has its own, with its "
-            "command, versions and machine).",
-            "", "Normalized score = 100 * (return - ref_min) / (ref_max - ref_min) (random = 0, "
-            "expert = 100). last = the final policy's evaluation on many episodes after "
-            "training (the budget's final_eval_episodes; eval SE = its standard error over "
-            "those episodes, mean over seeds), or the last periodic evaluation for runs "
-            "without one; best = best periodic evaluation during training "
-            "(an optimistic number: it selects on the test itself); mean ± std over seeds "
-            "(population std). Aggregates over runs x tasks: IQM (mean of the middle 50% of all "
-            "runs), median (over tasks, of each task's mean) and mean, with 95% "
-            "stratified-bootstrap confidence intervals (rliable, "
-            f"{reps} resamples); P(X > Y) is the probability that a run of X beats a run of Y "
-            "on a task, averaged over tasks.", ""]
+            "command, versions and machine).", ""]
+    if notes:
+        text += [notes.strip(), ""]
+    text += ["Normalized score = 100 * (return - ref_min) / (ref_max - ref_min) (random = 0, "
+             "expert = 100; navigation tasks: 100 x success rate). last (offline) and final "
+             "(o2o, hybrid) = the final policy's evaluation on many episodes after training "
+             "(the budget's final_eval_episodes; eval SE = its standard error over those "
+             "episodes, mean over seeds), or the last periodic evaluation for runs without "
+             "one; best = best periodic evaluation during training (an optimistic number: it "
+             "selects on the test itself); mean ± std over seeds (population std). Aggregates "
+             "over runs x tasks: IQM (mean of the middle 50% of all runs), median (over tasks, "
+             "of each task's mean) and mean, with 95% stratified-bootstrap confidence "
+             f"intervals (rliable, {reps} resamples); P(X > Y) is the probability that a run "
+             "of X beats a run of Y on a task, averaged over tasks.", ""]
     overrides = finals.groupby("entry").overrides.first()
     if (overrides != "").any():
         text += ["Overrides of the published hyperparameters (per algorithm):", "",
                  *[f"- {e}: `{o}`" for e, o in overrides.items() if o], ""]
     aggregates, improvements = [], []
-    for mode, mrows in finals.groupby("mode", sort=True):
-        mtable = table[table["mode"] == mode]
-        shown = pd.DataFrame({
-            "task": mtable.dataset, "algorithm": mtable.entry,
-            "last": [_pm(m, s) for m, s in zip(mtable.last_mean, mtable.last_std, strict=True)],
-            "eval SE": [f"{se:.1f}" if np.isfinite(se) else "" for se in mtable.last_eval_se],
-            "best": [_pm(m, s) for m, s in zip(mtable.best_mean, mtable.best_std, strict=True)],
-            "seeds": mtable.seeds, "diverged": mtable.diverged})
-        if not np.isfinite(mtable.last_eval_se).any():
-            shown = shown.drop(columns="eval SE")
-        text += [f"## {mode}", "", shown.to_markdown(index=False), ""]
-        extra = _mode_metrics_table(mrows, mode)
-        if extra:
-            text += [f"### {mode} metrics (mean ± std over seeds)", "", extra, ""]
-        for score in SCORES:
-            matrices, tasks, left_out = score_matrices(mrows, score)
-            if not matrices:
-                continue
-            agg = aggregate(matrices, reps).assign(mode=mode, score=score)
-            aggregates.append(agg)
-            kind = score.split("_")[0]
-            text += [f"### Aggregate over {len(tasks)} task(s), {kind} score", ""]
-            shown = agg.assign(value=[f"{v:.1f} [{lo:.1f}, {hi:.1f}]" for v, lo, hi in
-                                      zip(agg.value, agg.ci_low, agg.ci_high, strict=True)])
-            text += [shown.pivot(index="entry", columns="metric", values="value")[
-                list(AGGREGATES)].reset_index().to_markdown(index=False), ""]
-            if left_out:
-                text += [f"Not in the aggregate (missing tasks): {', '.join(left_out)}.", ""]
-            poi = improvement(matrices, reps).assign(mode=mode, score=score)
-            improvements.append(poi)
-            if len(poi):
-                text += ["P(row > column), 95% CI:", "",
-                         poi.assign(p=[f"{p:.2f} [{lo:.2f}, {hi:.2f}]" for p, lo, hi in zip(
-                             poi.p_x_better, poi.ci_low, poi.ci_high, strict=True)]).pivot(
-                             index="x", columns="y", values="p").fillna("").reset_index()
-                         .rename(columns={"x": ""}).to_markdown(index=False), ""]
-            if score == "last_score":
-                plots = plot_aggregates(
-                    agg, matrices, out, f"aggregate_{mode}",
-                    f"profile {profile}, {mode}: last score (the final policy)")
-                text += [f"![{p}]({p})" for p in plots] + [""]
-        curve_rows = curves[curves["mode"] == mode] if len(curves) else curves
-        if len(curve_rows):
-            text += ["### Learning curves", "",
-                     *[f"![{p}]({p})" for p in plot_curves(curve_rows, out, "")], ""]
+    for mode in modes:
+        lines, aggs, pois = write_section(
+            mode, finals[finals["mode"] == mode], table[table["mode"] == mode], curves, out,
+            reps, profile)
+        text += lines
+        aggregates += aggs
+        improvements += pois
     if incomplete:
         text += ["## Cells not included (not complete)", "", *[f"- {c}" for c in incomplete],
                  ""]
@@ -387,9 +496,11 @@ def write_profile(finals: pd.DataFrame, curves: pd.DataFrame, out: Path, reps: i
 
 def write_report(store_root: Path | str, out: Path | str, profile: str | None = None,
                  reps: int = 5_000, log: Callable[[str], None] = print,
-                 cells: Collection[str] | None = None) -> dict[str, dict[str, pd.DataFrame]]:
+                 cells: Collection[str] | None = None, notes: str | None = None
+                 ) -> dict[str, dict[str, pd.DataFrame]]:
     """Leaderboards of a store: OUT/ for one profile, OUT/<profile>/ for each of several.
-    cells: only these cell folders (a sweep's current cells; default every cell)."""
+    cells: only these cell folders (a sweep's current cells; default every cell); notes: a
+    paragraph under each leaderboard's header."""
     finals, curves, incomplete = load_store(Store(store_root), cells=cells)
     if finals.empty:
         raise ValueError(f"{store_root} holds no complete cell to report"
@@ -409,6 +520,6 @@ def write_report(store_root: Path | str, out: Path | str, profile: str | None = 
         rows = finals[finals.profile == p]
         crows = curves[curves.profile == p] if len(curves) else curves
         results[p] = write_profile(rows, crows, folder, reps,
-                                   [name for q, name in incomplete if q == p])
+                                   [name for q, name in incomplete if q == p], notes=notes)
         log(f"wrote {folder / 'leaderboard.md'} (profile {p})")
     return results
