@@ -25,6 +25,17 @@ it:
   fine-tuning starts (`switch_calibration`); `--set calql_online=false` does that here
   (`online_update`, the O2O loop's hook, runs CQL's update without the bound).
 
+AntMaze (issue 24): Cal-QL's published AntMaze settings (the authors' scripts/run_antmaze.sh:
+cql_min_q_weight 5, Lagrange with cql_target_action_gap 0.8, a 2x256 actor and 4x256 critics,
+reward_scale 10 and reward_bias -5, mixing ratio 0.5; CORL's configs/finetune/cal_ql/antmaze:
+the same plus the max-target backup, cql_clip_diff_min -200, actor Adam 1e-4, no state
+normalization) are `MAZE_SETTINGS`, cql.py's AntMaze settings (Cal-QL's mixing ratio is this
+module's default), applied by the navigation sweep specs (tasks/sweeps/nav-*.toml) on the
+fixed-goal PointMaze data; network sizes are left to the spec (one `hidden` for actor and
+critics here). Not reproduced: the authors' `is_sparse_reward` option (an episode that never
+succeeds gets the MC return r_min / (1 - gamma) everywhere); our MC returns are the discounted
+sums over the episode as recorded.
+
 Other differences from CORL: its critics have 2 hidden layers and its actor 3; ours share
 cql.py's 3x256 for both. Env transitions get their MC returns when their episode ends, as in the
 authors' code (CORL stores 0 for them); until then they carry no bound (-inf), since their
@@ -46,8 +57,9 @@ from offbench_baselines.cql import act, policy_params, q_values, update
 MODES = ("offline", "o2o")
 DATASET_FIELDS = ("mc_returns",)
 HIDDEN_GAIN, OUTPUT_GAIN = math.sqrt(2.0), 1e-2  # the authors' orthogonal initialization
-__all__ = ["Config", "MODES", "DATASET_FIELDS", "init", "update", "online_update", "act",
-           "policy_params", "q_values"]
+MAZE_SETTINGS = cql.MAZE_SETTINGS  # the published AntMaze settings (module docstring)
+__all__ = ["Config", "MODES", "DATASET_FIELDS", "MAZE_SETTINGS", "init", "update",
+           "online_update", "act", "policy_params", "q_values"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,8 +26,15 @@ backup, cql_alpha 10, 10 sampled actions, importance sampling, temp 1, no BC war
 standardized, rewards as recorded. Per dataset: CORL's hopper-medium config alone turns on
 normalize_reward (r * 1000 / return range over whole episodes, then its reward_scale 1.0 and
 reward_bias 0.0; the script's own defaults 5.0/-1.0 are overridden), i.e.
-normalize_reward_by_returns=true here, set for that dataset in tasks/sweeps/full.toml. Where
-ours differs:
+normalize_reward_by_returns=true here, set for that dataset in tasks/sweeps/full.toml.
+
+AntMaze (issue 24): CORL's configs/offline/cql/antmaze/*.yaml (the same in its finetune
+configs and Cal-QL's) use the Lagrange variant with target_action_gap 0.8 and cql_alpha 5, the
+max-target backup, cql_clip_diff_min -200, Adam 1e-4 for the actor (and temperature), no state
+normalization, rewards 10 r - 5 (reward_scale 10, reward_bias -5: Cal-QL's AntMaze convention,
+also WSRL's launch scripts') and 5 (CQL) / 4 (Cal-QL) hidden layers of 256. `MAZE_SETTINGS`
+(below) are these values, applied by the navigation sweep specs (tasks/sweeps/nav-*.toml) on
+the fixed-goal PointMaze data; the network size is left to the spec. Where ours differs:
 the actor's log-std is squashed smoothly into [-5, 2] (CORL: a learnable affine map clipped to
 [-20, 2]); the actor keeps Flax's default initialization (CORL: PyTorch's, output layer Xavier
 with gain 1e-2); temperature loss alpha * (H - target) (CORL: log alpha * (H - target); same
@@ -54,6 +61,12 @@ MODES = ("offline", "o2o")
 # appends env transitions to the buffer holding the dataset; our loop keeps a fixed
 # --offline-ratio instead. Cal-QL's O2O settings are baselines/cal_ql.py.
 DATASET_FIELDS = ("mc_returns",)  # used by Cal-QL (calql=True)
+# The published AntMaze settings (module docstring) for sparse-reward navigation data: set per
+# dataset by the navigation sweep specs, not defaults, so locomotion cells keep their ids.
+MAZE_SETTINGS = {"cql_alpha": 5.0, "lagrange": True, "target_action_gap": 0.8,
+                 "cql_max_target_backup": True, "cql_clip_diff_min": -200.0, "actor_lr": 1e-4,
+                 "temperature_lr": 1e-4, "normalize_obs": False, "reward_scale": 10.0,
+                 "reward_bias": -5.0}
 LOG_ALPHA_PRIME_INIT = 1.0  # as the authors' code and CORL: Scalar(1.0)
 ALPHA_PRIME_MAX = 1e6
 

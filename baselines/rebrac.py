@@ -42,6 +42,23 @@ CORL's configs/offline/rebrac/*.yaml (beta_1 / beta_2):
 
 (the authors' own configs/rebrac/hopper/hopper_medium.yaml has critic_bc_coef 0.001.)
 
+AntMaze and the navigation tasks (issue 24). The published AntMaze settings (CORL's
+configs/offline/rebrac/antmaze/*.yaml, the authors' configs/rebrac/antmaze): 3x256 nets,
+LayerNorm in the critic only, batch 256, Adam 3e-4 actor / 5e-5 critic, gamma 0.999, tau 5e-3,
+normalize_q, no state normalization, rewards x 100 (the JAX code's normalize_reward for
+AntMaze, "like in LAPO"); beta_1 / beta_2 per dataset:
+
+             umaze        umaze-diverse  medium-play   medium-diverse  large-play   large-diverse
+    AntMaze  0.003/0.002  0.003/0.001    0.001/0.0005  0.001/0.0       0.002/0.001  0.002/0.002
+
+`MAZE_SETTINGS` (below; applied per dataset by tasks/sweeps/nav-*.toml) maps the fixed-goal
+PointMaze data onto the diverse datasets (random goals, like ours): umaze, medium, large ->
+umaze-diverse, medium-diverse, large-diverse. Config has no reward scale (a new field would
+change every ReBRAC cell's id), so the rewards stay 0/1 here and beta_2, which is in reward
+units, is divided by 100: scaling the rewards by c and beta_2 by c scales every Q by c, which
+normalize_q removes from the actor's loss, so this is the published setting up to Adam's
+dynamics. Networks (3x256) are left to the spec (the navigation checks use smaller ones).
+
 Differences from the reference code: LayerNorm comes before the ReLU (offbench/networks.py's MLP;
 the reference applies it after); Flax's default initialization instead of the reference's
 PyTorch-style uniform init with 0.1 biases and a +-1e-3 (actor) / +-3e-3 (critic) last layer;
@@ -68,6 +85,14 @@ DATASET_FIELDS = ("next_actions",)
 # the actor penalty's floor online, as a fraction of beta_1 (CORL's min_decay_coef; a constant,
 # not a Config field: Config is what the results store keys cells by, and this value is not tuned)
 MIN_DECAY_COEF = 0.5
+# The published AntMaze settings for the fixed-goal navigation data, per maze (module
+# docstring): set per dataset by the navigation sweep specs, not defaults (cell ids unchanged).
+_MAZE_COMMON = {"batch_size": 256, "actor_lr": 3e-4, "critic_lr": 5e-5, "discount": 0.999}
+MAZE_SETTINGS = {
+    "pointmaze-umaze-fixed": {**_MAZE_COMMON, "actor_bc_coef": 0.003, "critic_bc_coef": 1e-5},
+    "pointmaze-medium-fixed": {**_MAZE_COMMON, "actor_bc_coef": 0.001, "critic_bc_coef": 0.0},
+    "pointmaze-large-fixed": {**_MAZE_COMMON, "actor_bc_coef": 0.002, "critic_bc_coef": 2e-5},
+}
 
 
 @dataclasses.dataclass(frozen=True)

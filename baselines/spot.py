@@ -33,6 +33,23 @@ others with `--set lmbda=...`:
 (no config for random, expert, full-replay or ant.) Fine-tuning follows the authors'
 configs/online_finetune/*.yml (AntMaze only): lambda cooling on, end 0.2.
 
+AntMaze and the navigation tasks (issue 24). SPOT's published AntMaze settings (the authors'
+configs/online_finetune/antmaze*.yml; CORL's configs/finetune/spot/antmaze/*.yaml): rewards
+r - 1, no state normalization, actor Adam 1e-4, output layers initialized U(+-1e-3) (actor) and
+U(+-3e-3) (critic), lambda cooling to 0.2 online, an online discount of 0.995; lambda per
+dataset:
+
+                 umaze   umaze-diverse   medium-play   medium-diverse   large-play   large-diverse
+    AntMaze      0.25    0.25            0.05          0.025            0.025        0.025
+
+`MAZE_SETTINGS` (below; applied per dataset by tasks/sweeps/nav-*.toml) maps the fixed-goal
+PointMaze data onto the diverse datasets (random goals, like ours) and sets actor_lr 1e-4 and
+normalize_obs off. Not reproduced: r - 1 (Config has no reward field: the rewards stay 0/1;
+the critic is unchanged by the scale, but the actor's Q normalization, 1 / mean |Q|, is not
+shift-invariant, so the effective lambda differs by the ratio of mean |Q| under the two
+conventions), the output-layer initialization (Flax's default) and the online discount (one
+`discount` for both phases: 0.99).
+
 Where ours differs: the VAE is trained inside the same run (the first `vae_steps` of
 --offline-updates train only the VAE, so pass --offline-updates 1100000 for SPOT's 100k + 1M);
 SPOT's actor has dropout 0.1 offline (main.py's actor_dropout), ours none; the authors'
@@ -65,6 +82,16 @@ SKIPS_METRICS = True
 LOG_STD_MIN, LOG_STD_MAX = -4.0, 15.0
 __all__ = ["Config", "MODES", "SKIPS_METRICS", "init", "update", "online_update", "act",
            "policy_params", "q_values", "neg_elbo"]
+
+
+# The published AntMaze settings for the fixed-goal navigation data (module docstring): set per
+# dataset by the navigation sweep specs, not defaults (cell ids unchanged).
+_MAZE_COMMON = {"actor_lr": 1e-4, "normalize_obs": False}
+MAZE_SETTINGS = {
+    "pointmaze-umaze-fixed": {**_MAZE_COMMON, "lmbda": 0.25},
+    "pointmaze-medium-fixed": {**_MAZE_COMMON, "lmbda": 0.025},
+    "pointmaze-large-fixed": {**_MAZE_COMMON, "lmbda": 0.025},
+}
 
 
 @dataclasses.dataclass(frozen=True)

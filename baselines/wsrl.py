@@ -22,6 +22,14 @@ scripts/locomotion/launch_{cql,wsrl}_finetune.sh with --use_redq):
   per `utd`; no conservative term; `offline_ratio` 0, so every online minibatch is env
   transitions only (the buffer never holds dataset transitions).
 
+AntMaze (issue 24): WSRL's AntMaze choice (train_config.py antmaze_cql / antmaze_wsrl,
+scripts/antmaze/launch_*.sh) is Cal-QL pre-training (`calql=true`) with the Lagrange variant
+(cql_autotune_alpha, target action gap 0.8), rewards 10 r - 5 (--reward_scale 10
+--reward_bias -5), 4x256 critics and a 2x256 actor (online: LayerNorm in both, the max-target
+backup). `MAZE_SETTINGS` (below) are these on top of cql.py's AntMaze settings, applied by the
+navigation sweep specs (tasks/sweeps/nav-*.toml) on the fixed-goal PointMaze data; network sizes
+are left to the spec (one `hidden` here for actor and critics).
+
 Where ours differs from WSRL's code: one config for both phases, so one batch size: 256 for
 every step (WSRL online: a 1024 batch split into 4 critic minibatches of 256, the actor and
 temperature stepped on all 1024); WSRL's SAC step draws the critic minibatches of an env step
@@ -44,8 +52,10 @@ MODES = ("o2o",)
 # its online step is RLPD's, whose actor metrics are NaN between the actor's steps
 SKIPS_METRICS = rlpd.SKIPS_METRICS
 DATASET_FIELDS = ("mc_returns",)  # for `--set calql=true` (Cal-QL pre-training)
-__all__ = ["Config", "MODES", "SKIPS_METRICS", "DATASET_FIELDS", "init", "update",
-           "online_update", "act", "policy_params"]
+# WSRL's AntMaze choice (module docstring): Cal-QL pre-training with cql.py's AntMaze settings
+MAZE_SETTINGS = {**cql.MAZE_SETTINGS, "calql": True}
+__all__ = ["Config", "MODES", "SKIPS_METRICS", "DATASET_FIELDS", "MAZE_SETTINGS", "init",
+           "update", "online_update", "act", "policy_params"]
 
 
 @dataclasses.dataclass(frozen=True)
