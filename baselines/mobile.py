@@ -30,7 +30,7 @@ target's are separate samples of the policy (as the reference).
 
 Cost: the penalty runs the actor and both target critics on batch x elites x num_samples =
 12,800 next states per update (50 times SAC's batch), which dominates MOBILE's update on a
-CPU; MOPO's buffer cost (mopo.py, "Known cost") applies as well.
+CPU. The divergence guard skips the model buffer as MOPO's (mopo.py, UNGUARDED_STATE).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from offbench.networks import tanh_gaussian_sample
 from offbench_baselines import mopo, sac
 
 MODES = ("offline",)
+UNGUARDED_STATE = mopo.UNGUARDED_STATE
 
 # (rollout_length h, penalty_coef beta): OfflineRL-Kit run_mobile.py's suggested values (v2)
 SETTINGS = {
@@ -122,7 +123,10 @@ def update(state: mopo.MOPOState, batch: Transition, key: jax.Array
     k_roll, k_fake, k_penalty, k_critic, k_actor = jax.random.split(key, 5)
     state, info = mopo.model_step(state, batch.obs[real:real + starts], k_roll, None)
     mixed = mopo.mixed_batch(state, batch, k_fake)
-    penalty = bellman_penalty(state, mixed.obs, mixed.action, k_penalty).at[:real].set(0.0)
+    if state.model is None:  # true dynamics: one deterministic model, every T_e equal, u = 0
+        penalty = jnp.zeros_like(mixed.reward)
+    else:
+        penalty = bellman_penalty(state, mixed.obs, mixed.action, k_penalty).at[:real].set(0.0)
     mixed = mixed.replace(reward=mixed.reward - state.config.penalty_coef * penalty)
     sac_state, critic_info = critic_step(state.sac, mixed, k_critic)
     sac_state, actor_info = sac.actor_temperature_step(sac_state, mixed, k_actor)

@@ -25,6 +25,18 @@ uniform sample). The model's `model_holdout_mse` (elites' mean holdout MSE, raw 
 `model_epochs` are in every row of metrics.csv. `init` needs the dataset (None is an error),
 so a tool that calls it without one (offbench doctor's memory estimate) cannot size MOPO yet.
 
+True dynamics (`--set dynamics=true`; default "learned"), the oracle of RAVL's question (Sims
+et al. 2024, "The Edge-of-Reach Problem in Offline Model-Based Reinforcement Learning": does a
+perfect model fix model-based offline RL?): no ensemble is fitted; rollouts step the task's
+own env (the offline loop's task and backend, `EnvSpec.task`/`backend`, inside the compiled
+program) from physics states rebuilt from the dataset's observations (offbench/models/
+rollouts.py says why that is exact for halfcheetah and where it is not for hopper/walker2d;
+ant is refused), with the env's reward and termination. The uncertainty penalty is 0: a
+deterministic true model has no uncertainty (max_e ||sigma_e|| = 0), so `penalty_coef` has no
+effect (MOBILE's Bellman inconsistency is 0 likewise). `model_holdout_mse` and `model_epochs`
+are in the metrics only with the learned model; the cell's config records `dynamics`. Not in
+OfflineRL-Kit (RAVL ran its true-dynamics ablation in its own code).
+
 Defaults: OfflineRL-Kit's run_example/run_mopo.py (yihaosun1124/OfflineRL-Kit): SAC 2x256,
 actor Adam 1e-4, critics 3e-4, temperature 1e-4 from alpha = 1, target entropy -|A|, gamma
 0.99, tau 0.005, batch 256, real ratio 0.05, rollouts of 50,000 start states every 1000 updates,
@@ -56,13 +68,15 @@ Declared differences from OfflineRL-Kit:
 - the real rows and the start states are disjoint slices of the loop's minibatch (the
   reference draws them separately).
 
-Known cost: the model buffer is part of the state, so the offline loop's divergence guard
-(offbench/loops/offline.py `keep_if_finite`: a finiteness check and a select over the whole
-state after every update) reads and copies it every update: with the reference's buffer
-(1.25M rows at h = 5) updates run ~7x slower than the same updates unguarded (6 vs 45 updates/s
-measured on hopper-sized rows, loaded 2-core CPU). For CPU budgets shrink it (`--set
-model_retain_epochs=1`, or a smaller rollout_batch_size). A loop-side fix (a guard that skips
-an append-only buffer) would remove the cost; it is not made here.
+Cost of the model buffer: it is part of the state, so the offline loop's divergence guard
+(offbench/loops/offline.py `keep_if_finite`: a finiteness check and a select over the state
+after every update) would read and copy it every update: with the reference's buffer (1.25M
+rows at h = 5) that made updates ~7x slower (6.4 vs 43.6 updates/s, 200 guarded updates on
+hopper-sized synthetic rows, loaded 2-core CPU). MOPO declares `UNGUARDED_STATE = ("buffer",)`,
+so the guard skips it (43.6 updates/s measured the same way with the skip): the buffer is
+append-only and read by `update` only, and a non-finite row in it reaches the guarded SAC
+parameters through the next step. A diverged seed's buffer keeps taking rows from its frozen
+policy; its evaluations do not read the buffer.
 """
 
 from __future__ import annotations
@@ -80,6 +94,8 @@ from offbench.models import ensemble, rollouts
 from offbench_baselines import sac
 
 MODES = ("offline",)
+# the model buffer: append-only, read by update only; the divergence guard skips it
+UNGUARDED_STATE = ("buffer",)
 
 # (rollout_length h, penalty_coef lambda) per dataset kind: sources in the module docstring
 SETTINGS = {
@@ -92,6 +108,7 @@ SETTINGS = {
 
 
 _MODEL = ensemble.EnsembleConfig()
+DYNAMICS = ("learned", "true")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +132,8 @@ class Config:
     rollout_freq: int = 1000
     model_retain_epochs: int = 5  # the buffer holds this many rollouts' rows
     termination: str = "auto"  # auto or one of rollouts.TERMINATIONS
+    # "learned": the ensemble; "true": the task's own step (the true-dynamics oracle)
+    dynamics: str = "learned"
     # dynamics ensemble (ensemble.EnsembleConfig)
     # the model's settings, flat for --set; defaults are offbench/models/ensemble.py's
     model_members: int = _MODEL.members
@@ -133,7 +152,7 @@ class MOPOState(struct.PyTreeNode):
     """The state of MOPO and its model-based siblings (each with its own Config)."""
 
     sac: sac.SACState
-    model: ensemble.ModelState
+    model: ensemble.ModelState | None  # None with true dynamics
     buffer: rollouts.ModelBuffer
     termination: jax.Array  # index in rollouts.TERMINATIONS
     config: Any = struct.field(pytree_node=False)
@@ -180,10 +199,16 @@ def policy(sac_state: sac.SACState):
 def model_step(state: MOPOState, start: jax.Array, key: jax.Array, reward_fn
                ) -> tuple[MOPOState, dict]:
     """state with the rollouts from `start` added to its buffer, and the rollouts' metrics
-    (shared by MOPO and its siblings)."""
-    rows, valid, info = rollouts.rollout(state.model, policy(state.sac), start,
-                                         state.config.rollout_length, key, state.termination,
-                                         reward_fn)
+    (shared by MOPO and its siblings); with true dynamics the task's own step, unpenalized."""
+    if state.config.dynamics == "true":
+        spec = state.sac.spec
+        rows, valid, info = rollouts.true_rollout(
+            rollouts.true_env(spec.task, spec.backend), policy(state.sac), start,
+            state.config.rollout_length, key)
+    else:
+        rows, valid, info = rollouts.rollout(state.model, policy(state.sac), start,
+                                             state.config.rollout_length, key,
+                                             state.termination, reward_fn)
     return state.replace(buffer=rollouts.add(state.buffer, rows, valid)), info
 
 
@@ -194,8 +219,17 @@ def init_state(key: jax.Array, spec: EnvSpec, config, dataset, reward_fn) -> MOP
         raise ValueError("a model-based algorithm fits its model in init: pass the dataset")
     _, starts = sizes(config)
     k_sac, k_model, k_fill = jax.random.split(key, 3)
-    model = ensemble.fit(k_model, dataset["obs"], dataset["action"], dataset["reward"],
-                         dataset["next_obs"], ensemble_config(config))
+    if config.dynamics not in DYNAMICS:
+        raise ValueError(f"dynamics must be one of {DYNAMICS}, got {config.dynamics!r}")
+    if config.dynamics == "true":
+        if spec.task is None:
+            raise ValueError("true dynamics step the task's env: the spec must name the task "
+                             "(the offline loop's does)")
+        rollouts.true_env(spec.task, spec.backend)  # refuses tasks it cannot rebuild
+        model = None
+    else:
+        model = ensemble.fit(k_model, dataset["obs"], dataset["action"], dataset["reward"],
+                             dataset["next_obs"], ensemble_config(config))
     capacity = (config.rollout_batch_size * config.model_retain_epochs + starts) \
         * config.rollout_length
     state = MOPOState(sac=sac.init(k_sac, spec, sac_config(config)), model=model,
@@ -234,9 +268,13 @@ def mixed_batch(state: MOPOState, batch: Transition, key: jax.Array) -> Transiti
 
 
 def model_metrics(state: MOPOState) -> dict:
-    return {"model_holdout_mse": state.model.holdout_mse,
-            "model_epochs": state.model.epochs.astype(jnp.float32),
-            "model_buffer_rows": state.buffer.size.astype(jnp.float32)}
+    """The buffer's size, and the learned model's holdout error and epochs (not with true
+    dynamics, which have no model)."""
+    out = {"model_buffer_rows": state.buffer.size.astype(jnp.float32)}
+    if state.model is not None:
+        out.update(model_holdout_mse=state.model.holdout_mse,
+                   model_epochs=state.model.epochs.astype(jnp.float32))
+    return out
 
 
 def update(state: MOPOState, batch: Transition, key: jax.Array) -> tuple[MOPOState, dict]:

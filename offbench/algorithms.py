@@ -42,6 +42,10 @@ class EnvSpec:
 
     observation_size: int
     action_size: int
+    # the task and physics backend, set by the offline loop (None elsewhere): what a
+    # true-dynamics model-based algorithm (MOPO's `dynamics = "true"`) steps
+    task: str | None = None
+    backend: str | None = None
 
 
 @struct.dataclass
@@ -121,6 +125,9 @@ class Contract:
       SKIPS_METRICS    True when some metrics are NaN on updates that do not compute them (RLPD's
                        actor between its steps); otherwise a NaN metric means the seed diverged
       O2O_SETTINGS     Config values for the online phase of O2O runs (published fine-tuning)
+      UNGUARDED_STATE  names of state fields the offline loop's divergence guard neither checks
+                       nor rolls back (an append-only model buffer, MOPO's): `act` must not
+                       read them, and a NaN in them must reach a guarded field to count
     """
 
     module: types.ModuleType
@@ -139,6 +146,7 @@ class Contract:
     batch_fields: tuple[str, ...] = ()
     skips_metrics: bool = False
     o2o_settings: dict = dataclasses.field(default_factory=dict)
+    unguarded_state: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -148,7 +156,8 @@ class Contract:
 HOOKS = ("policy_params", "online_update", "q_values", "prepare_dataset", "init_act_carry",
          "act_carry")
 DECLARATIONS = {"DATASET_FIELDS": "dataset_fields", "BATCH_FIELDS": "batch_fields",
-                "SKIPS_METRICS": "skips_metrics", "O2O_SETTINGS": "o2o_settings"}
+                "SKIPS_METRICS": "skips_metrics", "O2O_SETTINGS": "o2o_settings",
+                "UNGUARDED_STATE": "unguarded_state"}
 _CONTRACTS: dict[str, Contract] = {}
 
 
@@ -182,7 +191,7 @@ def contract(module: types.ModuleType) -> Contract:
         problems.append("`act_carry` and `init_act_carry` go together: define both or neither")
     values = {field: getattr(module, attr) for attr, field in DECLARATIONS.items()
               if hasattr(module, attr)}
-    for field in ("dataset_fields", "batch_fields"):
+    for field in ("dataset_fields", "batch_fields", "unguarded_state"):
         if field in values:
             value = values[field] = tuple(values[field]) if isinstance(
                 values[field], list | tuple) else values[field]

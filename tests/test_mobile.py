@@ -70,3 +70,23 @@ def test_mobile_keeps_the_contract():
     lines = []
     assert check("mobile", [*TINY_OVERRIDES, "num_samples=2"], updates=2, log=lines.append), \
         "\n".join(lines)
+
+
+def test_offbench_run_mobile_true_dynamics(minari_root, tmp_path):
+    """`--set dynamics=true`: env rollouts, no model, and the Bellman penalty 0 (one
+    deterministic model: every elite's target is the same)."""
+    import pandas as pd
+    from test_mopo import TINY_DATASET
+
+    from offbench import cli
+
+    flags = ["--updates", "20", "--eval-every", "20", "--eval-episodes", "2",
+             "--checkpoint-every", "20", "--episode-length", "20", "--backend", "mujoco"]
+    sets = [x for o in [*TINY_OVERRIDES, "num_samples=2", "dynamics=true"]
+            for x in ("--set", o)]
+    out = tmp_path / "run"
+    assert cli.main(["run", "mobile", TINY_DATASET, "--seeds", "2", *flags, *sets,
+                     "--out", str(out)]) == 0
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert "model_holdout_mse" not in metrics.columns
+    assert (metrics.bellman_penalty == 0).all() and not metrics.diverged.any()

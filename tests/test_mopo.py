@@ -5,16 +5,20 @@ function, the model buffer keeping only valid rollout rows, `offbench check` and
 `offbench run mopo`."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+import pytest
+from flax import struct
 
 from offbench import cli
-from offbench.algorithms import Transition
+from offbench.algorithms import Transition, contract
+from offbench.loops import offline
 from offbench.models import ensemble, rollouts
-from offbench_baselines import mopo
+from offbench_baselines import mobile, mopo
 
 from conftest import TINY_DATASET
 
@@ -181,3 +185,101 @@ def test_offbench_run_mopo(minari_root, tmp_path, capsys):
     metrics = pd.read_csv(out / "metrics.csv")
     assert len(metrics) == 4 and np.isfinite(metrics.model_holdout_mse).all()
     assert (metrics.model_buffer_rows > 0).all() and not metrics.diverged.any()
+
+
+class _GuardState(struct.PyTreeNode):
+    params: jax.Array
+    buffer: jax.Array
+
+
+def _ops_on(jaxpr, shape) -> set[str]:
+    """Names of the primitives of `jaxpr` (inner jaxprs, e.g. jnp.where's pjit, included) with
+    an operand of `shape`."""
+    names = set()
+    for eqn in jaxpr.eqns:
+        if any(getattr(v.aval, "shape", None) == shape for v in eqn.invars):
+            names.add(eqn.primitive.name)
+        for param in eqn.params.values():
+            inner = getattr(param, "jaxpr", param)
+            if hasattr(inner, "eqns"):
+                names |= _ops_on(inner, shape)
+    return names
+
+
+def test_divergence_guard_skips_the_model_buffer():
+    """The offline loop's guard with MOPO's UNGUARDED_STATE: a NaN in a guarded field still
+    flags the seed and rolls that field back; the buffer is neither checked (a NaN there does
+    not flag the seed) nor selected/copied (no isfinite or select on its shape in the program),
+    and always takes the update's value. Without the declaration (the old guard) both happen."""
+    assert contract(mopo).unguarded_state == ("buffer",)
+    assert contract(mobile).unguarded_state == ("buffer",)
+    shape = (97, 5)
+    old = _GuardState(params=jnp.ones(3), buffer=jnp.zeros(shape))
+    carry = offline.Carry(algo=old, key=jax.random.PRNGKey(0), seed_index=jnp.asarray(0),
+                          diverged=jnp.asarray(False), diverged_at=jnp.asarray(-1, jnp.int32))
+    metrics = {"loss": jnp.asarray(1.0)}
+    step = jnp.asarray(7)
+    bad_buffer = _GuardState(params=2 * jnp.ones(3), buffer=jnp.full(shape, jnp.nan))
+    bad_params = _GuardState(params=jnp.full(3, jnp.nan), buffer=jnp.full(shape, 5.0))
+
+    out, m = offline.keep_if_finite(carry, bad_buffer, metrics, step, ("buffer",))
+    assert not bool(out.diverged) and float(m["loss"]) == 1.0
+    np.testing.assert_array_equal(out.algo.params, 2.0)
+    assert np.isnan(np.asarray(out.algo.buffer)).all()
+    out, m = offline.keep_if_finite(carry, bad_params, metrics, step, ("buffer",))
+    assert bool(out.diverged) and int(out.diverged_at) == 7 and np.isnan(float(m["loss"]))
+    np.testing.assert_array_equal(out.algo.params, 1.0)  # rolled back
+    np.testing.assert_array_equal(out.algo.buffer, 5.0)  # not rolled back
+    # the old guard: the buffer's NaN flags the seed
+    out, _ = offline.keep_if_finite(carry, bad_buffer, metrics, step)
+    assert bool(out.diverged)
+
+    def program(unguarded):
+        return jax.make_jaxpr(lambda c, n: offline.keep_if_finite(c, n, metrics, step,
+                                                                  unguarded))(carry, bad_params)
+    assert {"is_finite", "select_n"} <= _ops_on(program(()).jaxpr, shape)
+    assert not _ops_on(program(("buffer",)).jaxpr, shape) & {"is_finite", "select_n"}
+
+
+def test_true_dynamics_step_reproduces_the_dataset():
+    """The oracle: a physics state rebuilt from a dataset observation (rollouts.physics_from_obs)
+    stepped by the task's env with the dataset's action gives the dataset's next observation
+    (exactly) and reward (to float32 rounding of the root x the rebuild sets to 0), on every
+    row whose observed velocities are not clipped (all of halfcheetah's; Hopper and Walker2d
+    clip at 10, and there the rebuilt state is one with that observation)."""
+    from offbench.data import builder, loader
+
+    for task in ("halfcheetah", "hopper", "walker2d"):
+        episodes, _ = builder.generate(task, "random", 600, seed=1, log=lambda *_: None)
+        flat = loader.flatten(episodes)
+        env = rollouts.true_env(task, "mujoco")
+        obs = jnp.asarray(flat["observations"])
+        physics = rollouts.physics_from_obs(env, obs)
+        np.testing.assert_array_equal(jax.vmap(env.observation)(physics), obs)
+        _, next_obs, reward, done = jax.jit(functools.partial(rollouts.env_step, env))(
+            physics, jnp.asarray(flat["actions"]))
+        nq = env.model.nq
+        exact = (np.abs(flat["observations"][:, nq - 1:]) < 10).all(1) | (task == "halfcheetah")
+        assert exact.sum() >= 100, (task, exact.sum())
+        np.testing.assert_array_equal(np.asarray(next_obs)[exact],
+                                      flat["next_observations"][exact])
+        np.testing.assert_allclose(np.asarray(reward)[exact], flat["rewards"][exact],
+                                   atol=1e-5)
+        np.testing.assert_array_equal(np.asarray(done)[exact], flat["terminals"][exact])
+    with pytest.raises(ValueError, match="planar"):
+        rollouts.true_env("ant", "mujoco")
+
+
+def test_offbench_run_mopo_true_dynamics(minari_root, tmp_path):
+    """`--set dynamics=true`: no model is fitted (no holdout error in the metrics), rollouts
+    come from the env and carry no penalty."""
+    flags = ["--updates", "20", "--eval-every", "20", "--eval-episodes", "2",
+             "--checkpoint-every", "20", "--episode-length", "20", "--backend", "mujoco"]
+    sets = [x for o in [*TINY_OVERRIDES, "dynamics=true"] for x in ("--set", o)]
+    out = tmp_path / "run"
+    assert cli.main(["run", "mopo", TINY_DATASET, "--seeds", "2", *flags, *sets,
+                     "--out", str(out)]) == 0
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert "model_holdout_mse" not in metrics.columns
+    assert (metrics.model_penalty == 0).all() and (metrics.model_buffer_rows > 0).all()
+    assert np.isfinite(metrics.model_reward).all() and not metrics.diverged.any()
