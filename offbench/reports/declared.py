@@ -11,6 +11,9 @@ diagnosis is reproduced by its spec alone.
     datasets = ["walker2d-medium-expert-100k"]   # optional subset (offline, probe, robustness)
     thresholds = { "hopper-medium-replay-100k" = 40.0 }   # hybrid only, optional
     samples = 2048                    # probe only, optional
+    claims = [["mopo[dynamics=true]", "mopo[dynamics=learned]"]]   # offline only, optional:
+                                      # "A beats B" on every dataset where both ran, each
+                                      # held / NOT held / within noise (A, B: the table's labels)
 
 A spec's `needs = ["other.toml", ...]` (paths relative to the spec's folder) names the specs
 whose cells its reports read besides its own; `offbench sweep` runs those first.
@@ -24,9 +27,9 @@ from typing import Any
 
 KINDS = ("offline", "o2o", "hybrid", "probe", "robustness")
 FIELDS = {"kind": str, "out": str, "title": str, "budget": str, "sweeps": list,
-          "datasets": list, "thresholds": dict, "samples": int}
+          "datasets": list, "thresholds": dict, "samples": int, "claims": list}
 # fields a kind reads besides kind, out and sweeps (anything else is a mistake in the spec)
-KIND_FIELDS = {"offline": {"title", "budget", "datasets"}, "o2o": {"budget"},
+KIND_FIELDS = {"offline": {"title", "budget", "datasets", "claims"}, "o2o": {"budget"},
                "hybrid": {"budget", "thresholds"}, "probe": {"title", "datasets", "samples"},
                "robustness": {"title", "budget", "datasets"}}
 
@@ -61,6 +64,12 @@ def parse(spec: dict) -> list[dict]:
             elif not isinstance(value, FIELDS[key]) or isinstance(value, bool):
                 problems.append(f"{where}.{key}: expected {FIELDS[key].__name__}, got "
                                 f"{value!r}")
+        claims = table.get("claims", [])
+        if isinstance(claims, list) and not all(
+                isinstance(c, list) and len(c) == 2 and all(isinstance(x, str) for x in c)
+                for c in claims):
+            problems.append(f"{where}.claims: expected a list of [better, worse] label pairs, "
+                            f"got {claims!r}")
         if kind in ("offline", "o2o", "hybrid", "robustness") and "budget" not in table:
             problems.append(f"{where}.budget: missing (the budget line the report prints)")
         reports.append({"sweeps": [spec.get("name")], **table})
@@ -117,7 +126,10 @@ def _write_runs(kind: str, report: dict, runs: list[Path], out: Path) -> Any:
     if kind == "offline":
         from offbench.reports import offline
 
-        return offline.write_report(runs, out, report["budget"], **title)
+        table = offline.write_report(runs, out, report["budget"], **title)
+        if report.get("claims"):
+            add_claims(out, table, [tuple(c) for c in report["claims"]])
+        return table
     if kind == "robustness":  # clean vs corrupted datasets: offbench/reports/robustness.py
         from offbench.reports import robustness
 
@@ -128,3 +140,52 @@ def _write_runs(kind: str, report: dict, runs: list[Path], out: Path) -> Any:
     if not runs:
         raise ValueError(f"{out}: none of the runs of {report['sweeps']} has a critic to probe")
     return probe.write_report(runs, out, report.get("samples", 2048), **title)
+
+
+def claim_checks(table: Any, claims: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(statement, verdict, detail) of each declared claim (A, B), "A beats B", on every
+    dataset of the offline report's table where both labels ran: the offline check's rule
+    (offbench/reports/offline.py `verdict`: the difference of the mean last scores against
+    twice its standard error over seeds)."""
+    import math
+
+    from offbench.reports import offline
+
+    checks = []
+    for dataset in table.dataset.unique():
+        rows = table[table.dataset == dataset].set_index("algorithm")
+        for better, worse in claims:
+            if better not in rows.index or worse not in rows.index:
+                continue
+            a, b = rows.loc[better], rows.loc[worse]
+            diff = a["last"] - b["last"]
+            margin = math.hypot(offline.standard_error(a.last_std, a.seeds),
+                                offline.standard_error(b.last_std, b.seeds))
+            checks.append((f"{better} beats {worse} on {dataset}",
+                           offline.verdict(diff, margin),
+                           f"{a['last']:.1f} vs {b['last']:.1f}; difference {diff:+.1f}, "
+                           f"{offline.margin_text(margin)}"))
+    return checks
+
+
+def add_claims(out: Path, table: Any, claims: list[tuple[str, str]]) -> None:
+    """The offline report at `out` with a "Declared claims" section (the spec's `claims`)
+    before its learning curves; a claim whose labels never ran together is listed as such."""
+    from offbench.io import write_text_atomic
+
+    checks = claim_checks(table, claims)
+    tested = {text.rsplit(" on ", 1)[0] for text, _, _ in checks}
+    untested = [f"{a} beats {b}" for a, b in claims if f"{a} beats {b}" not in tested]
+    section = ["## Declared claims", "",
+               "The sweep spec's claims (`claims` of its [[report]]), on each dataset where both "
+               "ran, by the rule above: held when the difference in mean last score is more "
+               "than twice its standard error over seeds, NOT held that far the other way, "
+               "else within noise.", "",
+               *[f"- {held}: {text} ({detail})" for text, held, detail in checks],
+               *[f"- not run: {text} (no dataset has both)" for text in untested], ""]
+    text = out.read_text()
+    marker = "## Learning curves"
+    head, sep, tail = text.partition(marker)
+    text = head + "\n".join(section) + "\n" + sep + tail if sep else text + "\n" + "\n".join(
+        section)
+    write_text_atomic(out, text)
