@@ -20,6 +20,12 @@ Where ours differs: RLPD's critic loss is the mean over the ensemble of the squa
 sac.py's is 0.5 * the sum over critics (a constant factor, N/2, on the critics' gradient, mostly
 absorbed by Adam); LayerNorm sits before the ReLU (offbench/networks.py).
 
+AntMaze (issue 24): RLPD's README runs AntMaze with `--config.backup_entropy=False
+--config.hidden_dims="(256, 256, 256)" --config.num_min_qs=1` (no entropy in the backup, 3x256
+nets, the target from ONE random critic of the ensemble), UTD 20. `MAZE_SETTINGS` (below) are
+these but the network size (left to the spec), applied by tasks/sweeps/nav-hybrid-check.toml on
+the fixed-goal PointMaze data; rewards stay the data's 0/1 (Config has no reward fields).
+
 `utd` is the loop's too: `offbench run rlpd ... --utd N` (or --set utd=N) sets both.
 """
 
@@ -37,7 +43,10 @@ from offbench_baselines.sac import SACState, act, policy_params
 MODES = ("online", "hybrid")
 # the actor's and temperature's metrics are NaN on the updates between their steps
 SKIPS_METRICS = True
-__all__ = ["Config", "MODES", "SKIPS_METRICS", "init", "update", "act", "policy_params"]
+# RLPD's AntMaze settings (module docstring), set per dataset by the navigation specs
+MAZE_SETTINGS = {"backup_entropy": False, "num_target_critics": 1}
+__all__ = ["Config", "MODES", "SKIPS_METRICS", "MAZE_SETTINGS", "init", "update", "act",
+           "policy_params"]
 
 
 @dataclasses.dataclass(frozen=True)

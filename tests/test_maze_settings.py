@@ -10,7 +10,7 @@ from offbench.algorithms import load_algorithm
 from offbench.harness import sweep
 
 SPECS = Path(__file__).resolve().parents[1] / "tasks" / "sweeps"
-MODULES = ("iql", "rebrac", "spot", "cql", "cal_ql", "wsrl")
+MODULES = ("iql", "rebrac", "spot", "cql", "cal_ql", "wsrl", "rlpd")
 UNSET = ("hidden",)  # network sizes are the specs' (CPU budgets), not part of the settings
 
 
