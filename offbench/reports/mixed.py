@@ -63,10 +63,16 @@ def load(store_root: Path | str, sweeps: list[str]) -> tuple[pd.DataFrame, pd.Da
                       "online_steps": budget.get("online_steps"), "utd": budget.get("utd"),
                       "command": info.get("command"), "compile_s": info.get("compile_s")})
     extra_df = pd.DataFrame(extra)
+    # the leaderboard's tables may already carry some of these columns (its rows name their
+    # cell and offline ratio since its O2O/hybrid sections): the cell's own values win
+    finals = finals.drop(columns=[c for c in extra_df if c != "cell" and c in finals])
     finals = finals.merge(extra_df, on="cell", how="left")
-    by_cell = finals.groupby(["profile", "mode", "algorithm", "dataset", "budget"]).cell.first()
-    curves = curves.merge(by_cell.rename("cell").reset_index(),
-                          on=["profile", "mode", "algorithm", "dataset", "budget"], how="left")
+    if "cell" not in curves:
+        by_cell = finals.groupby(["profile", "mode", "algorithm", "dataset", "budget"]).cell.first()
+        curves = curves.merge(by_cell.rename("cell").reset_index(),
+                              on=["profile", "mode", "algorithm", "dataset", "budget"],
+                              how="left")
+    curves = curves.drop(columns=[c for c in ("offline_ratio", "offline_updates") if c in curves])
     curves = curves.merge(extra_df[["cell", "offline_ratio", "offline_updates"]], on="cell",
                           how="left")
     return finals, curves
