@@ -97,6 +97,11 @@ def synthetic_problem(algo, algo_config, task: str, updates: int, backend: str =
     return offline.Problem(algo, algo_config, task, config, zeros, ones), arrays
 
 
+# the model-based and sequence algorithms' table (issue 25), named in a table without them
+APART_ALGORITHMS = ("mopo", "mobile", "dt")
+APART = ("[model-based/offline.md](model-based/offline.md), by `offbench perf offline "
+         "--updates 200 --repeats 2 --algorithms mopo mobile dt --out results/perf/model-based`")
+
 # Config values set wherever an algorithm's Config has the field: a model-based algorithm fits
 # its dynamics ensemble in init for one epoch only, since what is timed (its updates, with the
 # default ensemble, buffer and rollouts) does not depend on how well the model fits
@@ -198,6 +203,8 @@ def write_report(df: pd.DataFrame, peak: float, out: Path, prov: dict, task: str
         "run without the divergence guard, as every algorithm's here.",
         "",
         summary.to_markdown(floatfmt=".3g"), "",
+        *([f"MOPO, MOBILE and DT are measured apart: {APART}.", ""]
+          if not set(APART_ALGORITHMS) & set(df.algorithm) else []),
         f"## A run's time split (1 seed, one evaluation per {EVAL_EVERY} updates, the default)",
         "",
         "Compile run: the whole program (updates and an evaluation of 10 episodes x 1000 steps "
