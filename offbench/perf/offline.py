@@ -100,7 +100,7 @@ def synthetic_problem(algo, algo_config, task: str, updates: int, backend: str =
 # the model-based and sequence algorithms' table (issue 25), named in a table without them
 APART_ALGORITHMS = ("mopo", "mobile", "dt")
 APART = ("[model-based/offline.md](model-based/offline.md), by `offbench perf offline "
-         "--updates 200 --repeats 2 --algorithms mopo mobile dt --out results/perf/model-based`")
+         "--updates 20 --repeats 2 --algorithms mopo mobile dt --out results/perf/model-based`")
 
 # Config values set wherever an algorithm's Config has the field: a model-based algorithm fits
 # its dynamics ensemble in init for one epoch only, since what is timed (its updates, with the
