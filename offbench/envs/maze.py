@@ -6,8 +6,8 @@ position. The maze maps, cell size, wall height, noise and goal radius are data
 from its parameters) and Gymnasium's own `ant.xml` with the maze's walls added, as
 Gymnasium-Robotics builds them. Observation, reward, success and termination are JAX functions of
 the physics state and the goal, shared by both physics backends; Gymnasium-Robotics' own
-environments are the oracle of tests/test_maze_parity.py (PointMaze on both backends; AntMaze on
-the C backend, its MJX parity is a known gap noted there).
+environments are the oracle of tests/test_maze_parity.py, on both backends (MJX with its
+sphere-box and capsule-box contacts made as the C engine makes them, below).
 
 Semantics (those of `gymnasium_robotics.envs.maze`):
 * Cell (i, j) (row i from the top, column j) has its centre at
@@ -173,48 +173,191 @@ def load_model(spec: MazeSpec, overrides: Mapping[str, object] | None = None) ->
     return model
 
 
-def _mjx_sphere_box_within_margin() -> None:
-    """Make MJX report sphere-box contacts inside the contact margin, as the C engine does.
+_MINVAL = 1e-15  # mjMINVAL
 
-    MJX 3.17's sphere-box collider returns "no contact" (distance 1) whenever the sphere is
-    outside the box, so contacts at 0 <= distance < margin, which the C engine includes (the
-    point mass keeps ~4 mm off the walls: its margin 0.002 plus the wall's), never act in MJX:
-    a step along a wall then differed from Gymnasium-Robotics by up to 0.2 in velocity. Here
-    the exact signed distance is returned (closest point of the box to the sphere's centre;
-    inside, the nearest face), and the driver keeps contacts below the margin as in C.
-    tests/test_maze_parity.py guards the result.
+
+def _sphere_box_local(centre, radius, half):
+    """The C engine's sphere-box contact (mjraw_SphereBox) in the box's frame: signed distance,
+    position and normal (from the sphere into the box), whatever the distance (the driver keeps
+    the contact when it is below the margin)."""
+    clamped = jnp.clip(centre, -half, half)
+    diff = clamped - centre
+    gap = jnp.sqrt(jnp.dot(diff, diff))  # not mjx.math.norm: that one zeroes norms below 1e-8
+    inside = gap <= _MINVAL
+    normal_out = diff / jnp.where(inside, 1.0, gap)
+    pos_out = 0.5 * (clamped + centre + normal_out * radius)  # midway between the surfaces
+    # centre inside: the nearest face (in the order -x, +x, -y, +y, -z, +z; the first on ties)
+    faces = jnp.abs(jnp.stack([-half, half], axis=1).reshape(-1) - jnp.repeat(centre, 2))
+    k = jnp.argmin(faces)
+    nearest = jax.nn.one_hot(k // 2, 3, dtype=centre.dtype) * jnp.where(k % 2 == 1, -1.0, 1.0)
+    pos_in = centre + nearest * (radius - faces[k]) / 2
+    dist = jnp.where(inside, -faces[k], gap) - radius
+    return dist, jnp.where(inside, pos_in, pos_out), jnp.where(inside, nearest, normal_out)
+
+
+def _capsule_box_segment(pos, axis, radius, halflength, size, margin):
+    """Where the C engine (mjraw_CapsuleBox) puts its capsule-box contact spheres.
+
+    In the box's frame (pos, axis: the capsule's centre and unit axis; size: the box's half
+    sizes): the point of the capsule's segment closest to the box (over the two ends against
+    the faces, then the 12 edges, in C's order and with its tie rules) and, depending on how
+    the segment lies against that face, edge or corner, a second point farther along the
+    segment. Returns their segment parameters (-1..1 from end to end) and which exist; each is
+    then a sphere of the capsule's radius collided with the box.
+    """
+    dtype = pos.dtype
+    halfaxis = axis * halflength
+    axisdir = sum((halfaxis[k] > 0).astype(jnp.int32) << k for k in range(3))
+    best = margin + 2 * (radius + halflength + jnp.sum(size))  # squared distances from here on
+    bsp = jnp.zeros((), dtype)  # segment parameter of the closest point
+    bbp = jnp.zeros((), dtype)  # edge parameter of the closest point (edge case)
+    cltype, clface = jnp.int32(-4), jnp.int32(-1)  # -4 none, -3/-1 an end at a face, 0..8 edge
+    clcorner, cledge = jnp.int32(0), jnp.int32(0)
+    for end in (-1, 1):  # an end of the segment against a face (at most one axis outside)
+        point = pos + halfaxis * end
+        out = (point < -size) | (point > size)
+        diff = jnp.clip(point, -size, size) - point
+        d = jnp.dot(diff, diff)
+        better = (jnp.sum(out.astype(jnp.int32)) <= 1) & (d < best)
+        best = jnp.where(better, d, best)
+        bsp = jnp.where(better, jnp.asarray(end, dtype), bsp)
+        cltype = jnp.where(better, -2 + end, cltype)
+        clface = jnp.where(better, jnp.max(jnp.where(out, jnp.arange(3), -1)), clface)
+    mc = halflength * halflength
+    for j in range(3):  # the edges along axis j, from their midpoints
+        for i in range(8):
+            if i & (1 << j):
+                continue
+            mid = jnp.stack([size[k] * (1.0 if i & (1 << k) else -1.0) for k in range(3)])
+            dif = mid.at[j].set(0.0) - pos
+            ma, mb = size[j] * size[j], -size[j] * halfaxis[j]
+            u, v = -size[j] * dif[j], jnp.dot(halfaxis, dif)
+            det = ma * mc - mb * mb
+            ok = jnp.abs(det) >= _MINVAL
+            x1 = (mc * u - mb * v) / jnp.where(ok, det, 1.0)  # along the edge
+            x2 = (ma * v - mb * u) / jnp.where(ok, det, 1.0)  # along the segment
+            hi, lo = x1 > 1, x1 < -1
+            x2 = jnp.where(hi, (v - mb) / mc, jnp.where(lo, (v + mb) / mc, x2))
+            s1 = jnp.where(hi, 2, jnp.where(lo, 0, 1))
+            x1 = jnp.clip(x1, -1.0, 1.0)
+            hi, lo = x2 > 1, x2 < -1
+            x1 = jnp.where(hi, (u - mb) / ma, jnp.where(lo, (u + mb) / ma, x1))
+            s2 = jnp.where(hi, 2, jnp.where(lo, 0, 1))
+            s1 = jnp.where(hi | lo, jnp.where(x1 > 1, 2, jnp.where(x1 < -1, 0, s1)), s1)
+            x1, x2 = jnp.clip(x1, -1.0, 1.0), jnp.clip(x2, -1.0, 1.0)
+            diff = (dif - halfaxis * x2).at[j].add(size[j] * x1)
+            d = jnp.dot(diff, diff)
+            better = ok & (d < best - _MINVAL)
+            best = jnp.where(better, d, best)
+            bsp, bbp = jnp.where(better, x2, bsp), jnp.where(better, x1, bbp)
+            cltype = jnp.where(better, s1 * 3 + s2, cltype)
+            clcorner = jnp.where(better, i + (1 << j) * (s1 // 2), clcorner)
+            cledge = jnp.where(better, j, cledge)
+
+    def below(e, sp, also=True):
+        return jnp.where(also & (e < sp), e, sp)
+
+    span = jnp.abs(halfaxis)
+    # closest at a corner of the box: the second point along the edge or the face the
+    # segment lies against (none when the segment points at the corner)
+    c1 = axisdir ^ clcorner
+    corner_ok = (c1 != 0) & (c1 != 7)
+    flip = (c1 == 3) | (c1 == 5) | (c1 == 6)
+    mul = jnp.where(flip, -1.0, 1.0).astype(dtype)
+    c1 = jnp.where(flip, 7 - c1, c1)
+    ax = jnp.where(c1 == 1, 0, jnp.where(c1 == 2, 1, 2))
+    ax1, ax2 = (ax + 1) % 3, (ax + 2) % 3
+    along = below(2 * size[ax] / span[ax], jnp.where(flip, 1 + bsp, 1 - bsp)) * mul
+    across = below(2 * size[ax1] / span[ax1], jnp.where(flip, 1 - bsp, 1 + bsp))
+    across = below(2 * size[ax2] / span[ax2], across) * -mul
+    at_corner = jnp.where(axis[ax] * axis[ax] > 0.5, along, across)
+    # closest inside an edge: a second point only when segment and edge cross (X, not T)
+    c1 = (axisdir ^ clcorner) & (7 - (1 << cledge))
+    edge_ok = (c1 == 1) | (c1 == 2) | (c1 == 4)
+    ax = cledge
+    ax1, ax2 = (ax + 1) % 3, (ax + 2) % 3
+    ax1 = jnp.where(jnp.abs(axis[ax1]) > jnp.abs(axis[ax2]), ax2, ax1)
+    ax2 = 3 - ax - ax1
+    bit = (c1 >> ax2) & 1
+    mul = jnp.where(bit == 1, 1.0, -1.0).astype(dtype)
+    sp = below(2 * size[ax2] / span[ax2], jnp.where(bit == 1, 1 - bsp, 1 + bsp))
+    e2 = jnp.where(((axisdir >> ax) & 1) == bit, 1 - bbp, 1 + bbp)
+    at_edge = below(size[ax] * e2 / span[ax], sp) * mul
+    # an end at a face: the farthest point of the segment still over that face
+    face_ok = clface != -1
+    mul = jnp.where(cltype == -3, 1.0, -1.0).astype(dtype)
+    other = pos - halfaxis * mul
+    sp = jnp.asarray(2.0, dtype)
+    for k in range(3):
+        for bound in (size[k], -size[k]):
+            e = (bound - other[k]) / halfaxis[k] * mul
+            sp = below(e, sp, (k != clface) & (e > 0))
+    at_face = sp * mul
+
+    second = jnp.where(cltype >= 0,
+                       jnp.where(cltype // 3 != 1, jnp.where(corner_ok, at_corner, -4.0),
+                                 jnp.where(edge_ok, at_edge, -4.0)),
+                       jnp.where(face_ok, at_face, -4.0)).astype(dtype)
+    found = cltype != -4
+    return jnp.stack([bsp, bsp + second]), jnp.stack([found, found & (second > -3)])
+
+
+def _capsule_box(cap_pos, cap_mat, cap_size, box_pos, box_mat, box_size, margin):
+    """World-frame capsule-box contacts as the C engine makes them: (dist (2,), pos (2, 3),
+    normal (2, 3)); a contact C does not make gets a distance beyond the margin."""
+    pos = box_mat.T @ (cap_pos - box_pos)
+    axis = box_mat.T @ cap_mat[:, 2]
+    t, exists = _capsule_box_segment(pos, axis, cap_size[0], cap_size[1], box_size, margin)
+    centres = pos[None] + t[:, None] * (axis * cap_size[1])[None]
+    dist, cpos, normal = jax.vmap(_sphere_box_local, in_axes=(0, None, None))(
+        centres, cap_size[0], box_size)
+    dist = jnp.where(exists, dist, margin + 1.0)
+    return dist, cpos @ box_mat.T + box_pos, normal @ box_mat.T
+
+
+def _mjx_box_contacts_as_in_c() -> None:
+    """Make MJX's sphere-box and capsule-box contacts the ones the C engine makes.
+
+    MJX 3.17's colliders for these pairs return "no contact" (distance 1) unless the geoms
+    overlap, so contacts at 0 <= distance < margin, which the C engine includes, never act in
+    MJX: the point mass keeps ~4 mm off the walls in C (its margin 0.002 plus the wall's), and
+    a step along a wall differed by up to 0.2 in velocity; an ant's leg within 2 cm of a wall
+    (margins 0.01 + 0.01) is pushed in C and not in MJX (0.8 in a contact-force observation).
+    Where the geoms do overlap, MJX's capsule-convex collider builds its contacts by another
+    algorithm (face clipping) than C's. Here both pairs follow C's algorithms (mjraw_SphereBox,
+    mjraw_CapsuleBox) and report their signed distance; the driver keeps the contacts below the
+    margin, as C does. In float64 they reproduce C's contacts to 1e-12 (and an AntMaze step on
+    MJX in float64 then reproduces C's to 1e-12); tests/test_maze_parity.py checks the contacts
+    in float64 and the float32 steps against Gymnasium-Robotics.
     """
     with contextlib.redirect_stdout(io.StringIO()):
         from mujoco.mjx._src import collision_convex, collision_driver
         from mujoco.mjx._src import math as mjx_math
         from mujoco.mjx._src.types import GeomType
 
-    key = (GeomType.SPHERE, GeomType.BOX)
-    if getattr(collision_driver._COLLISION_FUNC[key], "_offbench", False):
+    sphere_key, capsule_key = (GeomType.SPHERE, GeomType.BOX), (GeomType.CAPSULE, GeomType.BOX)
+    if getattr(collision_driver._COLLISION_FUNC[capsule_key], "_offbench", False):
         return
 
     @collision_convex.collider(ncon=1)
     def sphere_box(sphere, box):
-        radius, half = sphere.size[0], box.size
         centre = box.mat.T @ (sphere.pos - box.pos)  # the sphere's centre in the box's frame
-        outside = jnp.any(jnp.abs(centre) > half)
-        closest = jnp.clip(centre, -half, half)
-        normal_out, dist_out = mjx_math.normalize_with_norm(closest - centre)
-        # inside: the face with the least penetration; normal from the sphere into the box
-        depth = half - jnp.abs(centre)
-        axis = jnp.argmin(depth)
-        side = jnp.where(centre[axis] >= 0, 1.0, -1.0)
-        normal_in = -side * jax.nn.one_hot(axis, 3, dtype=centre.dtype)
-        on_face = centre.at[axis].set(side * half[axis])
-        normal = jnp.where(outside, normal_out, normal_in)
-        surface = jnp.where(outside, closest, on_face)
-        dist = jnp.where(outside, dist_out, -depth[axis]) - radius
-        pos = 0.5 * (centre + normal * radius + surface)  # midway between the two surfaces
-        normal = box.mat @ normal
-        return dist, box.mat @ pos + box.pos, mjx_math.make_frame(normal)
+        dist, pos, normal = _sphere_box_local(centre, sphere.size[0], box.size)
+        return dist, box.mat @ pos + box.pos, mjx_math.make_frame(box.mat @ normal)
 
-    sphere_box._offbench = True
-    collision_driver._COLLISION_FUNC[key] = sphere_box
+    def capsule_box(m, d, key, geom):
+        g1, g2 = geom.T  # MJX orders a pair by type: the capsule first, as C
+        margin = jnp.asarray(m.geom_margin)[g1] + jnp.asarray(m.geom_margin)[g2]
+        dist, pos, normal = jax.vmap(_capsule_box)(
+            d.geom_xpos[g1], d.geom_xmat[g1], m.geom_size[g1], d.geom_xpos[g2],
+            d.geom_xmat[g2], m.geom_size[g2], margin)
+        frame = jax.vmap(jax.vmap(mjx_math.make_frame))(normal)  # C's frame for a normal
+        return dist.reshape(-1), pos.reshape(-1, 3), frame.reshape(-1, 3, 3)
+
+    capsule_box.ncon = 2
+    for key, fn in ((sphere_key, sphere_box), (capsule_key, capsule_box)):
+        fn._offbench = True
+        collision_driver._COLLISION_FUNC[key] = fn
 
 
 # -- the environment ------------------------------------------------------------------------------
@@ -245,7 +388,7 @@ class MazeEnv(MujocoEnv):
         self.grid = spec.map_for(self.goals)
         self.model = load_model(spec, overrides)
         if backend == "mjx":
-            _mjx_sphere_box_within_margin()
+            _mjx_box_contacts_as_in_c()
         self.physics = make_physics(backend, self.model, self.agent.frame_skip, 1,
                                     self.agent.contact_forces_in_obs, track_main_body=False)
         self.dt = float(self.model.opt.timestep * self.agent.frame_skip)
