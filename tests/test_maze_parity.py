@@ -34,15 +34,16 @@ TASKS = POINT_TASKS + ANT_TASKS
 STEPS = {"point": 200, "ant": 100}
 # As for locomotion: relative error against max(1, |value|); C backend to round-off, MJX float32.
 # Point (frictionless contacts), measured worst cases 6e-8 C, 1e-5 MJX.
-# Ant on MJX: MJX run in float64 reproduces C to 1e-12 on every step of this test (wall contacts
-# included), so what is left is float32 rounding, and the contact forces (`cfrc_ext` in the
-# observation) amplify it: MJX's solver gets them from qacc (force = D (aref - J qacc), D the
-# stiff contacts' large inverse regularizer), so qacc's float32 error is multiplied by D. Here
-# saturated actions held for 20 steps press joints against their limits (limit forces ~150)
-# and legs hit the floor (|qacc| up to ~360): a single 0.01 s substep from C's own state then
-# errs by 6e-2 in a contact force. Measured worst cases over the 100 steps: 1.4e-3 in qpos/qvel,
-# 3.4e-2 in contact forces; Ant-v5's MJX step from the same states errs exactly as much (Ant-v5's
-# own test, fresh random actions each step, stays at 3e-4). Contact forces get their own bound.
+# Ant on MJX: MJX run in float64 reproduces C on every step of this test (wall contacts included) to
+# 1e-8 (1e-12 on most steps), so what is left is float32 rounding, which the contact forces
+# (`cfrc_ext` in the observation) amplify: MJX's solver gets them from qacc (force = D (aref - J
+# qacc), D = 1/R large for the stiff contacts), so qacc's float32 error is multiplied by D. Here
+# saturated actions held for 20 steps press joints against their limits (limit forces ~150) and legs
+# hit the floor (|qacc| up to ~360): a single 0.01 s substep from C's own state then errs by 6e-2 in
+# a contact force. Measured worst cases over the 100 steps (with and without wall pushes): 1.4e-3 in
+# qpos/qvel, 3.4e-2 in contact forces; Ant-v5's MJX step from the same states errs exactly as much
+# (Ant-v5's own test, with fresh random actions each step, stays at 3e-4). Hence a bound of their
+# own for the contact forces.
 TOLERANCE = {("point", "mujoco"): 1e-6, ("point", "mjx"): 1e-4,
              ("ant", "mujoco"): 1e-5, ("ant", "mjx"): 5e-3}
 FORCE_TOLERANCE = {("ant", "mujoco"): 1e-5, ("ant", "mjx"): 1e-1}

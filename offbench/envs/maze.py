@@ -327,8 +327,9 @@ def _mjx_box_contacts_as_in_c() -> None:
     algorithm (face clipping) than C's. Here both pairs follow C's algorithms (mjraw_SphereBox,
     mjraw_CapsuleBox) and report their signed distance; the driver keeps the contacts below the
     margin, as C does. In float64 they reproduce C's contacts to 1e-12 (and an AntMaze step on
-    MJX in float64 then reproduces C's to 1e-12); tests/test_maze_parity.py checks the contacts
-    in float64 and the float32 steps against Gymnasium-Robotics.
+    MJX in float64 then reproduces C's to 1e-8, 1e-12 on most steps);
+    tests/test_maze_parity.py checks the contacts in float64 and the float32 steps against
+    Gymnasium-Robotics.
     """
     with contextlib.redirect_stdout(io.StringIO()):
         from mujoco.mjx._src import collision_convex, collision_driver
