@@ -335,7 +335,7 @@ def write_hybrid(store_root: Path | str, sweeps: list[str], out: Path, budget: s
         raise ValueError(f"sweep(s) {sweeps} hold no complete hybrid cell")
     curves = curves[curves["mode"] == "hybrid"]
     given = dict(thresholds or {})
-    thresholds = {d: given.get(d, medium_level(t))
+    thresholds = {d: given[d] if d in given else medium_level(t)  # navigation: no policies
                   for d, t in finals.groupby("dataset").task.first().items()}
     steps = threshold_steps(curves, thresholds)
     finals = finals.drop(columns=[c for c in ("steps_to_threshold",) if c in finals]).merge(
