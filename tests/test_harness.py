@@ -464,7 +464,7 @@ def test_hybrid_section_shows_steps_to_threshold_and_auc_with_and_without_data(t
         cell = make_cell(root, "rlpd", "hopper-medium", {
             s: {"last_score": 50.0, "best_score": 60.0, "final_score": 50.0,
                 "steps_to_threshold": st} for s, st in enumerate(steps)}, mode="hybrid",
-            budget={"offline_ratio": ratio}, variant=f"offline_ratio={ratio}")
+            budget={"offline_ratio": ratio, "online_steps": 2000}, variant=f"offline_ratio={ratio}")
         # two online evaluations per seed, both at `scores[seed]`: the AUC is that score
         io.write_text_atomic(cell.path / "metrics.csv", pd.DataFrame(
             [{"seed": s, "period": p, "phase": "online", "env_steps": 1000 * (p + 1),
@@ -477,6 +477,10 @@ def test_hybrid_section_shows_steps_to_threshold_and_auc_with_and_without_data(t
                                                        f"{ratio}]"), strict=True))
             for ratio in (0.5, 0.0)}
     assert (rows[0.5]["data"], rows[0.0]["data"]) == ("with", "without")
+    # the grid's label tells the two apart: no budget suffix, though their budgets differ
+    assert rows[0.5]["algorithm"] == "rlpd[offline_ratio=0.5]"
+    budgets = section.split("Budgets: ")[1].split("\n")[0]
+    assert "offline_ratio 0.5" in budgets and "offline_ratio 0" in budgets
     # steps: median of 1000, 2000 = 1500 (2 of 2 reached); 3000 (1 of 2; one never did)
     assert rows[0.5]["steps to threshold"] == "1500 (2/2)"
     assert rows[0.0]["steps to threshold"] == "3000 (1/2)"
@@ -540,9 +544,13 @@ def test_two_budgets_in_one_profile_are_separate_rows(tmp_path):
     root = tmp_path / "store"
     make_cell(root, "bc", "hopper-medium", {0: (10.0, 10.0)}, updates=100)
     make_cell(root, "bc", "hopper-medium", {0: (50.0, 50.0)}, updates=200)
+    make_cell(root, "td3_bc", "hopper-medium", {0: (30.0, 30.0)}, updates=100)
     table = leaderboard.write_report(root, tmp_path / "out", reps=100, log=quiet)["cpu"]["table"]
-    assert sorted(table.last_mean) == [10.0, 50.0]
-    assert all(" @ " in e for e in table.entry)
+    assert sorted(table.last_mean) == [10.0, 30.0, 50.0]
+    # the label with two budgets carries its budget; the one with a single budget does not
+    assert sorted(table.entry) == ["bc @ 100 updates, eval every 50 (10 episodes of 1000 steps)",
+                                   "bc @ 200 updates, eval every 50 (10 episodes of 1000 steps)",
+                                   "td3_bc"]
 
 
 # ---- sweeps (tiny training) ----------------------------------------------------------------
@@ -684,6 +692,32 @@ def test_bench_runs_submitted_algorithms_beside_the_profile(swept, tmp_path, mon
     assert (tmp_path / "results" / "submissions" / "harnesspkg.good" / "leaderboard.md").exists()
     assert cli.submission_folder(["a/b/mine.py", "x.y"]) == Path(
         "results/submissions/mine+x.y")
+
+
+def test_bench_states_its_time_and_a_resumed_run_cites_the_from_scratch_one(env_root, tmp_path,
+                                                                           monkeypatch):
+    from offbench import cli
+
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "test.toml").write_text(
+        to_toml(tiny_spec(algorithms=["bc"], notes="What this profile leaves out.")))
+    monkeypatch.setattr(cli, "SWEEPS_DIR", tmp_path / "sweeps")
+    args = ["bench", "--profile", "test", "--store", str(tmp_path / "store"), "--out",
+            str(tmp_path / "out"), "--reps", "100", "--started-at", "0"]
+    assert cli.main(args) == 0
+    text = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "What this profile leaves out." in text
+    # --started-at 0: the time since 1970, far more than the run; every cell was fresh
+    minutes = float(re.search(r"took ([0-9.]+) min on this machine, every one of its 1 cells",
+                              text).group(1))
+    assert minutes > 1e6
+    record = json.loads((tmp_path / "store" / "bench-test.json").read_text())
+    assert record["minutes"] == pytest.approx(minutes, abs=0.06) and len(record["cells"]) == 1
+    assert cli.main(args[:-2]) == 0  # rerun: the cell is reused; the record is cited, not replaced
+    text = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert "1 of its 1 cells were complete before it" in text
+    assert f"The from-scratch run of these 1 cells took {record['minutes']:.1f} min" in text
+    assert json.loads((tmp_path / "store" / "bench-test.json").read_text()) == record
 
 
 def test_sweep_killed_between_cells_resumes_to_the_same_report(swept, env_root, tmp_path):

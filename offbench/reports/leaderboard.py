@@ -57,6 +57,14 @@ STEP_COLUMNS = ("updates", "env_steps")
 AGGREGATES = ("IQM", "Median", "Mean")
 
 
+# the o2o/hybrid budget keys budget_text words (mode, checkpoint spacing and backend change
+# nothing it compares: the mode is the section, the backend is in the cell's identity)
+MIXED_SHOWN = {"mode", "offline_updates", "online_steps", "offline_ratio", "eval_every",
+               "eval_episodes", "checkpoint_every", "num_envs", "utd", "warmup_steps",
+               "warmup_actions", "buffer_size", "backend", "episode_length", "threshold",
+               "final_eval_episodes"}
+
+
 def budget_text(mode: str, budget: dict) -> str:
     """The budget in words (what changes the numbers; checkpoint spacing does not), with the
     minibatch sampler when it is not uniform (so weighted and uniform cells are never pooled)."""
@@ -69,6 +77,27 @@ def budget_text(mode: str, budget: dict) -> str:
                 + (f", final eval {final} episodes" if final else "")
                 + (f", {sampler}-weighted sampling (temperature "
                    f"{budget['sampler_temperature']:g})" if sampler != "uniform" else ""))
+    if mode in ("o2o", "hybrid") and "online_steps" in budget:
+        ratio, utd = budget.get("offline_ratio"), budget.get("utd")
+        parts = [(f"{budget['offline_updates']} offline updates then "
+                  if budget.get("offline_updates") else "")
+                 + f"{budget['online_steps']} online env steps"
+                 + (f" (UTD {utd})" if utd else "")
+                 + (f" after {budget['warmup_steps']} {budget.get('warmup_actions', 'random')}"
+                    "-action steps" if budget.get("warmup_steps") else ""),
+                 f"offline_ratio {ratio:g}" if ratio is not None else "",
+                 f"eval every {budget['eval_every']} ({budget['eval_episodes']} episodes)",
+                 f"final eval {budget['final_eval_episodes']} episodes"
+                 if budget.get("final_eval_episodes") else "",
+                 f"threshold {budget['threshold']:g}" if budget.get("threshold") is not None
+                 else "",
+                 f"{budget['num_envs']} envs" if budget.get("num_envs", 1) != 1 else "",
+                 f"buffer {budget['buffer_size']}" if budget.get("buffer_size") else "",
+                 f"episodes of {budget['episode_length']} steps"
+                 if budget.get("episode_length") else ""]
+        # any other key (a loop's new budget field) as it is, so that budgets never read alike
+        parts += [f"{k}={v}" for k, v in sorted(budget.items()) if k not in MIXED_SHOWN]
+        return ", ".join(p for p in parts if p)
     return ", ".join(f"{k}={v}" for k, v in sorted(budget.items())
                      if k not in ("checkpoint_every", "backend"))
 
@@ -138,14 +167,12 @@ def per_seed_extras(finals: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
 
 
 def entries(finals: pd.DataFrame) -> pd.DataFrame:
-    """Rows labelled by `entry`: the algorithm, plus its budget when one profile and mode hold
-    several budgets (so numbers of different budgets are never pooled)."""
-    out = []
-    for _, rows in finals.groupby(["profile", "mode"], sort=False):
-        several = rows.budget.nunique() > 1
-        rows = rows.assign(entry=rows.algorithm + (" @ " + rows.budget if several else ""))
-        out.append(rows)
-    return pd.concat(out, ignore_index=True)
+    """Rows labelled by `entry`: the algorithm (with its grid variant), plus its budget when that
+    label has several budgets in one profile and mode (so numbers of different budgets are never
+    pooled; a grid over a budget key, e.g. RLPD's offline_ratio, is told apart by its label)."""
+    several = finals.groupby(["profile", "mode", "algorithm"]).budget.transform("nunique") > 1
+    return finals.assign(entry=np.where(several, finals.algorithm + " @ " + finals.budget,
+                                        finals.algorithm))
 
 
 # o2o/hybrid per-seed numbers the long table carries (mean and std over seeds)
