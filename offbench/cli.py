@@ -418,8 +418,9 @@ def cmd_report_mixed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_sweep(spec: dict, args: argparse.Namespace) -> tuple[int, set[str]]:
-    """One spec's cells into the store: (exit status, the names of the cells it asked for)."""
+def _run_sweep(spec: dict, args: argparse.Namespace) -> tuple[int, set[str], int]:
+    """One spec's cells into the store: (exit status, the names of the cells it asked for, how
+    many of them were complete before)."""
     from offbench.harness import sweep
     from offbench.harness.store import Store
 
@@ -442,12 +443,12 @@ def _run_sweep(spec: dict, args: argparse.Namespace) -> tuple[int, set[str]]:
           f"complete before, {len(result.failed)} failed; store {store.root}")
     for name, error in result.failed.items():
         print(f"  failed: {name}: {error} (traceback in {store.cells_dir / name / 'status.json'})")
-    args._skipped = getattr(args, "_skipped", 0) + len(result.skipped)
-    return (1 if result.failed else 0), {*result.ran, *result.skipped, *result.failed}
+    return (1 if result.failed else 0), {*result.ran, *result.skipped, *result.failed}, len(
+        result.skipped)
 
 
 def _sweep_and_report(spec: dict, args: argparse.Namespace, leaderboard: bool = True) -> int:
-    status, cells = _run_sweep(spec, args)
+    status, cells, _ = _run_sweep(spec, args)
     if leaderboard and getattr(args, "out", None):
         from offbench.reports import leaderboard as board
 
@@ -537,13 +538,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     started = time.time() if args.started_at is None else args.started_at
     profile, path = profile_spec(args.profile)
-    spec = sweep.load_spec(path)
-    if spec.get("profile") != profile:
-        raise ValueError(f"{path} declares profile '{spec.get('profile')}', not '{profile}'")
-    sections = [spec, *(sweep.load_spec(p) for p in declared.needs(spec, path))]
-    for section, section_path in zip(sections, [path, *declared.needs(spec, path)], strict=True):
+    sections = declared.with_needs(path)
+    spec = sections[0][1]
+    for section_path, section in sections:
         if section.get("profile") != profile:
-            raise ValueError(f"{section_path} (needed by {path}) declares profile "
+            raise ValueError(f"{section_path}" + (f" (needed by {path})" if section is not spec
+                                                  else "") + " declares profile "
                              f"'{section.get('profile')}', not '{profile}'")
         # a submitted algorithm runs beside the profile's baselines in every section whose
         # modes it declares
@@ -556,12 +556,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.out = str(submission_folder(args.algos)) if args.algos else "results"
     print(f"bench profile '{profile}' ({path}: {len(sections)} section(s)); store "
           f"{args.store}; leaderboard -> {args.out}")
-    status, cells = 0, set()
-    for section in sections:
-        st, names = _run_sweep(section, args)
-        status, cells = status | st, cells | names
+    status, cells, reused = 0, set(), 0
+    for _, section in sections:
+        st, names, skipped = _run_sweep(section, args)
+        status, cells, reused = status | st, cells | names, reused + skipped
     minutes = (time.time() - started) / 60
-    reused = getattr(args, "_skipped", 0)
     timing = (f"This run (`make bench`, from its start: install check, datasets, training) took "
               f"{minutes:.1f} min on this machine" + (
                   f"; {reused} of its {len(cells)} cells were complete before it and were "

@@ -112,9 +112,8 @@ def largest_cell(spec_path: Path) -> tuple[str, dict[str, int]]:
     from offbench.harness import sweep
     from offbench.reports import declared
 
-    spec = sweep.load_spec(spec_path)
     best = ("", {"total": -1})
-    for section in (spec, *(sweep.load_spec(p) for p in declared.needs(spec, spec_path))):
+    for _, section in declared.with_needs(spec_path):
         for cell in sweep.expand(section, lambda *_: None):
             memory = cell_memory(cell.config)
             if memory["total"] > best[1]["total"]:

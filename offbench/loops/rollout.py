@@ -30,18 +30,8 @@ def episode_returns(env: Env, act: Policy, key: jax.Array, episodes: int) -> jax
     `env` must have a time limit and no auto-reset. The env resets use split(key, episodes);
     the policy gets fold_in(key, t) at step t (unused by deterministic policies).
     """
-    state = jax.vmap(env.reset)(jax.random.split(key, episodes))
-
-    def body(carry, t):
-        state, alive, total = carry
-        action = act(state.obs, jax.random.fold_in(key, t))
-        state = jax.vmap(env.step)(state, to_env_action(env, action))
-        total = total + jnp.where(alive > 0, state.reward, 0.0)  # 0 * NaN would be NaN
-        return (state, alive * (1.0 - state.done), total), None
-
-    init = (state, jnp.ones(episodes), jnp.zeros(episodes))
-    (_, _, total), _ = jax.lax.scan(body, init, jnp.arange(env.episode_length))
-    return total
+    return episode_returns_with_memory(env, lambda obs, k, memory, _: (act(obs, k), memory),
+                                       (), key, episodes)
 
 
 def episode_returns_with_memory(env: Env, act: Callable, memory, key: jax.Array,
@@ -49,14 +39,14 @@ def episode_returns_with_memory(env: Env, act: Callable, memory, key: jax.Array,
     """As `episode_returns`, for a policy with per-episode memory (a Decision Transformer's
     context): `act(obs, key, memory, reward) -> (action, memory)`, `memory` starting as given
     for the `episodes` envs, `reward` the env's reward for the previous action (0 at the first
-    step). The same resets, keys and accounting as `episode_returns`."""
+    step). The resets and keys are `episode_returns`'s."""
     state = jax.vmap(env.reset)(jax.random.split(key, episodes))
 
     def body(carry, t):
         state, alive, total, memory, reward = carry
         action, memory = act(state.obs, jax.random.fold_in(key, t), memory, reward)
         state = jax.vmap(env.step)(state, to_env_action(env, action))
-        total = total + jnp.where(alive > 0, state.reward, 0.0)
+        total = total + jnp.where(alive > 0, state.reward, 0.0)  # 0 * NaN would be NaN
         return (state, alive * (1.0 - state.done), total, memory, state.reward), None
 
     init = (state, jnp.ones(episodes), jnp.zeros(episodes), memory, jnp.zeros(episodes))

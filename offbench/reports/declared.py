@@ -93,6 +93,15 @@ def needs(spec: dict, spec_path: Path) -> list[Path]:
     return paths
 
 
+def with_needs(spec_path: Path) -> list[tuple[Path, dict]]:
+    """(path, spec) of the spec and of each spec it needs, in that order: a bench profile and
+    its sections."""
+    from offbench.harness import sweep
+
+    spec = sweep.load_spec(spec_path)
+    return [(spec_path, spec), *((p, sweep.load_spec(p)) for p in needs(spec, spec_path))]
+
+
 def write(reports: list[dict], store_root: Path | str,
           log: Callable[[str], None] = print) -> list[Path]:
     """Write each declared report from the store's cells; returns the paths written."""
@@ -147,24 +156,13 @@ def claim_checks(table: Any, claims: list[tuple[str, str]]) -> list[tuple[str, s
     dataset of the offline report's table where both labels ran: the offline check's rule
     (offbench/reports/offline.py `verdict`: the difference of the mean last scores against
     twice its standard error over seeds)."""
-    import math
-
     from offbench.reports import offline
 
     checks = []
     for dataset in table.dataset.unique():
         rows = table[table.dataset == dataset].set_index("algorithm")
-        for better, worse in claims:
-            if better not in rows.index or worse not in rows.index:
-                continue
-            a, b = rows.loc[better], rows.loc[worse]
-            diff = a["last"] - b["last"]
-            margin = math.hypot(offline.standard_error(a.last_std, a.seeds),
-                                offline.standard_error(b.last_std, b.seeds))
-            checks.append((f"{better} beats {worse} on {dataset}",
-                           offline.verdict(diff, margin),
-                           f"{a['last']:.1f} vs {b['last']:.1f}; difference {diff:+.1f}, "
-                           f"{offline.margin_text(margin)}"))
+        checks += [offline.beats(rows, better, worse, f"{better} beats {worse} on {dataset}")
+                   for better, worse in claims if {better, worse} <= set(rows.index)]
     return checks
 
 

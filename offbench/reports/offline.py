@@ -158,6 +158,17 @@ def fixed_goal(dataset: str) -> bool:
         return False
 
 
+def beats(rows: pd.DataFrame, better: str, worse: str, statement: str
+          ) -> tuple[str, str, str]:
+    """(statement, verdict, detail) of "`better` beats `worse`" on one dataset's rows (indexed
+    by algorithm): the difference of mean last scores against twice its standard error."""
+    a, b = rows.loc[better], rows.loc[worse]
+    diff = a["last"] - b["last"]
+    margin = math.hypot(standard_error(a.last_std, a.seeds), standard_error(b.last_std, b.seeds))
+    return (statement, verdict(diff, margin),
+            f"{a['last']:.1f} vs {b['last']:.1f}; difference {diff:+.1f}, {margin_text(margin)}")
+
+
 def expectations(table: pd.DataFrame) -> list[tuple[str, str, str]]:
     """(statement, verdict, detail) for the orderings issue 5 asks about: every offline RL method
     beats BC on medium-replay data (and, issue 24, on the fixed-goal navigation data, where
@@ -171,11 +182,7 @@ def expectations(table: pd.DataFrame) -> list[tuple[str, str, str]]:
         se = {a: standard_error(r.last_std, r.seeds) for a, r in rows.iterrows()}
         if ("medium-replay" in dataset or fixed_goal(dataset)) and "bc" in rows.index:
             for algo in rows.index.drop("bc"):
-                diff = rows.loc[algo, "last"] - rows.loc["bc", "last"]
-                margin = math.hypot(se[algo], se["bc"])
-                checks.append((f"{algo} beats bc on {dataset}", verdict(diff, margin),
-                               f"{rows.loc[algo, 'last']:.1f} vs {rows.loc['bc', 'last']:.1f}; "
-                               f"difference {diff:+.1f}, {margin_text(margin)}"))
+                checks.append(beats(rows, algo, "bc", f"{algo} beats bc on {dataset}"))
         if "medium-expert" in dataset:
             task = dataset.split("-")[0]
             medium = policies.manifest(task)["policies"]["medium"]["normalized"]
@@ -188,13 +195,8 @@ def expectations(table: pd.DataFrame) -> list[tuple[str, str, str]]:
         for algo in rows.index:
             uniform = uniform_label(algo)
             if uniform in rows.index:
-                diff = rows.loc[algo, "last"] - rows.loc[uniform, "last"]
-                margin = math.hypot(se[algo], se[uniform])
-                checks.append((f"{algo} beats {uniform} (uniform sampling) on {dataset}",
-                               verdict(diff, margin),
-                               f"{rows.loc[algo, 'last']:.1f} vs "
-                               f"{rows.loc[uniform, 'last']:.1f}; difference {diff:+.1f}, "
-                               f"{margin_text(margin)}"))
+                checks.append(beats(rows, algo, uniform,
+                                    f"{algo} beats {uniform} (uniform sampling) on {dataset}"))
     return checks
 
 
