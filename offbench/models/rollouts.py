@@ -52,6 +52,7 @@ from flax import struct
 
 from offbench import envs
 from offbench.algorithms import Transition
+from offbench.loops.rollout import to_env_action
 from offbench.models import ensemble
 
 TERMINATIONS = ("none", "hopper", "walker2d", "halfcheetah", "ant")
@@ -189,8 +190,7 @@ def env_step(env, physics, action: jax.Array):
     state = State(pipeline_state=physics, obs=jnp.zeros((action.shape[0],
                                                          env.observation_size)),
                   reward=zero, done=zero, metrics={}, info={"invalid_action": zero})
-    low, high = (jnp.asarray(b) for b in env.action_bounds)
-    out = jax.vmap(env.step)(state, low + (action + 1.0) * 0.5 * (high - low))
+    out = jax.vmap(env.step)(state, to_env_action(env, action))
     return out.pipeline_state, out.obs, out.reward, out.done
 
 
