@@ -533,12 +533,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from offbench.algorithms import load_algorithm
     from offbench.harness import sweep
-    from offbench.reports import declared
     from offbench.reports import leaderboard as board
 
     started = time.time() if args.started_at is None else args.started_at
     profile, path = profile_spec(args.profile)
-    sections = declared.with_needs(path)
+    sections = sweep.with_needs(path)
     spec = sections[0][1]
     for section_path, section in sections:
         if section.get("profile") != profile:

@@ -110,10 +110,9 @@ def largest_cell(spec_path: Path) -> tuple[str, dict[str, int]]:
     """The label and memory estimate of the cell needing the most memory among the spec's and
     its sections' (the specs its `needs` names: a bench profile's O2O and hybrid sections)."""
     from offbench.harness import sweep
-    from offbench.reports import declared
 
     best = ("", {"total": -1})
-    for _, section in declared.with_needs(spec_path):
+    for _, section in sweep.with_needs(spec_path):
         for cell in sweep.expand(section, lambda *_: None):
             memory = cell_memory(cell.config)
             if memory["total"] > best[1]["total"]:

@@ -93,15 +93,6 @@ def needs(spec: dict, spec_path: Path) -> list[Path]:
     return paths
 
 
-def with_needs(spec_path: Path) -> list[tuple[Path, dict]]:
-    """(path, spec) of the spec and of each spec it needs, in that order: a bench profile and
-    its sections."""
-    from offbench.harness import sweep
-
-    spec = sweep.load_spec(spec_path)
-    return [(spec_path, spec), *((p, sweep.load_spec(p)) for p in needs(spec, spec_path))]
-
-
 def write(reports: list[dict], store_root: Path | str,
           log: Callable[[str], None] = print) -> list[Path]:
     """Write each declared report from the store's cells; returns the paths written."""
