@@ -22,8 +22,8 @@ batch_size) model rows and (4) takes one SAC step on them plus the minibatch's f
 int(real_ratio * batch_size) rows. So `update` stays pure and vmappable; the loop's
 `batch_size` rows supply both the real rows and the start states (disjoint slices of one
 uniform sample). The model's `model_holdout_mse` (elites' mean holdout MSE, raw units) and
-`model_epochs` are in every row of metrics.csv. `init` needs the dataset (None is an error),
-so a tool that calls it without one (offbench doctor's memory estimate) cannot size MOPO yet.
+`model_epochs` are in every row of metrics.csv. `init` needs the dataset (None is an error):
+offbench doctor's memory estimate traces it on abstract arrays of the cell's size.
 
 True dynamics (`--set dynamics=true`; default "learned"), the oracle of RAVL's question (Sims
 et al. 2024, "The Edge-of-Reach Problem in Offline Model-Based Reinforcement Learning": does a

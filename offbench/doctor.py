@@ -100,7 +100,9 @@ def cell_memory(config: dict) -> dict[str, int]:
         budget = config["budget"]
         size = budget.get("buffer_size") or min(int(budget["online_steps"]), 1_000_000)
         replay = seeds * size * (row + 1) * FLOAT_BYTES  # + the done flag of time limits
-    state = seeds * _state_bytes(algo, EnvSpec(obs, act), algo_config, name.size, fields=[
+    # the task and backend too: a true-dynamics model-based cell's init steps the task's env
+    spec = EnvSpec(obs, act, name.task, env.unwrapped.backend)
+    state = seeds * _state_bytes(algo, spec, algo_config, name.size, fields=[
         (f, _field_width(f, act)) for f in contract(algo).dataset_fields])
     return {"dataset": dataset, "replay": replay, "state": state,
             "total": dataset + replay + (0 if np.isnan(state) else state)}

@@ -66,12 +66,15 @@ def test_doctor_names_an_unknown_profile(profile, capsys):
     assert "unknown profile 'nope'; profiles:" in capsys.readouterr().err
 
 
-def test_memory_estimate_of_a_model_based_cell_counts_its_model_buffer():
+@pytest.mark.parametrize("dynamics", ["learned", "true"])
+def test_memory_estimate_of_a_model_based_cell_counts_its_model_buffer(dynamics):
     # MOPO's init needs its dataset: the estimate traces it on abstract arrays of the cell's
-    # size; its state holds the model buffer, (capacity, 2 obs + action + reward + terminal)
+    # size; its state holds the model buffer, (capacity, 2 obs + action + reward + terminal).
+    # With true dynamics init steps the task's env, so the estimate must name the task.
     from offbench_baselines import mopo
 
-    config = cells.resolve("mopo", "hopper-medium-100k", "offline", seeds=2, fingerprint="x")
+    config = cells.resolve("mopo", "hopper-medium-100k", "offline", seeds=2, fingerprint="x",
+                           items=[f"dynamics={dynamics}"])
     memory = cell_memory(config)
     cfg = mopo.Config()
     rows = cfg.rollout_batch_size * cfg.model_retain_epochs * cfg.rollout_length

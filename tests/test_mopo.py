@@ -168,11 +168,17 @@ def test_termination_rules():
         "halfcheetah"
 
 
-def test_mopo_keeps_the_contract():
+@pytest.mark.parametrize("dynamics", ["learned", "true"])
+def test_mopo_keeps_the_contract(dynamics):
+    """With true dynamics too: `offbench check` names its hopper-sized problem's task, so the
+    rollouts step hopper's env from the synthetic observations."""
     from offbench.harness.check import check
 
     lines = []
-    assert check("mopo", TINY_OVERRIDES, updates=2, log=lines.append), "\n".join(lines)
+    assert check("mopo", [*TINY_OVERRIDES, f"dynamics={dynamics}"], updates=2,
+                 log=lines.append), "\n".join(lines)
+    if dynamics == "true":
+        assert "ok    offline mode" in "\n".join(lines)
 
 
 def test_offbench_run_mopo(minari_root, tmp_path, capsys):

@@ -178,7 +178,9 @@ class Checker:
                 batch = with_source_marks(batch, batch_size // 2)
             return batch
 
-        spec = EnvSpec(OBS, ACT)
+        # hopper's sizes and name: a true-dynamics model-based algorithm (`--set dynamics=true`)
+        # steps hopper's env from the synthetic observations (the C backend: no compile wait)
+        spec = EnvSpec(OBS, ACT, "hopper", "mujoco")
         fields = hooks.dataset_fields
         arrays = {k: jax.numpy.asarray(v) for k, v in tiny_dataset(fields).items()}
         batch_size = min(config.batch_size, N)
