@@ -81,7 +81,10 @@ def cmd_perf(args: argparse.Namespace) -> int:
     from offbench.provenance import record
 
     started = record()  # the commit of the code that runs, not of the tree when it ends
-    df = perf_envs.run(tasks, args.backends, args.batches, args.repeats)
+    for t in args.mjx_tasks or []:
+        envs.get_spec(t)
+    df = perf_envs.run(tasks, args.backends, args.batches, args.repeats,
+                       mjx_tasks=args.mjx_tasks)
     perf_envs.write_report(df, Path(args.out), started)
     print(f"wrote {Path(args.out) / 'envs.md'} and envs.csv")
     return 0
@@ -938,6 +941,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("suite", choices=["envs", "online", "offline", "o2o"], help="what to measure")
     p.add_argument("--tasks", nargs="*", help="tasks (default: all)")
     p.add_argument("--backends", nargs="*", default=["mujoco", "mjx"], choices=["mujoco", "mjx"])
+    p.add_argument("--mjx-tasks", nargs="*", metavar="TASK",
+                   help="envs suite: measure only these of --tasks on MJX too (default: all)")
     p.add_argument("--batches", nargs="*", type=int, default=[1, 16, 256])
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (median is reported)")
     p.add_argument("--env-steps", type=int, default=2000, help="online/o2o suites: steps per run")

@@ -48,3 +48,21 @@ def test_report_keeps_step_compiles_out_of_the_rate_table(tmp_path):
     assert "step" not in rates.replace("steps", "")
     assert "('hopper', 'offbench/mjx step')" in compiles and "29.0" in compiles
     assert len(pd.read_csv(tmp_path / "envs.csv")) == len(_rows())
+
+
+def test_a_maze_task_is_measured_on_the_backends_asked_for(tmp_path):
+    """The maze envs keep their frame skip in their agent (not the task spec), which the
+    rollout yardsticks read; --mjx-tasks leaves a task out of the MJX rows."""
+    df = perf_envs.run(["pointmaze-umaze"], ["mujoco", "mjx"], [1], 1, log=lambda _: None,
+                       mjx_tasks=[])
+    engines = set(df.engine)
+    assert {"offbench/mujoco", "rollout/open-loop", "rollout/per-step", "gymnasium"} <= engines
+    assert not any("mjx" in e for e in engines)
+    assert (df.dropna(subset=["env_steps_per_s"]).env_steps_per_s > 0).all()
+    # a table with a navigation task does not send the reader to the navigation table
+    prov = {"command": "offbench perf envs", "git_commit": "abc", "date": "today",
+            "machine": {"cpu": "cpu", "cores": 2, "jax_backend": "cpu"}, "versions": {}}
+    perf_envs.write_report(df, tmp_path, prov)
+    assert "measured apart" not in (tmp_path / "envs.md").read_text()
+    perf_envs.write_report(_rows(), tmp_path, prov)
+    assert "navigation/envs.md" in (tmp_path / "envs.md").read_text()

@@ -36,6 +36,11 @@ from offbench.perf import measure_cold_compiles
 from offbench.provenance import record
 
 BATCHES = (1, 16, 256)
+# the navigation tasks' table (`make perf`), named in a table without them
+NAVIGATION = ("[navigation/envs.md](navigation/envs.md), by `offbench perf envs --tasks "
+              "pointmaze-umaze pointmaze-medium pointmaze-large antmaze-umaze antmaze-medium "
+              "antmaze-large --mjx-tasks pointmaze-umaze pointmaze-medium pointmaze-large "
+              "antmaze-umaze --out results/perf/navigation`")
 # Env steps per timed call: enough for ~1 s of work on 2 cores, per engine.
 STEPS_PER_CALL = {"mujoco": 8192, "mjx": 2048, "rollout": 8192}
 
@@ -153,7 +158,9 @@ def _replay_calls(physics, packed: list[np.ndarray]) -> tuple[mujoco.MjModel, Ca
     return physics.model, replay
 
 
-def _random_initial_states(task: str, batch: int) -> tuple[mujoco.MjModel, np.ndarray]:
+def _random_initial_states(task: str, batch: int
+                           ) -> tuple[mujoco.MjModel, np.ndarray, int]:
+    """The task's model, `batch` of its reset states (full physics) and its frame skip."""
     env = envs.make(task, "mujoco", wrap=False)
     model = env.model
     spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
@@ -164,17 +171,16 @@ def _random_initial_states(task: str, batch: int) -> tuple[mujoco.MjModel, np.nd
         data.qpos[:] = np.asarray(reset.pipeline_state.qpos[i])
         data.qvel[:] = np.asarray(reset.pipeline_state.qvel[i])
         mujoco.mj_getState(model, data, states[i], spec)
-    return model, states
+    return model, states, env.physics.frame_skip
 
 
 def bench_rollout(task: str, batch: int, repeats: int) -> list[dict]:
-    spec = envs.get_spec(task)
-    model, states = _random_initial_states(task, batch)
+    model, states, frame_skip = _random_initial_states(task, batch)
     horizon = max(4, STEPS_PER_CALL["rollout"] // batch)
     rng = np.random.default_rng(0)
     lo, hi = model.actuator_ctrlrange.T
-    controls = rng.uniform(lo, hi, (batch, horizon, model.nu)).repeat(spec.frame_skip, axis=1)
-    nstep = horizon * spec.frame_skip
+    controls = rng.uniform(lo, hi, (batch, horizon, model.nu)).repeat(frame_skip, axis=1)
+    nstep = horizon * frame_skip
 
     def open_loop(runner, datas):
         runner.rollout(model, datas, states, controls, nstep=nstep)
@@ -182,8 +188,8 @@ def bench_rollout(task: str, batch: int, repeats: int) -> list[dict]:
     def per_step(runner, datas):
         state = states
         for t in range(horizon):
-            ctrl = controls[:, t * spec.frame_skip:(t + 1) * spec.frame_skip]
-            out, _ = runner.rollout(model, datas, state, ctrl, nstep=spec.frame_skip)
+            ctrl = controls[:, t * frame_skip:(t + 1) * frame_skip]
+            out, _ = runner.rollout(model, datas, state, ctrl, nstep=frame_skip)
             state = out[:, -1]
 
     return [{"engine": name, "compile_s": float("nan"),
@@ -213,16 +219,21 @@ def bench_gymnasium(task: str, seconds: float = 2.0) -> dict:
 
 
 def run(tasks: list[str], backends: list[str], batches: list[int], repeats: int,
-        log: Callable[[str], None] = print) -> pd.DataFrame:
+        log: Callable[[str], None] = print, mjx_tasks: list[str] | None = None
+        ) -> pd.DataFrame:
+    """mjx_tasks: the tasks measured on MJX too (None: all); the others on the C backend only
+    (AntMaze's larger mazes take 7-12 min per MJX program to compile on 2 CPU cores)."""
     measure_cold_compiles()
     rows = []
     for task in tasks:
-        for backend in backends:
+        task_backends = [b for b in backends if b != "mjx" or mjx_tasks is None
+                         or task in mjx_tasks]
+        for backend in task_backends:
             row = bench_step_compile(task, backend)
             rows.append({"task": task, **row})
             log(f"{task:12s} {row['engine']:18s} compile {row['compile_s']:.1f} s")
         for batch in batches:
-            for backend in backends:
+            for backend in task_backends:
                 for row in bench_offbench(task, backend, batch, repeats):
                     rows.append({"task": task, "batch": batch, **row})
                     log(f"{task:12s} {row['engine']:18s} batch {batch:4d}: "
@@ -293,6 +304,8 @@ def write_report(df: pd.DataFrame, out: Path, prov: dict | None = None) -> None:
               "| rollout/per-step | `mujoco.rollout` once per env step, its own random rollout |",
               "| rollout/open-loop | `mujoco.rollout`, all steps in one call (engine best case) |",
               "| gymnasium | Gymnasium's v5 env, one env stepped from Python |", ""]
+    if not any(isinstance(envs.get_spec(t), envs.MazeSpec) for t in df.task.unique()):
+        lines += [f"The navigation tasks are measured apart: {NAVIGATION}.", ""]
     lines += ["## Env steps per second", "", table.to_markdown(floatfmt=".0f"), "",
               "## Compile time (s)", "",
               "`offbench/B step`: `jit(step)` for one env (the foundation issue's target);",
