@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import offbench
-from offbench import data, policies
+from offbench import data, envs, policies
 from offbench.data import builder as data_build
 from offbench.data import loader as data_load
 from offbench.data import stats
@@ -437,3 +437,68 @@ def test_make_policies_trains_each_task_as_long_as_its_committed_run():
             assert run["stopped_early"]["reason"]
         else:
             assert steps == run["trained_env_steps"] == run["target_env_steps"], task
+
+
+def test_physics_states_leave_the_transitions_byte_identical(tmp_path, monkeypatch):
+    """Builds store each transition's start physics state (data/qpos.npy, data/qvel.npy) and
+    their sha256 (physics_sha256): main_data.hdf5 is byte for byte what the code path without
+    them (rollout.collect without `physics`, the program every build ran before) writes; a
+    dataset built without them is kept by `build` (said in the log) and `--force` adds them;
+    the loader gives `physics` (qpos ++ qvel, row-aligned: the task's observation of it is
+    the stored observation) only when asked, for a base dataset that carries it, not for a
+    variant or an old build; a damaged file is refused. Several collection streams, so the
+    rows are cut into episodes across env boundaries."""
+    from offbench.loops import rollout
+
+    monkeypatch.setattr(data_build, "STEPS_PER_ENV", 500)  # 6 envs x 500 steps
+    quiet = lambda *_: None  # noqa: E731
+    name = data.DatasetName("walker2d", "random", SIZE)
+    new = data.build(name, root=tmp_path / "new", log=quiet)
+    sidecar = json.loads((new / data_build.SIDECAR).read_text())
+    assert set(sidecar["physics_sha256"]) == set(data_build.PHYSICS_FILES.values())
+    for rel, digest in sidecar["physics_sha256"].items():
+        assert hashlib.sha256((new / rel).read_bytes()).hexdigest() == digest
+    collect = rollout.collect
+    with monkeypatch.context() as mp:  # the code path before physics states were collected
+        mp.setattr(rollout, "collect", lambda *a, physics=False, **k: collect(*a, **k))
+        old = data.build(name, root=tmp_path / "old", log=quiet)
+    main = data_build.DATA_FILES[0]
+    assert (old / main).read_bytes() == (new / main).read_bytes()
+    assert "physics_sha256" not in json.loads((old / data_build.SIDECAR).read_text())
+    assert not (old / "data" / "qpos.npy").exists()
+
+    ds = data.load(name.short, tmp_path / "new", derived=("physics",))
+    physics = ds.extra["physics"]
+    assert physics.shape == (SIZE, 9 + 9) and physics.dtype == np.float32
+    env = envs.make("walker2d", wrap=False)
+    np.testing.assert_array_equal(np.asarray(observation_of(env, physics)), ds.observations)
+    nq = env.model.nq  # Walker2d's observations clip velocities at 10: such rows are there too
+    assert (np.abs(physics[:, nq:]) > 10).any(1).sum() > 100
+    assert "physics" not in data.load(name.short, tmp_path / "new").extra  # only when asked
+    for dataset_id, root in ((name.short + "+episodes=0.5", tmp_path / "new"),
+                             (name.short, tmp_path / "old")):
+        loaded = data.load(dataset_id, root, derived=("physics",))
+        assert "physics" not in loaded.extra and loaded.metadata["physics"]
+    logs: list[str] = []
+    assert data.build(name, root=tmp_path / "old", log=logs.append) == old
+    assert "already built" in logs[0] and "without physics states" in logs[1] \
+        and "--force" in logs[1]
+    data.build(name, root=tmp_path / "old", force=True, log=quiet)
+    assert _files(old).keys() == _files(new).keys()
+    assert (old / main).read_bytes() == (new / main).read_bytes()
+    assert (old / "data" / "qvel.npy").read_bytes() == (new / "data" / "qvel.npy").read_bytes()
+    raw = bytearray((new / "data" / "qvel.npy").read_bytes())
+    raw[-1] ^= 0xFF
+    (new / "data" / "qvel.npy").write_bytes(bytes(raw))
+    with pytest.raises(data.DatasetError, match="qvel.npy"):
+        data.load(name.short, tmp_path / "new", derived=("physics",))
+    data.load(name.short, tmp_path / "new")  # the transitions alone still load
+
+
+def observation_of(env, physics: np.ndarray):
+    """The task's observation of stored (qpos ++ qvel) rows, as a reset puts them."""
+    import jax
+
+    nq = env.model.nq
+    states = jax.vmap(env.initial_physics)(physics[:, :nq], physics[:, nq:])
+    return jax.vmap(env.observation)(states)

@@ -13,6 +13,20 @@ offbench/data/maze2d.py; their reference scores are 0 and 1, success's
 A build is staged in a temporary folder beside the data root and moved into place by one rename,
 after its sha256 sidecar (`offbench.json`) is written: an interrupted build leaves nothing the
 loader would accept.
+
+Physics states (the policy-made locomotion kinds): beside Minari's files, `data/qpos.npy` and
+`data/qvel.npy` (`PHYSICS_FILES`, float32, written by np.save: deterministic bytes) hold each
+transition's start physics state, one row per transition in the loader's flattened order (the
+state whose observation is the transition's observation), with their sha256 under
+`physics_sha256` in the sidecar (not part of `dataset_fingerprint`, not checked by every load:
+only where the loader is asked for `physics`). They feed the true-dynamics oracle (offbench/
+models/rollouts.py), whose states rebuilt from observations are inexact where Hopper and
+Walker2d clip velocities and impossible for Ant. Collecting them leaves the Minari files byte
+for byte as they were. A dataset built before they existed is kept as it is (the loader then
+has no `physics` for it, and the oracle rebuilds states from observations): `build` says so,
+and `--force` rebuilds it with them (its transitions come out byte-identical). Kept rather than
+rebuilt as stale, because sweeps call `build` on every dataset they use, and regenerating every
+existing dataset would cost minutes to hours of simulation each time the code is updated.
 """
 
 from __future__ import annotations
@@ -41,6 +55,7 @@ from offbench.provenance import record
 
 SIDECAR = "offbench.json"
 DATA_FILES = ("data/main_data.hdf5", "data/metadata.json")
+PHYSICS_FILES = {"qpos": "data/qpos.npy", "qvel": "data/qvel.npy"}  # sidecar: physics_sha256
 MAX_ENVS = 64
 STEPS_PER_ENV = 5000  # at least this many steps per env stream, so few episodes are cut short
 
@@ -119,7 +134,9 @@ def episodes_from_streams(data: dict[str, np.ndarray], size: int) -> Iterator[di
                                                    data["next_observations"][e, stop - 1:stop]]),
                    "actions": data["actions"][e, start:stop],
                    "rewards": data["rewards"][e, start:stop],
-                   "terminations": terminations, "truncations": truncations}
+                   "terminations": terminations, "truncations": truncations,
+                   # each transition's start physics state, when collected (PHYSICS_FILES)
+                   **{k: data[k][e, start:stop] for k in PHYSICS_FILES if k in data}}
             remaining -= stop - start
             if remaining == 0:
                 return
@@ -149,7 +166,7 @@ def generate(task: str, kind: str, size: int, seed: int, log: Callable = print
         hashes.update(part_hashes)
         log(f"  {part}: {num_envs} envs x {steps} steps"
             + (f" ({', '.join(names)})" if names else " (uniform random actions)"))
-        data = rollout.collect(env, act, _part_key(seed, part), num_envs, steps)
+        data = rollout.collect(env, act, _part_key(seed, part), num_envs, steps, physics=True)
         data["actions"] = np.asarray(rollout.to_env_action(env, data["actions"]))
         episodes.extend(episodes_from_streams(data, size))
     return episodes, hashes
@@ -230,6 +247,13 @@ def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
                         and same_refs and info.get("behaviour") == behaviour(name.task,
                                                                              name.kind):
                     log(f"{name.short}: already built in {final}")
+                    if "physics_sha256" not in info and not _is_maze(name.task):
+                        files = ", ".join(PHYSICS_FILES.values())
+                        log(f"{name.short}: built without physics states ({files}); kept as "
+                            "it is, and the true-dynamics "
+                            "oracle rebuilds its states from observations. `offbench datasets "
+                            f"build {name.short} --force` adds them (the transitions come out "
+                            "byte-identical)")
                     return final
                 # generated data of ours: rebuilt deterministically from the committed
                 # policies, and the old folder is replaced only once the new one is complete.
@@ -262,12 +286,14 @@ def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
     try:
         write_minari(staging, name.minari_id, episodes, name.task, metadata)
         built = staging / name.minari_id
+        physics = write_physics(built, episodes)
         sidecar = {
             "id": name.short, "minari_id": name.minari_id, "task": name.task, "kind": name.kind,
             "size": name.size, "transitions": int(sum(len(ep["rewards"]) for ep in episodes)),
             "episodes": len(episodes), "seed": seed, "command": command,
             "sha256": {f: sha256_file(built / f) for f in DATA_FILES},
             "policies_sha256": hashes,
+            **({"physics_sha256": physics} if physics else {}),
             **({"behaviour": behaviour(name.task, name.kind)}
                if behaviour(name.task, name.kind) else {}),
             "reference_scores": {"ref_min": ref_min, "ref_max": ref_max},
@@ -284,6 +310,18 @@ def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
         shutil.rmtree(staging, ignore_errors=True)
     log(f"{name.short}: {len(episodes)} episodes -> {final}")
     return final
+
+
+def write_physics(built: Path, episodes: list[dict]) -> dict[str, str]:
+    """The episodes' start physics states as PHYSICS_FILES under `built` (one row per transition,
+    in the loader's flattened order), and their sha256; nothing when they were not collected."""
+    if not all(k in ep for ep in episodes for k in PHYSICS_FILES):
+        return {}
+    out = {}
+    for key, rel in PHYSICS_FILES.items():
+        np.save(built / rel, np.concatenate([ep[key] for ep in episodes]).astype(np.float32))
+        out[rel] = sha256_file(built / rel)
+    return out
 
 
 def behaviour(task: str, kind: str = maze2d.KIND) -> dict | None:

@@ -5,7 +5,11 @@ Fields: observations, actions (in [-1, 1], the policies' units), rewards, next_o
 terminals (true terminations only), timeouts (episodes cut by a time limit or by the end of the
 data). On request: `mc_returns` (discounted Monte-Carlo return-to-go within the episode, for
 Cal-QL), `next_actions` (the action taken at the next step of the same episode; the episode's
-last action is repeated at its end, for ReBRAC), `obs_mean`/`obs_std` (for normalization).
+last action is repeated at its end, for ReBRAC), `obs_mean`/`obs_std` (for normalization),
+`physics` (each transition's start physics state, qpos ++ qvel, float32: the true-dynamics
+oracle's start states, offbench/models/rollouts.py), given only for offbench's own datasets
+that carry it (builder.PHYSICS_FILES, sha256-checked) and are not variants (a transform
+changes or reselects transitions): elsewhere it is left out, and `metadata["physics"]` says why.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ from flax import struct
 import offbench.envs as envs
 from offbench.algorithms import OBS_STD_EPS
 from offbench.data import ids
-from offbench.data.builder import SIDECAR, sha256_file, warnings_quiet
+from offbench.data.builder import PHYSICS_FILES, SIDECAR, sha256_file, warnings_quiet
 
 FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
 # derived fields an algorithm may ask for (DATASET_FIELDS), and all the loader can derive
 ALGORITHM_FIELDS = ("mc_returns", "next_actions")
-DERIVED = (*ALGORITHM_FIELDS, "obs_mean", "obs_std")
+# `physics`: asked for by the offline loop for a true-dynamics model-based algorithm, not by
+# DATASET_FIELDS (it is optional: absent where the dataset does not carry it)
+DERIVED = (*ALGORITHM_FIELDS, "obs_mean", "obs_std", "physics")
 
 
 class DatasetError(ValueError):
@@ -176,6 +182,33 @@ def next_actions(actions: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return out
 
 
+def physics_states(path: Path, ours: bool, variant: Any, transitions: int, verify: bool
+                   ) -> tuple[np.ndarray | None, str | None]:
+    """(transitions, nq + nv) start physics states of a dataset's transitions (qpos ++ qvel), or
+    None and why it has none. Damaged or misaligned files are an error."""
+    if not ours:
+        return None, "not an offbench dataset (no physics states)"
+    if variant.transforms:
+        return None, "a variant: its transforms change or reselect the transitions"
+    info = json.loads((path / SIDECAR).read_text()) if (path / SIDECAR).exists() else {}
+    recorded = info.get("physics_sha256")
+    if not recorded:
+        return None, (f"built without physics states (rebuild with `offbench datasets build "
+                      f"{info.get('id', 'ID')} --force` to add them)")
+    parts = []
+    for rel in PHYSICS_FILES.values():
+        file = path / rel
+        if not file.exists() or (verify and sha256_file(file) != recorded.get(rel)):
+            raise DatasetError(f"{file} is missing or does not match its recorded sha256; "
+                               f"rebuild with `offbench datasets build {info['id']} --force`")
+        parts.append(np.load(file))
+    if any(p.ndim != 2 or p.shape[0] != transitions for p in parts):
+        raise DatasetError(f"{path}: the physics states ({[p.shape for p in parts]}) do not "
+                           f"match the {transitions} transitions; rebuild with `offbench "
+                           f"datasets build {info['id']} --force`")
+    return np.concatenate(parts, 1).astype(np.float32), None
+
+
 def _episode_transforms(variant: Any, episodes: list[dict], root: str | Path | None,
                         verify: bool) -> list[dict]:
     """Scarcity (+episodes) and mixtures (+mix) of a variant, in the order written."""
@@ -261,11 +294,17 @@ def load(dataset_id: str, root: str | Path | None = None, task: str | None = Non
     if "obs_mean" in derived or "obs_std" in derived:
         extra["obs_mean"] = flat["observations"].mean(0)
         extra["obs_std"] = flat["observations"].std(0) + OBS_STD_EPS
+    physics_absent = None
+    if "physics" in derived:
+        physics, physics_absent = physics_states(path, ours, variant, len(flat["rewards"]),
+                                                 verify)
+        if physics is not None:
+            extra["physics"] = physics
     meta = {"path": str(path), "ours": ours, "episode_lengths": flat["episode_lengths"],
             "ref_min": metadata.get("ref_min_score"), "ref_max": metadata.get("ref_max_score"),
             "minari_metadata": metadata, "build": info,
             "transforms": [tr.text for tr in variant.transforms], "transform_seed": variant.seed,
-            "corrupted_rows": corrupted}
+            "corrupted_rows": corrupted, "physics": physics_absent}
     return Dataset(**{k: flat[k] for k in FIELDS},
                    extra={k: np.asarray(v) for k, v in extra.items()}, task=task,
                    dataset_id=dataset_id, metadata=meta)

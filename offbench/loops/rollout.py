@@ -54,11 +54,14 @@ def episode_returns_with_memory(env: Env, act: Callable, memory, key: jax.Array,
     return total
 
 
-def collect(env: Env, act: Policy, key: jax.Array, num_envs: int, steps: int
-            ) -> dict[str, np.ndarray]:
+def collect(env: Env, act: Policy, key: jax.Array, num_envs: int, steps: int,
+            physics: bool = False) -> dict[str, np.ndarray]:
     """`steps` steps of `num_envs` auto-resetting envs under `act`, as host arrays shaped
     [num_envs, steps, ...]: observations, actions (in [-1, 1]), rewards, next_observations
-    (the true next observation, also at episode ends), terminals, timeouts (time-limit ends)."""
+    (the true next observation, also at episode ends), terminals, timeouts (time-limit ends).
+    physics: also `qpos` and `qvel`, each transition's start physics state (the env's
+    `pipeline_state`, offbench's PhysicsState on either backend), that `observations` is the
+    observation of (opt-in: without it the program is the one it always was)."""
     k_reset, k_act = jax.random.split(key)
 
     @jax.jit
@@ -72,6 +75,8 @@ def collect(env: Env, act: Policy, key: jax.Array, num_envs: int, steps: int
             out = {"observations": state.obs, "actions": action, "rewards": nxt.reward,
                    "next_observations": nxt.info["final_obs"],
                    "terminals": nxt.done * (1.0 - timeout), "timeouts": timeout}
+            if physics:
+                out.update(qpos=state.pipeline_state.qpos, qvel=state.pipeline_state.qvel)
             return nxt, out
 
         _, out = jax.lax.scan(body, state, jnp.arange(steps))
