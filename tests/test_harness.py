@@ -256,7 +256,7 @@ def test_bench_profiles(monkeypatch):
     assert {c.config["mode"] for c in cells["gpu"]} == {"offline", "o2o", "hybrid"}
     assert {c.config["mode"] for c in cells["full"]} == {"offline", "o2o", "hybrid"}
     full = [c for c in cells["full"] if c.config["mode"] == "offline"]
-    assert len(full) == 8 * 24 and {c.config["seeds"] for c in cells["full"]} == {10}
+    assert len(full) == 11 * 24 and {c.config["seeds"] for c in cells["full"]} == {10}
     assert {c.config["budget"]["updates"] for c in full} == {1_000_000}
     by = {(c.config["algorithm"], c.config["dataset"]): c.config["algo_config"] for c in full}
     assert by[("rebrac", "hopper-medium-replay")]["actor_bc_coef"] == 0.05
@@ -266,6 +266,7 @@ def test_bench_profiles(monkeypatch):
     assert by[("edac", "walker2d-medium-expert")]["eta"] == 5.0
     assert by[("iql", "hopper-medium")]["max_steps"] == 1_000_000  # schedule spans the run
     assert by[("td3_bc", "hopper-medium")]["hidden"] == [256, 256]  # published sizes
+    assert by[("mobile", "walker2d-medium-replay")]["penalty_coef"] == 0.5
 
 
 # ---- atomic writes ------------------------------------------------------------------------

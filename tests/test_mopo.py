@@ -289,3 +289,148 @@ def test_offbench_run_mopo_true_dynamics(minari_root, tmp_path):
     assert "model_holdout_mse" not in metrics.columns
     assert (metrics.model_penalty == 0).all() and (metrics.model_buffer_rows > 0).all()
     assert np.isfinite(metrics.model_reward).all() and not metrics.diverged.any()
+
+
+@pytest.mark.parametrize("name", ["mopo", "mobile"])
+def test_full_profile_applies_the_per_dataset_settings(name):
+    """The D4RL-scale profile runs each dataset with the module's (h, penalty) from SETTINGS,
+    and the sweep resolves them into the cells' configs."""
+    import tomllib
+    from pathlib import Path
+
+    from offbench.algorithms import load_algorithm
+    from offbench.harness import sweep
+
+    path = Path(__file__).parents[1] / "tasks/sweeps/full.toml"
+    module = load_algorithm(name)
+    per_dataset = tomllib.loads(path.read_text())["algorithms_set"][name]["datasets"]
+    assert per_dataset == {k: [f"rollout_length={h}", f"penalty_coef={p}"]
+                           for k, (h, p) in module.SETTINGS.items()}
+    cells = [c.config for c in sweep.expand(sweep.load_spec(path), log=lambda *_: None)
+             if c.config["algorithm"] == name]
+    assert len(cells) == 24
+    for c in cells:
+        h, p = module.SETTINGS.get(c["dataset"], (module.Config().rollout_length,
+                                                   module.Config().penalty_coef))
+        assert (c["algo_config"]["rollout_length"], c["algo_config"]["penalty_coef"]) == (h, p)
+
+
+@pytest.fixture(scope="module")
+def physics_root(tmp_path_factory):
+    """Small offbench-built random datasets, which carry their physics states: walker2d (whose
+    observations clip velocities at 10 on most random rows) and ant (no rebuild possible)."""
+    from offbench import data
+
+    root = tmp_path_factory.mktemp("physics")
+    for task in ("walker2d", "ant"):
+        data.build(data.DatasetName(task, "random", 3000), root=root, log=lambda *_: None)
+    return root
+
+
+def test_true_dynamics_from_the_stored_physics_states(physics_root):
+    """The stored start states (the loader's `physics`) stepped with the dataset's actions give
+    the dataset's next observations exactly, its rewards to float32 round-off and its
+    terminations, on every walker2d row, the clipped ones included, where the states rebuilt
+    from observations do not (that is why they are stored). Ant, refused without them, is
+    allowed with them: next observations to round-off; its reward differs by the main body's
+    position initial_physics puts at qpos (declared, rollouts.py)."""
+    from offbench.data import load
+
+    step = {}
+    for task in ("walker2d", "ant"):
+        ds = load(f"{task}-random-3k", physics_root, derived=("physics",))
+        env = rollouts.true_env(task, "mujoco", False)
+        step[task] = jax.jit(functools.partial(rollouts.env_step, env))
+        physics = rollouts.physics_from_dataset(env, jnp.asarray(ds.extra["physics"]))
+        _, next_obs, reward, done = step[task](physics, jnp.asarray(ds.actions))
+        next_obs, reward = np.asarray(next_obs), np.asarray(reward)
+        np.testing.assert_array_equal(np.asarray(done), ds.terminals)
+        if task == "ant":
+            np.testing.assert_allclose(next_obs, ds.next_observations, atol=1e-6)
+            assert np.median(np.abs(reward - ds.rewards)) < 1e-2
+            with pytest.raises(ValueError, match="planar"):
+                rollouts.true_env("ant", "mujoco")
+            continue
+        np.testing.assert_array_equal(next_obs, ds.next_observations)
+        np.testing.assert_allclose(reward, ds.rewards, atol=1e-5)
+        clipped = (np.abs(ds.observations[:, env.model.nq - 1:]) >= 10).any(1)
+        assert clipped.sum() > 100
+        rebuilt = rollouts.physics_from_obs(env, jnp.asarray(ds.observations))
+        _, next_obs, reward, _ = step[task](rebuilt, jnp.asarray(ds.actions))
+        wrong = (np.asarray(next_obs) != ds.next_observations).any(1)
+        assert wrong[clipped].mean() > 0.9 and not wrong[~clipped].any()
+
+
+def test_mopo_rolls_out_from_the_stored_physics(physics_root):
+    """model_step with the start rows' stored states (as init and update pass them from the
+    loop's arrays and batch.extra): each buffered first step is the env's step of the stored
+    state with the buffered action (exactly), which the state rebuilt from the observation
+    does not reproduce on walker2d's clipped rows; without `physics` it is the rebuilt one's."""
+    from offbench.algorithms import EnvSpec
+    from offbench.data import load
+
+    ds = load("walker2d-random-3k", physics_root, derived=("physics",))
+    env = rollouts.true_env("walker2d", "mujoco", False)
+    config = dataclasses.replace(mopo.Config(), hidden=(16, 16), dynamics="true",
+                                 rollout_length=1, rollout_batch_size=200, rollout_freq=10,
+                                 batch_size=64)
+    spec = EnvSpec(env.observation_size, env.action_size, "walker2d", "mujoco")
+    arrays = {"obs": ds.observations, "action": ds.actions, "reward": ds.rewards,
+              "next_obs": ds.next_observations, "terminal": ds.terminals,
+              "physics": ds.extra["physics"]}
+    state = mopo.init(jax.random.PRNGKey(0), spec, config, arrays)
+    rows = np.arange(0, 3000, 15)
+    step = jax.jit(functools.partial(rollouts.env_step, env))
+    for stored in (True, False):
+        empty = state.replace(buffer=rollouts.empty(4000, env.observation_size,
+                                                    env.action_size))
+        out, _ = jax.jit(mopo.model_step, static_argnums=3)(
+            empty, jnp.asarray(ds.observations[rows]), jax.random.PRNGKey(1), None,
+            jnp.asarray(ds.extra["physics"][rows]) if stored else None)
+        # one step each: every row valid (a terminal one too), written in order from row 0
+        assert int(out.buffer.size) == len(rows)
+        buf = jax.tree.map(lambda x: np.asarray(x[:len(rows)]), out.buffer.data)
+        np.testing.assert_array_equal(buf.obs, ds.observations[rows])
+        from_stored = rollouts.physics_from_dataset(env, jnp.asarray(ds.extra["physics"][rows]))
+        _, expected, reward, _ = step(from_stored, jnp.asarray(buf.action))
+        same = (np.asarray(expected) == buf.next_obs).all(1)
+        clipped = (np.abs(buf.obs[:, env.model.nq - 1:]) >= 10).any(1)
+        assert clipped.sum() > 20
+        if stored:
+            assert same.all()
+            np.testing.assert_allclose(np.asarray(reward), buf.reward, atol=1e-5)
+        else:
+            assert not same[clipped].all()
+
+
+def test_offbench_run_mopo_true_dynamics_on_stored_physics(physics_root, tmp_path, capsys):
+    """End to end on a dataset that carries physics states: the loop asks for them with
+    dynamics=true only (`physics` in the arrays minibatches come from, aligned with obs), the
+    run does not say it rebuilt states from observations; on a variant it says so, once; ant
+    runs."""
+    from offbench import envs
+
+    fields = offline.load_dataset(mopo, mopo.Config(), "walker2d-random-3k", physics_root)
+    assert "physics" not in fields.extra
+    true = dataclasses.replace(mopo.Config(), dynamics="true")
+    ds = offline.load_dataset(mopo, true, "walker2d-random-3k", physics_root)
+    arrays = offline.prepare(mopo, true, ds).arrays
+    env = envs.make("walker2d", wrap=False)
+    nq = env.model.nq
+    states = jax.vmap(env.initial_physics)(arrays["physics"][:, :nq], arrays["physics"][:, nq:])
+    np.testing.assert_array_equal(jax.vmap(env.observation)(states), arrays["obs"])
+    flags = ["--updates", "20", "--eval-every", "20", "--eval-episodes", "2",
+             "--checkpoint-every", "20", "--episode-length", "20", "--backend", "mujoco",
+             "--root", str(physics_root)]
+    sets = [x for o in [*TINY_OVERRIDES, "dynamics=true"] for x in ("--set", o)]
+    for dataset, note in (("walker2d-random-3k", False), ("ant-random-3k", False),
+                          ("walker2d-random-3k+episodes=0.5", True)):
+        capsys.readouterr()
+        out = tmp_path / dataset
+        assert cli.main(["run", "mopo", dataset, "--seeds", "1", *flags, *sets,
+                         "--out", str(out)]) == 0
+        err = capsys.readouterr().err
+        assert ("has no physics states" in err) == note, err
+        assert err.count("has no physics states") <= 1
+        metrics = pd.read_csv(out / "metrics.csv")
+        assert (metrics.model_buffer_rows > 0).all() and not metrics.diverged.any()
