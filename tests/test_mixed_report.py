@@ -62,37 +62,52 @@ def medium_40(monkeypatch):
 
 def test_o2o_verdicts_and_per_seed_numbers_by_hand(tmp_path):
     root = tmp_path / "store"
-    # cal_ql: gains 30-20=+10, 25-20=+5, 10-20=-10 -> mean +5/3 > 0 and 2 of 3 gained: held
+    # cal_ql: gains 30-20=+10, 32-20=+12, 34-20=+14 -> mean 12, SE 2/sqrt(3) = 1.15: held
     mixed_cell(root, "cal_ql", "hopper-medium-replay-100k", "o2o",
-               {0: [5.0, 30.0], 1: [15.0, 25.0], 2: [0.0, 10.0]}, 0.5, "o2o",
+               {0: [5.0, 30.0], 1: [15.0, 32.0], 2: [0.0, 34.0]}, 0.5, "o2o",
                offline={0: [10.0, 20.0], 1: [10.0, 20.0], 2: [10.0, 20.0]})
-    # iql: gains +30, -5, -5 -> mean +6.7 but only 1 of 3 gained: NOT held
+    # iql: gains +30, -5, -5 -> mean +6.7, SE 35/3 = 11.7: within noise (2 of 3 lost)
     mixed_cell(root, "iql", "hopper-medium-replay-100k", "o2o",
                {0: [40.0, 50.0], 1: [10.0, 15.0], 2: [10.0, 15.0]}, 0.5, "o2o",
                offline={0: [20.0, 20.0], 1: [20.0, 20.0], 2: [0.0, 20.0]})
+    # awac: gains -10, -12, -14 -> NOT held
+    mixed_cell(root, "awac", "hopper-medium-replay-100k", "o2o",
+               {0: [5.0, 10.0], 1: [5.0, 8.0], 2: [5.0, 6.0]}, 0.5, "o2o",
+               offline={0: [20.0, 20.0], 1: [20.0, 20.0], 2: [20.0, 20.0]})
     mixed_cell(root, "bc", "hopper-medium-replay-100k", "o2o", {0: [99.0]}, 0.5, "other",
                offline={0: [1.0]})  # another sweep's cell: never read
     out = tmp_path / "o2o" / "check.md"
     verdicts = mixed.write_o2o(root, ["o2o"], out, "tiny").set_index("algorithm")
-    assert list(verdicts.index) == ["cal_ql", "iql"]
+    assert list(verdicts.index) == ["awac", "cal_ql", "iql"]
     assert verdicts.loc["cal_ql", "pretrain"] == 20.0
-    assert verdicts.loc["cal_ql", "final"] == pytest.approx(65.0 / 3)
-    assert verdicts.loc["cal_ql", "gain"] == pytest.approx(5.0 / 3)
+    assert verdicts.loc["cal_ql", "final"] == 32.0
+    assert verdicts.loc["cal_ql", "gain"] == pytest.approx(12.0)
+    assert verdicts.loc["cal_ql", "gain SE"] == pytest.approx(2.0 / np.sqrt(3))
     assert verdicts.loc["cal_ql", "dip"] == pytest.approx(20.0 / 3)  # first online: 5, 15, 0
-    assert verdicts.loc["cal_ql", "seeds_gained"] == "2/3"
+    assert verdicts.loc["cal_ql", "seeds_gained"] == "3/3"
     assert verdicts.loc["cal_ql", "verdict"] == "held"
-    # last-3 means (here all evaluations): offline 15 each; online 17.5, 20, 5 -> -2.5/3
-    assert verdicts.loc["cal_ql", "gain_last3"] == pytest.approx(-2.5 / 3)
+    # last-3 means (here all evaluations): offline 15 each; online 17.5, 23.5, 17 -> 4.33
+    assert verdicts.loc["cal_ql", "gain_last3"] == pytest.approx(13.0 / 3)
     assert verdicts.loc["iql", "seeds_gained"] == "1/3"
-    assert verdicts.loc["iql", "verdict"] == "NOT held"
+    assert verdicts.loc["iql", "gain SE"] == pytest.approx(35.0 / 3)
+    assert verdicts.loc["iql", "verdict"] == "within noise"
+    assert verdicts.loc["awac", "verdict"] == "NOT held"
     per_seed = pd.read_csv(out.with_suffix(".csv"))
-    assert len(per_seed) == 6 and set(per_seed.algorithm) == {"cal_ql", "iql"}
-    assert sorted(per_seed[per_seed.algorithm == "cal_ql"].gain) == [-10.0, 5.0, 10.0]
+    assert len(per_seed) == 9 and set(per_seed.algorithm) == {"awac", "cal_ql", "iql"}
+    assert sorted(per_seed[per_seed.algorithm == "cal_ql"].gain) == [10.0, 12.0, 14.0]
     text = out.read_text()
-    assert "- **held**: cal_ql on hopper-medium-replay-100k: pre-train 20.0 -> final 21.7 " \
-           "(gain +1.7, 2/3 seeds gained)" in text
+    assert "- **held**: cal_ql on hopper-medium-replay-100k: pre-train 20.0 -> final 32.0 " \
+           "(gain +12.0, 2 SE 2.3, 3/3 seeds gained)" in text
     assert "offbench sweep o2o" in text and "99.0" not in text
     assert (out.parent / "curve_o2o_hopper-medium-replay-100k.png").stat().st_size > 1000
+
+
+def test_o2o_verdict_of_one_seed_is_within_noise(tmp_path):
+    root = tmp_path / "store"
+    mixed_cell(root, "iql", "hopper-medium-replay-100k", "o2o", {0: [5.0, 90.0]}, 0.5, "o2o",
+               offline={0: [10.0, 20.0]})
+    verdicts = mixed.write_o2o(root, ["o2o"], tmp_path / "c.md", "tiny")
+    assert verdicts.verdict.tolist() == ["within noise"] and np.isnan(verdicts["gain SE"][0])
 
 
 def test_hybrid_steps_to_threshold_and_verdicts_by_hand(tmp_path, medium_40):
@@ -120,7 +135,13 @@ def test_hybrid_steps_to_threshold_and_verdicts_by_hand(tmp_path, medium_40):
     (row,) = result["data"].to_dict("records")
     assert row["threshold"] == 40.0 and row["median steps with"] == 200.0
     assert np.isinf(row["median steps without"]) and row["reached without"] == "1/3"
-    assert row["verdict"] == "held"
+    # censored (never reached: one evaluation after the 300-step budget, 400): with data 200,
+    # 100, 400 (mean 233.3); without 300, 400, 400 (mean 366.7); SE of the difference
+    # sqrt(var(with) / 3 + var(without) / 3) = sqrt(23333.3 / 3 + 3333.3 / 3) = 94.3
+    assert row["mean steps with"] == pytest.approx(700.0 / 3)
+    assert row["mean steps without"] == pytest.approx(1100.0 / 3)
+    assert row["difference SE"] == pytest.approx(np.sqrt((70000.0 / 3 + 10000.0 / 3) / 3))
+    assert row["verdict"] == "within noise"  # 133.3 < 2 SE = 188.6
     assert row["mean score with"] == pytest.approx((35.0 + 130.0 / 3 + 10.0) / 3)
     assert row["mean score without"] == pytest.approx((46.0 / 3 + 5.0 + 5.0) / 3)
     (sim,) = result["sim"].to_dict("records")
@@ -128,7 +149,7 @@ def test_hybrid_steps_to_threshold_and_verdicts_by_hand(tmp_path, medium_40):
     assert sim["final with"] == 30.0 and sim["final sim only"] == 35.0
     assert sim["difference SE"] == pytest.approx(5.0) and sim["verdict"] == "within noise"
     text = out.read_text()
-    assert "median steps 200 vs not reached" in text
+    assert "mean steps 233.3 vs 366.7 (2 SE 188.6), median 200 vs not reached" in text
     assert ("- **within noise**: h2o vs rlpd (`hidden=8,8`) on " + SIM
             + ": final 30.0 vs 35.0") in text
     assert len(pd.read_csv(out.with_suffix(".csv"))) == 10
@@ -142,9 +163,12 @@ def test_hybrid_undecided_when_neither_reaches_and_unfinished_sweeps_refused(tmp
     mixed_cell(root, "rlpd", data, "hybrid", {0: [3.0], 1: [4.0]}, 0.0, "hyb", variant="b")
     data_table = mixed.write_hybrid(root, ["hyb"], tmp_path / "h.md", "tiny")["data"]
     assert data_table.verdict.tolist() == ["undecided"]
-    # a threshold given by hand replaces the medium level: 3 is reached by seed 0 without data
+    # a threshold given by hand replaces the medium level: 3 is reached by both seeds without
+    # data at the one evaluation (100 steps), never with it (200: one evaluation after the
+    # budget), and the seeds agree (SE 0)
     again = mixed.write_hybrid(root, ["hyb"], tmp_path / "h2.md", "tiny", {data: 3.0})["data"]
     assert again.verdict.tolist() == ["NOT held"]
+    assert again["mean steps with"][0] == 200.0 and again["mean steps without"][0] == 100.0
     mixed_cell(root, "rlpd", data, "hybrid", {0: [5.0]}, 0.0, "hyb", variant="c",
                complete=False)
     assert cli.main(["report-hybrid", "--sweep", "hyb", "--store", str(root),

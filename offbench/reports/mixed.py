@@ -5,13 +5,18 @@ Claims (the O2O/hybrid issue) and how each verdict is decided, fixed before any 
 
 - O2O (`o2o_verdicts`): fine-tuning improves on the offline score. Per algorithm and dataset,
   gain = final_score (last online evaluation) - pretrain_score (last offline evaluation), per
-  seed; "held" when the mean gain over seeds is > 0 AND more than half of the seeds gained.
+  seed; "held" when the mean gain over seeds is more than twice its standard error (over
+  seeds) above 0, "NOT held" when that far below, else "within noise" (the offline check's
+  rule, offbench/reports/offline.py `verdict`; one seed is always within noise).
 - Data speeds up online RL (`data_verdicts`, plain datasets): an algorithm with the dataset in
   its minibatches (offline_ratio > 0) against the same algorithm and budget without it
   (offline_ratio = 0, i.e. from scratch). Steps to threshold per seed = env steps of the first
-  online evaluation scoring >= the threshold (offbench.metrics.steps_to_threshold; a seed that
-  never reaches it counts as infinitely many). "held" when the median over seeds with data is
-  lower than without; "undecided" when neither median is reached in the budget.
+  online evaluation scoring >= the threshold (offbench.metrics.steps_to_threshold). A seed that
+  never reaches it counts as reaching it one evaluation after the budget ends (`censored`: a
+  lower bound on its steps, so the rule can only understate a difference). "held" when the
+  mean censored steps without the data exceed those with it by more than twice the standard
+  error of the difference, "NOT held" when that far the other way, else "within noise";
+  "undecided" when no seed of either reaches the threshold. The medians are shown beside it.
 - Real data helps a mismatched simulator (`sim_verdicts`, `DATASET@sim:...` tasks, evaluated on
   the real task): entries with real data (offline_ratio > 0, e.g. H2O) against the entry trained
   on the simulator alone (offline_ratio = 0); "held" when the mean final score over seeds is
@@ -40,7 +45,7 @@ from offbench.provenance import record
 from offbench.reports import leaderboard, plots
 from offbench.reports import offline as offline_report
 
-HELD, NOT_HELD, UNDECIDED = "held", "NOT held", "undecided"
+UNDECIDED = "undecided"  # the hybrid claim when no seed reaches the threshold
 NEAR_RANDOM = 10.0  # a pre-train score below this is flagged: the claim is then nearly trivial
 
 
@@ -105,16 +110,21 @@ def o2o_verdicts(finals: pd.DataFrame) -> pd.DataFrame:
     for (dataset, algorithm), g in finals.groupby(["dataset", "algorithm"], sort=True):
         gain = g.final_score - g.pretrain_score
         improved, n = int((gain > 0).sum()), len(g)
-        held = bool(gain.mean() > 0 and improved > n / 2)
+        se = _se(gain)
         row = {"claim": "O2O final > offline (pre-train) score", "dataset": dataset,
                "algorithm": algorithm, "seeds": n,
                "pretrain": g.pretrain_score.mean(), "dip": g.dip.mean(),
-               "final": g.final_score.mean(), "gain": gain.mean(),
+               "final": g.final_score.mean(), "gain": gain.mean(), "gain SE": se,
                "seeds_gained": f"{improved}/{n}", "regret": g.regret.mean()}
         if "gain_last3" in g:  # a smoother reading beside the verdict, never deciding it
             row["gain_last3"] = g.gain_last3.mean()
-        rows.append({**row, "verdict": HELD if held else NOT_HELD})
+        rows.append({**row, "verdict": offline_report.verdict(gain.mean(), se)})
     return pd.DataFrame(rows)
+
+
+def _se(values: pd.Series) -> float:
+    """Standard error of the mean over seeds (NaN for one seed: no margin, within noise)."""
+    return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
 
 
 def last_means(curves: pd.DataFrame, k: int = 3) -> pd.DataFrame:
@@ -139,8 +149,13 @@ def threshold_steps(curves: pd.DataFrame, thresholds: dict[str, float]) -> pd.Da
         g = g.sort_values("env_steps")
         dataset = g.dataset.iloc[0]
         steps = metrics.steps_to_threshold(g.env_steps, g.normalized_score, thresholds[dataset])
+        evaluations = g.env_steps.to_numpy(float)
+        interval = evaluations[-1] - (evaluations[-2] if len(evaluations) > 1 else 0.0)
         rows.append({"cell": cell, "seed": int(seed), "threshold": thresholds[dataset],
                      "steps_to_threshold": math.nan if steps is None else float(steps),
+                     # not reached: one evaluation after the budget (module docstring)
+                     "censored_steps": evaluations[-1] + interval if steps is None
+                     else float(steps),
                      "mean_online_score": float(g.normalized_score.mean())})
     return pd.DataFrame(rows)
 
@@ -161,13 +176,17 @@ def data_verdicts(finals: pd.DataFrame) -> pd.DataFrame:
             base = without[without.algorithm.str.split("[").str[0] == base_name]
             for baseline, b in base.groupby("algorithm"):
                 mw, mb = _median_steps(w.steps_to_threshold), _median_steps(b.steps_to_threshold)
-                verdict = (UNDECIDED if math.isinf(mw) and math.isinf(mb)
-                           else HELD if mw < mb else NOT_HELD)
+                faster = b.censored_steps.mean() - w.censored_steps.mean()
+                se = math.sqrt(_se(w.censored_steps) ** 2 + _se(b.censored_steps) ** 2)
+                reached = w.steps_to_threshold.notna().any() or b.steps_to_threshold.notna().any()
+                verdict = offline_report.verdict(faster, se) if reached else UNDECIDED
                 rows.append({
                     "claim": "with data reaches the threshold in fewer env steps",
                     "dataset": dataset, "with data": algorithm, "without": baseline,
                     "threshold": w.threshold.iloc[0],
                     "median steps with": mw, "median steps without": mb,
+                    "mean steps with": w.censored_steps.mean(),
+                    "mean steps without": b.censored_steps.mean(), "difference SE": se,
                     "reached with": f"{int(w.steps_to_threshold.notna().sum())}/{len(w)}",
                     "reached without": f"{int(b.steps_to_threshold.notna().sum())}/{len(b)}",
                     "final with": w.final_score.mean(), "final without": b.final_score.mean(),
@@ -304,15 +323,17 @@ def write_o2o(store_root: Path | str, sweeps: list[str], out: Path, budget: str
         "pretrain = last offline evaluation; dip = lowest online evaluation in the first 10% of "
         "the online budget; final = last online evaluation; gain = final - pretrain; regret = "
         "mean over online evaluations of 1 - score/100 (offbench/metrics.py). Verdict: held "
-        "when the mean gain > 0 and more than half of the seeds gained (decided before the "
-        "runs; offbench/reports/mixed.py). gain_last3 (mean of the last 3 online minus the "
+        "when the mean gain is more than twice its standard error over seeds (gain SE) above "
+        "0, NOT held when that far below, else within noise (offbench/reports/mixed.py). "
+        "gain_last3 (mean of the last 3 online minus the "
         "last 3 offline evaluations) is shown beside it as a less noisy reading; it does not "
         "decide the verdict.", "",
         "## Verdicts (means over seeds)", "",
         _table(verdicts.drop(columns="claim")), "",
         *_verdict_lines(verdicts, lambda r: (
             f"{r.algorithm} on {r.dataset}: pre-train {r.pretrain:.1f} -> final {r.final:.1f} "
-            f"(gain {r.gain:+.1f}, {r.seeds_gained} seeds gained)"
+            f"(gain {r.gain:+.1f}, {offline_report.margin_text(r['gain SE'])}, "
+            f"{r.seeds_gained} seeds gained)"
             + (f"; pre-training ended near the random level (< {NEAR_RANDOM:.0f}), so the gain "
                "is mostly online learning" if r.pretrain < NEAR_RANDOM else ""))), "",
         "## Per seed", "", _table(per_seed.drop(columns="cell")), "",
@@ -361,14 +382,20 @@ def write_hybrid(store_root: Path | str, sweeps: list[str], out: Path, budget: s
             "= 0: from scratch; for RLPD that is SAC with RLPD's design choices -- ensemble, "
             "LayerNorm, UTD -- the from-scratch baseline of the RLPD paper, so the data is the "
             "only difference). Steps to threshold: env steps of the first evaluation at or "
-            "above it; a seed that never reaches it counts as infinitely many. Verdict: held "
-            "when the median over seeds with data is lower (undecided when neither median is "
-            "reached). The mean score over all online evaluations (area under the curve) and "
-            "the final score are shown beside it; they do not decide the verdict.", "",
+            "above it. Verdict: held when the mean steps without the data exceed those with it "
+            "by more than twice the standard error of the difference (difference SE), NOT held "
+            "when that far the other way, else within noise; undecided when no seed reaches "
+            "the threshold. In the means a seed that never reaches it counts as reaching it "
+            "one evaluation after the budget (a lower bound on its steps); in the medians as "
+            "infinitely many (not reached). The mean score over all online evaluations (area "
+            "under the curve) and the final score are shown beside it; they do not decide the "
+            "verdict.", "",
             _table(data.drop(columns="claim")), "",
             *_verdict_lines(data, lambda r: (
                 f"{r['with data']} vs {r['without']} on {r.dataset} (threshold "
-                f"{r.threshold:.1f}): median steps {_fmt(r['median steps with'])} vs "
+                f"{r.threshold:.1f}): mean steps {_fmt(r['mean steps with'])} vs "
+                f"{_fmt(r['mean steps without'])} ({offline_report.margin_text(r['difference SE'])}"
+                f"), median {_fmt(r['median steps with'])} vs "
                 f"{_fmt(r['median steps without'])}")), ""]
     if len(sim):
         text += [
