@@ -121,7 +121,8 @@ def update(state: mopo.MOPOState, batch: Transition, key: jax.Array
            ) -> tuple[mopo.MOPOState, dict]:
     real, starts = mopo.sizes(state.config)
     k_roll, k_fake, k_penalty, k_critic, k_actor = jax.random.split(key, 5)
-    state, info = mopo.model_step(state, batch.obs[real:real + starts], k_roll, None)
+    state, info = mopo.model_step(state, batch.obs[real:real + starts], k_roll, None,
+                                  mopo.start_physics(batch.extra, slice(real, real + starts)))
     mixed = mopo.mixed_batch(state, batch, k_fake)
     if state.model is None:  # true dynamics: one deterministic model, every T_e equal, u = 0
         penalty = jnp.zeros_like(mixed.reward)

@@ -29,13 +29,19 @@ True dynamics (`--set dynamics=true`; default "learned"), the oracle of RAVL's q
 et al. 2024, "The Edge-of-Reach Problem in Offline Model-Based Reinforcement Learning": does a
 perfect model fix model-based offline RL?): no ensemble is fitted; rollouts step the task's
 own env (the offline loop's task and backend, `EnvSpec.task`/`backend`, inside the compiled
-program) from physics states rebuilt from the dataset's observations (offbench/models/
-rollouts.py says why that is exact for halfcheetah and where it is not for hopper/walker2d;
-ant is refused), with the env's reward and termination. The uncertainty penalty is 0: a
-deterministic true model has no uncertainty (max_e ||sigma_e|| = 0), so `penalty_coef` has no
-effect (MOBILE's Bellman inconsistency is 0 likewise). `model_holdout_mse` and `model_epochs`
-are in the metrics only with the learned model; the cell's config records `dynamics`. Not in
-OfflineRL-Kit (RAVL ran its true-dynamics ablation in its own code).
+program) from the start rows' own physics states, which offbench's locomotion datasets store
+(the loop then gives them as the derived field `physics`, qpos ++ qvel: in `init`'s arrays
+and `batch.extra`; any locomotion task, Ant included), or, where the dataset has none
+(datasets built before they were stored, variants, Minari's: the loop says so on stderr),
+from states rebuilt from the observations (planar tasks only: ant is refused there).
+offbench/models/rollouts.py says what each leaves inexact: with stored states only the
+solver's warm start and Ant's first-step main-body position; rebuilt, also Hopper's and
+Walker2d's clipped velocities. The env's reward and termination are used. The uncertainty
+penalty is 0: a deterministic true model has no uncertainty (max_e ||sigma_e|| = 0), so
+`penalty_coef` has no effect (MOBILE's Bellman inconsistency is 0 likewise).
+`model_holdout_mse` and `model_epochs` are in the metrics only with the learned model; the
+cell's config records `dynamics`. Not in OfflineRL-Kit (RAVL ran its true-dynamics ablation
+in its own code).
 
 Defaults: OfflineRL-Kit's run_example/run_mopo.py (yihaosun1124/OfflineRL-Kit): SAC 2x256,
 actor Adam 1e-4, critics 3e-4, temperature 1e-4 from alpha = 1, target entropy -|A|, gamma
@@ -196,20 +202,27 @@ def policy(sac_state: sac.SACState):
     return lambda obs, key: sac.act(sac_state, obs, key, False)
 
 
-def model_step(state: MOPOState, start: jax.Array, key: jax.Array, reward_fn
-               ) -> tuple[MOPOState, dict]:
+def model_step(state: MOPOState, start: jax.Array, key: jax.Array, reward_fn,
+               physics: jax.Array | None = None) -> tuple[MOPOState, dict]:
     """state with the rollouts from `start` added to its buffer, and the rollouts' metrics
-    (shared by MOPO and its siblings); with true dynamics the task's own step, unpenalized."""
+    (shared by MOPO and its siblings); with true dynamics the task's own step, unpenalized,
+    from `physics`, the start rows' stored physics states (None: rebuilt from `start`)."""
     if state.config.dynamics == "true":
         spec = state.sac.spec
         rows, valid, info = rollouts.true_rollout(
-            rollouts.true_env(spec.task, spec.backend), policy(state.sac), start,
-            state.config.rollout_length, key)
+            rollouts.true_env(spec.task, spec.backend, physics is None), policy(state.sac),
+            start, state.config.rollout_length, key, physics)
     else:
         rows, valid, info = rollouts.rollout(state.model, policy(state.sac), start,
                                              state.config.rollout_length, key,
                                              state.termination, reward_fn)
     return state.replace(buffer=rollouts.add(state.buffer, rows, valid)), info
+
+
+def start_physics(rows: dict, index) -> jax.Array | None:
+    """The stored physics states of the start rows `index` of `rows` (init's dataset arrays or a
+    minibatch's extra), when the dataset carries them (`physics`, given with dynamics=true)."""
+    return rows["physics"][index] if "physics" in rows else None
 
 
 def init_state(key: jax.Array, spec: EnvSpec, config, dataset, reward_fn) -> MOPOState:
@@ -225,7 +238,8 @@ def init_state(key: jax.Array, spec: EnvSpec, config, dataset, reward_fn) -> MOP
         if spec.task is None:
             raise ValueError("true dynamics step the task's env: the spec must name the task "
                              "(the offline loop's does)")
-        rollouts.true_env(spec.task, spec.backend)  # refuses tasks it cannot rebuild
+        # refuses what it cannot step (non-locomotion; non-planar without stored states)
+        rollouts.true_env(spec.task, spec.backend, "physics" not in dataset)
         model = None
     else:
         model = ensemble.fit(k_model, dataset["obs"], dataset["action"], dataset["reward"],
@@ -240,7 +254,8 @@ def init_state(key: jax.Array, spec: EnvSpec, config, dataset, reward_fn) -> MOP
     def fill(state, k):
         k_start, k_roll = jax.random.split(k)
         index = jax.random.randint(k_start, (starts,), 0, dataset["obs"].shape[0])
-        return model_step(state, dataset["obs"][index], k_roll, reward_fn)[0], None
+        return model_step(state, dataset["obs"][index], k_roll, reward_fn,
+                          start_physics(dataset, index))[0], None
     return jax.lax.scan(fill, state, jax.random.split(k_fill, config.rollout_freq))[0]
 
 
@@ -281,7 +296,8 @@ def update(state: MOPOState, batch: Transition, key: jax.Array) -> tuple[MOPOSta
     real, starts = sizes(state.config)
     k_roll, k_fake, k_sac = jax.random.split(key, 3)
     state, info = model_step(state, batch.obs[real:real + starts], k_roll,
-                             penalized(state.config.penalty_coef))
+                             penalized(state.config.penalty_coef),
+                             start_physics(batch.extra, slice(real, real + starts)))
     sac_state, metrics = sac.update(state.sac, mixed_batch(state, batch, k_fake), k_sac)
     state = state.replace(sac=sac_state)
     return state, {**metrics, **info, **model_metrics(state)}

@@ -80,6 +80,10 @@ HARNESS_FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
     "warmup_steps": ((int,), 0, "O2O/hybrid: online env steps before the first update"),
     "warmup_actions": ((str,), "random", "O2O/hybrid: actions of the warm-up steps "
                        "(random or policy)"),
+    "dynamics": ((str,), "learned", "offline loop: \"true\" (a model-based algorithm's "
+                 "true-dynamics oracle) asks the loader for `physics`, each row's start physics "
+                 "state (qpos ++ qvel), which reaches batch.extra and init's arrays when the "
+                 "dataset carries it"),
 }
 
 

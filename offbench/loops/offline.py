@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -400,11 +401,20 @@ def load_dataset(algo: Any, algo_config: Any, dataset_id: str,
                  data_root: str | Path | None = None) -> Dataset:
     """A dataset as an algorithm's loop reads it: with the derived fields it declares
     (DATASET_FIELDS) but Monte-Carlo returns, which `prepare` computes from the rewards the
-    algorithm learns (every loop loads through here)."""
+    algorithm learns (every loop loads through here); with `dynamics = "true"` (HARNESS_FIELDS)
+    also the physics states, where the dataset carries them (else said once on stderr: the
+    oracle then rebuilds its start states from observations)."""
     from offbench.data import load
 
     fields = tuple(f for f in contract(algo).dataset_fields if f != "mc_returns")
-    return load(dataset_id, data_root, derived=fields)
+    if config_field(algo_config, "dynamics") == "true":
+        fields += ("physics",)
+    dataset = load(dataset_id, data_root, derived=fields)
+    if "physics" in fields and "physics" not in dataset.extra:
+        print(f"note: {dataset_id} has no physics states ({dataset.metadata['physics']}): the "
+              "true dynamics start from states rebuilt from its observations (offbench/models/"
+              "rollouts.py)", file=sys.stderr)
+    return dataset
 
 
 def setup(algo_name: str, dataset_id: str, config: OfflineConfig, algo_config: Any,

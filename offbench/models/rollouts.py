@@ -20,24 +20,36 @@ root z near 0 for halfcheetah) is above 0.5.
 True dynamics (`true_rollout`, MOPO's and MOBILE's `dynamics = "true"`): the same rollouts with
 the task's own env step (`offbench.envs.make(task, backend)`, the loop's backend, stepped inside
 the compiled program) in place of the model: the env's next observation, reward and termination
-(its healthy rule, not the static rules above). Each start state's physics state is rebuilt from
-its observation, not read from the dataset (which carries no qpos/qvel), because for the planar
-tasks (HalfCheetah, Hopper, Walker2d: Gymnasium v5 observations are qpos[1:] and qvel, float32
-as our physics state) the observation is the state except for
+(its healthy rule, not the static rules above). Each start state's physics state is the
+dataset's own where the dataset carries it: offbench's locomotion datasets store each
+transition's start (qpos, qvel) (offbench/data/builder.py, PHYSICS_FILES), which the loader
+gives as the derived field `physics` (qpos ++ qvel) and the offline loop asks for with
+`dynamics = "true"`; `physics_from_dataset` makes the env's state of it with
+`env.initial_physics`, as a reset would. What remains inexact there: the solver's warm start
+(zero, as after a reset; the dataset's comes from the previous step: a difference at the
+solver's tolerance), and for Ant the main body's position (`xpos_main`), which its forward
+reward reads and which in the dataset lags qpos by one integrator stage, while initial_physics
+puts it at qpos (the first step's reward differs by that lag; its dynamics and observation do
+not). With stored states every locomotion task is allowed, Ant too.
+
+Without them (datasets built before they were stored, variants, Minari datasets made
+elsewhere: the loader leaves `physics` out and the loop says so once on stderr) the start state
+is rebuilt from the observation (`physics_from_obs`), which only the planar tasks allow
+(HalfCheetah, Hopper, Walker2d: Gymnasium v5 observations are qpos[1:] and qvel, float32 as our
+physics state): the observation is the state except for
 - the root x position qpos[0], set to 0: nothing in the step depends on it (a flat infinite
   floor; the forward reward is the x displacement over the step, the same from any x) except
   float32 rounding of x (the dataset's x differs), ~1e-6 * |x| / dt in the reward;
 - Hopper's and Walker2d's velocities, clipped to [-10, 10] in the observation: where a velocity
   sits at the bound the start state is one with that observation (the velocity at +-10), not
   necessarily the dataset's. Measured: 0.4% of hopper-medium-replay-100k's rows, 41% of
-  walker2d-medium-expert-100k's; halfcheetah does not clip (exact). An exact walker2d oracle
-  would need the datasets to carry qvel (a companion array; not built);
-- the solver's warm start (zero, as after a reset; the dataset's comes from the previous step):
-  a difference at the solver's tolerance.
-Steps after the first carry the full physics state (unclipped velocities, x). The test
-(tests/test_mopo.py) steps dataset rows this way and gets the dataset's next observations and
-rewards back. Ant is refused: its root (x, y) and the main body's position, which its forward
-reward reads and which lags qpos by one integrator stage, are not in the observation.
+  walker2d-medium-expert-100k's; halfcheetah does not clip (exact). The stored states are
+  exact there (tests/test_mopo.py steps such rows both ways);
+- the solver's warm start, as above.
+Steps after the first carry the full physics state (unclipped velocities, x). The tests
+(tests/test_mopo.py) step dataset rows both ways and get the dataset's next observations and
+rewards back. Ant is refused without stored states: its root (x, y) and the main body's
+position are not in its observation.
 """
 
 from __future__ import annotations
@@ -163,17 +175,21 @@ def rollout(model: ensemble.ModelState, policy: Callable[[jax.Array, jax.Array],
 # ---- true dynamics ------------------------------------------------------------------------
 
 @functools.cache
-def true_env(task: str, backend: str | None):
-    """The bare env (no time limit, no reset) of a planar locomotion task, for true rollouts."""
+def true_env(task: str, backend: str | None, from_obs: bool = True):
+    """The bare env (no time limit, no reset) of a locomotion task, for true rollouts; one whose
+    start states are rebuilt from observations (`from_obs`, no stored physics) must be planar."""
     env = envs.make(task, backend, wrap=False)
     spec = getattr(env, "spec", None)
-    planar = (getattr(spec, "exclude_qpos", None) == 1 and not env._free_root
-              and not spec.contact_forces_in_obs and env.model.nq - 1 + env.model.nv
-              == env.observation_size)
-    if not planar:
-        raise ValueError(f"true dynamics rebuild the physics state from the observation, which "
-                         f"only the planar locomotion tasks (halfcheetah, hopper, walker2d) "
-                         f"allow; task '{task}' does not (offbench/models/rollouts.py)")
+    if not isinstance(spec, envs.LocomotionSpec):
+        raise ValueError(f"true dynamics step a locomotion task's physics; task '{task}' is not "
+                         "one (offbench/models/rollouts.py)")
+    planar = (spec.exclude_qpos == 1 and not env._free_root and not spec.contact_forces_in_obs
+              and env.model.nq - 1 + env.model.nv == env.observation_size)
+    if from_obs and not planar:
+        raise ValueError(f"true dynamics without the dataset's physics states rebuild them from "
+                         f"the observation, which only the planar locomotion tasks "
+                         f"(halfcheetah, hopper, walker2d) allow; task '{task}' does not: use a "
+                         "dataset that carries them (offbench/models/rollouts.py)")
     return env
 
 
@@ -182,6 +198,16 @@ def physics_from_obs(env, obs: jax.Array):
     nq, nv = env.model.nq, env.model.nv
     qpos = jnp.concatenate([jnp.zeros((obs.shape[0], 1), obs.dtype), obs[:, :nq - 1]], -1)
     return jax.vmap(env.initial_physics)(qpos, obs[:, nq - 1:nq - 1 + nv])
+
+
+def physics_from_dataset(env, physics: jax.Array):
+    """(B, nq + nv) stored start states (the loader's `physics`: qpos ++ qvel) -> the batch of
+    the env's physics states (module docstring)."""
+    nq, nv = env.model.nq, env.model.nv
+    if physics.shape[-1] != nq + nv:
+        raise ValueError(f"physics rows have {physics.shape[-1]} values; task "
+                         f"'{env.spec.name}' needs nq + nv = {nq + nv}")
+    return jax.vmap(env.initial_physics)(physics[:, :nq], physics[:, nq:])
 
 
 def env_step(env, physics, action: jax.Array):
@@ -195,9 +221,11 @@ def env_step(env, physics, action: jax.Array):
 
 
 def true_rollout(env, policy: Callable[[jax.Array, jax.Array], jax.Array], start: jax.Array,
-                 length: int, key: jax.Array) -> tuple[Transition, jax.Array, dict]:
+                 length: int, key: jax.Array, physics: jax.Array | None = None
+                 ) -> tuple[Transition, jax.Array, dict]:
     """`rollout` with the task's own step (module docstring): same rows, validity and metrics
-    (the penalty is 0: the true model has no uncertainty)."""
+    (the penalty is 0: the true model has no uncertainty). physics: the start observations'
+    stored states (B, nq + nv); None: rebuilt from the observations."""
 
     def one(carry, k):
         physics, obs, alive = carry
@@ -206,7 +234,9 @@ def true_rollout(env, policy: Callable[[jax.Array, jax.Array], jax.Array], start
         row = Transition(obs, action, reward, next_obs, done)
         return (physics, next_obs, alive & (done == 0)), (row, alive)
 
-    carry = (physics_from_obs(env, start), start, jnp.ones(start.shape[0], bool))
+    first = physics_from_obs(env, start) if physics is None \
+        else physics_from_dataset(env, physics)
+    carry = (first, start, jnp.ones(start.shape[0], bool))
     _, (rows, valid) = jax.lax.scan(one, carry, jax.random.split(key, length))
     rows, valid = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), (rows, valid))
     count = jnp.maximum(valid.sum(), 1)
