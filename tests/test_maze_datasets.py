@@ -140,8 +140,7 @@ def test_ids_and_success_reference_scores(built):
     assert data.parse("pointmaze-large").short == "pointmaze-large"
     with pytest.raises(ValueError, match="valid kinds are maze2d, fixed$"):
         data.parse("pointmaze-umaze-expert")
-    with pytest.raises(ValueError, match="no datasets yet"):
-        data.parse("antmaze-umaze")
+    assert data.parse("antmaze-umaze").kind == "play"  # AntMaze: tests/test_antmaze_datasets.py
     # random 0, always succeeding 100: the normalized score is 100 x the success rate
     ref = policies.reference_scores("pointmaze-umaze")
     assert ref == (0.0, 1.0)

@@ -7,8 +7,9 @@ expert dataset, so 2x the size, as in D4RL), `medium-replay` and `full-replay` (
 the replay snapshots, evenly spaced in training time up to `medium` and up to `expert`).
 PointMaze's kinds `maze2d` (D4RL's maze2d: a noisy PD waypoint controller, no policy file) and
 `fixed` (the same trajectory relabeled to the evaluation goal, as D4RL evaluates) are made by
-offbench/data/maze2d.py; their reference scores are 0 and 1, success's
-(`policies.reference_scores`).
+offbench/data/maze2d.py; AntMaze's `play` and `diverse` (D4RL's antmaze kinds: the Ant-v5
+policy steered along the planner's waypoints, tasks/policies/ant-nav) by offbench/data/antmaze.py.
+Their reference scores are 0 and 1, success's (`policies.reference_scores`).
 
 A build is staged in a temporary folder beside the data root and moved into place by one rename,
 after its sha256 sidecar (`offbench.json`) is written: an interrupted build leaves nothing the
@@ -47,7 +48,7 @@ import numpy as np
 import offbench
 import offbench.envs as envs
 from offbench import policies
-from offbench.data import maze2d
+from offbench.data import antmaze, maze2d
 from offbench.data.ids import DatasetName, data_root
 from offbench.io import write_text_atomic
 from offbench.loops import rollout
@@ -87,9 +88,15 @@ def _is_maze(task: str) -> bool:
     return isinstance(envs.get_spec(task), envs.MazeSpec)
 
 
+def _is_antmaze(task: str) -> bool:
+    return _is_maze(task) and envs.get_spec(task).agent == "ant"
+
+
 def policy_hashes(task: str, kind: str) -> dict[str, str]:
     """sha256 of each committed policy a dataset of `kind` is generated from (as recorded in
-    its sidecar's `policies_sha256`); none for the maze kinds (a scripted controller)."""
+    its sidecar's `policies_sha256`); none for PointMaze (a scripted controller)."""
+    if _is_antmaze(task):
+        return antmaze.policy_hashes()
     if _is_maze(task):
         return {}
     committed = policies.manifest(task)["policies"] if kind != "random" else {}
@@ -145,6 +152,13 @@ def episodes_from_streams(data: dict[str, np.ndarray], size: int) -> Iterator[di
 def generate(task: str, kind: str, size: int, seed: int, log: Callable = print
              ) -> tuple[list[dict], dict[str, str]]:
     """The episodes of one dataset (host arrays) and the hashes of the policies used."""
+    if _is_antmaze(task):  # the steered ant policy (offbench/data/antmaze.py)
+        if kind not in antmaze.KINDS:
+            raise ValueError(f"unknown dataset kind '{kind}' for task '{task}'")
+        log(f"  {kind}: {'x'.join(map(str, antmaze.stream_shape(size)))} steps (ant-nav "
+            f"controller, action noise {antmaze.NAV.noise})")
+        data = antmaze.generate(task, kind, size, seed)
+        return list(episodes_from_streams(data, size)), antmaze.policy_hashes()
     if _is_maze(task):  # one trajectory of the waypoint controller (offbench/data/maze2d.py)
         if kind not in maze2d.KINDS:
             raise ValueError(f"unknown dataset kind '{kind}' for task '{task}'")
@@ -269,7 +283,9 @@ def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
     episodes, hashes = generate(name.task, name.kind, name.size, seed, log)
     command = command or f"offbench datasets build {name.short} --seed {seed}"
     provenance = record()
-    made_by = ("D4RL maze2d waypoint controller, offbench/data/maze2d.py" if _is_maze(name.task)
+    made_by = ("Ant-v5 SAC actor steered along waypoints, offbench/data/antmaze.py"
+               if _is_antmaze(name.task) else
+               "D4RL maze2d waypoint controller, offbench/data/maze2d.py" if _is_maze(name.task)
                else "SAC actors, tasks/policies")
     metadata = {
         "algorithm_name": f"offbench {name.kind} behaviour ({made_by})",
@@ -328,6 +344,8 @@ def behaviour(task: str, kind: str = maze2d.KIND) -> dict | None:
     """The scripted behaviour a dataset of `task` and `kind` records (the maze controller's
     parameters, and the relabeling for `fixed`; None for the policy-made kinds, whose
     policies' hashes are recorded)."""
+    if _is_antmaze(task):
+        return antmaze.record(kind)
     return maze2d.record(kind) if _is_maze(task) else None
 
 

@@ -7,7 +7,9 @@ tasks have two kinds (offbench/data/maze2d.py): `maze2d`, their default kind, le
 short id as D4RL names them (`pointmaze-umaze`, `pointmaze-umaze-100k`; Minari id
 `offbench/pointmaze-umaze/maze2d-100k-v0`), and `fixed`, the same data relabeled to the task's
 evaluation goal (`pointmaze-medium-fixed-100k`; Minari id
-`offbench/pointmaze-medium/fixed-100k-v0`). AntMaze has no dataset kinds yet.
+`offbench/pointmaze-medium/fixed-100k-v0`). AntMaze has D4RL's kinds (offbench/data/antmaze.py):
+`play` and `diverse` (`antmaze-medium-play`, `antmaze-large-diverse-100k`); antmaze-umaze's
+`play` is D4RL's `antmaze-umaze`, its default kind (`antmaze-umaze`, `antmaze-umaze-diverse`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pathlib import Path
 import offbench.envs as envs
 
 KINDS = ("random", "medium", "expert", "medium-expert", "medium-replay", "full-replay")
-MAZE_KINDS = {"point": ("maze2d", "fixed"), "ant": ()}  # by agent; the first is the default kind
+# by agent; the first is the default kind (AntMaze: only on antmaze-umaze, see default_kind)
+MAZE_KINDS = {"point": ("maze2d", "fixed"), "ant": ("play", "diverse")}
 DEFAULT_SIZE = 1_000_000
 NAMESPACE = "offbench"
 VERSION = 0
@@ -45,6 +48,8 @@ def default_kind(task: str) -> str | None:
     """The kind a short id may leave out (the navigation tasks' single kind), else None."""
     spec = envs.get_spec(task)
     if isinstance(spec, envs.MazeSpec) and MAZE_KINDS[spec.agent]:
+        if spec.agent == "ant" and spec.diverse_map is not None:
+            return None  # D4RL names both kinds: antmaze-medium-play, antmaze-medium-diverse
         return MAZE_KINDS[spec.agent][0]
     return None
 

@@ -1,0 +1,443 @@
+"""AntMaze datasets in the style of D4RL's: an ant navigation controller following the maze
+planner's waypoints with action noise, episodes of 1000 steps from starts and towards goals set
+by the kind, rewards relabeled to the task's evaluation goal.
+
+Source: D4RL `scripts/generation/generate_ant_maze_datasets.py` (`--noisy`: Gaussian action
+noise of std 0.2, clipped to [-1, 1]; `--max_episode_steps 1000`; `--multi_start`) and
+`d4rl/locomotion/maze_env.py` (`create_navigation_policy`, the maps U_MAZE, BIG_MAZE,
+HARDEST_MAZE), relabeled as `scripts/relabel_antmaze_rewards.py` relabels them.
+
+Kinds (ids `antmaze-umaze`, `antmaze-umaze-diverse`, `antmaze-medium-play`,
+`antmaze-medium-diverse`, `antmaze-large-play`, `antmaze-large-diverse`, with -SIZE variants):
+* `play`: every collection episode starts in the evaluation map's start cell ('r') and heads for
+  a goal drawn among hand-picked goal cells: D4RL's BIG_MAZE / HARDEST_MAZE 'G' cells, which are
+  the task's `diverse_map` goal cells (Gymnasium-Robotics' `_Diverse_G` maps: the same cells);
+  antmaze-umaze has no such map and takes its evaluation goal cell (D4RL's U_MAZE: the same),
+  so umaze's `play` is D4RL's `antmaze-umaze` and is its default kind (left out of the id).
+* `diverse`: start and goal uniform over the open cells (the env's `goals="any"` reset, as D4RL's
+  `--multi_start` with goals anywhere).
+Starts and goals carry the task's reset noise (U(-0.25, 0.25) cells on x and y).
+
+The controller (tasks/policies/ant-nav/, `NAV`). The Ant-v5 locomotion policies
+(tasks/policies/ant/, trained by offbench's SAC to run along +x) act on the same model as AntMaze
+(Gymnasium's ant.xml, frame skip 5) and the same observation as AntMaze's agent part (qpos[2:],
+qvel, clipped contact forces of bodies 1..). Physics is equivariant under rotations about the
+vertical axis, so a policy that runs along +x runs along any heading h when it is shown the
+state seen from a frame rotated by -h (`heading_observation`): the torso quaternion left-multiplied
+by the z-rotation of -h, the world-frame linear velocity qvel[0:3] and the world-frame contact
+forces (torque and force of each body) rotated by -h, then clipped to [-1, 1] as Ant-v5 clips
+them; the free joint's angular velocity qvel[3:6] is in the body frame and stays (MuJoCo's
+convention, checked in tests/test_antmaze_datasets.py: a rotated state steps to the rotated
+next state), joint angles and velocities stay. Its action is applied as is. The heading turns
+towards the current waypoint by at most `heading_rate` rad per step. The waypoint is D4RL's
+(`create_navigation_policy`): the centre of the next cell on a shortest path from the ant's cell
+(`maze2d.Maze`'s planner), or the goal itself from the goal's cell and its neighbour on the
+path. Which Ant-v5 policy: `period-0038` of tasks/policies/ant (390k SAC steps, return 2624,
+~2.6 m/s), chosen over `expert` (950k steps, ~4.6 m/s) and `medium` (~2 m/s) because it flips
+over least when steered around corners (measured: tasks/policies/ant-nav/policies.json).
+
+Data. `NUM_ENVS` parallel streams on the C backend; each runs collection episodes of
+`EPISODE_STEPS` = 1000 steps (D4RL's) from resets of the kind's env (`continuing=True`: the ant
+carries on at its goal, as in D4RL's collection). Actions: the stochastic actor's sample plus
+N(0, 0.2) noise, clipped (D4RL: rlkit's exploration policy plus `--noisy`). Relabeling (as the
+PointMaze `fixed` kind, maze2d.relabel_to_eval_goal): each collection episode is cut into
+episodes, each with its own draw of the evaluation goal (eval goal cell centre + the env's goal
+noise, NumPy PCG64 seeded by (seed, crc32(kind))) written into the observations' goal slots
+(the last two); reward 1 on the first transition whose next position is within goal_radius of
+it (a termination), 0 elsewhere; an episode without success ends with its collection episode (a
+timeout). Normalized score = 100 x success rate (reference scores 0 and 1).
+
+Declared differences from D4RL:
+* The controller is not a goal-conditioned SAC trained in the maze (D4RL's, and what issue 24
+  asks for: a waypoint-reaching SAC on the C backend) but the locomotion SAC policy steered by
+  rotation (above): no training on 2 shared CPU cores, and the same physics and observation as
+  Ant-v5 make the construction exact. Its weakness: the policy was never trained to turn, and
+  the ant flips over on some turns (it cannot get up again); success rates are measured and
+  recorded in tasks/policies/ant-nav/policies.json.
+* A collection episode also ends (as a timeout, with a reset) when the ant has flipped over (its
+  torso's z axis points down): D4RL keeps recording a stuck ant until the 1000 steps are up.
+* Waypoints are cell centres without D4RL's per-step uniform jitter; D4RL's goal sampler adds
+  U(0, 0.25) cells of one-sided noise, here the env's symmetric U(-0.25, 0.25).
+* Observations are AntMaze's (agent ++ goal, with contact forces; D4RL: qpos and qvel without
+  contact forces, 29 entries); Gymnasium-Robotics' maze frame, goal radius 0.45 (D4RL 0.5).
+* Episodes are cut at each success w.r.t. the evaluation goal (terminations), so many episodes
+  after the ant reaches the goal are one step long; D4RL's relabeled data keeps 1000-step
+  episodes with its `timeouts` only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import zlib
+from functools import cache
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+import offbench.envs as envs
+from offbench.data import maze2d
+from offbench.envs.spec import TASKS_DIR
+from offbench.networks import TanhGaussianActor, tanh_gaussian_sample
+
+KINDS = ("play", "diverse")  # `play` first: antmaze-umaze's default kind
+BACKEND = "mujoco"
+EPISODE_STEPS = 1000  # D4RL's collection episodes (generate_ant_maze_datasets.py)
+NUM_ENVS = 64  # at most this many parallel streams
+STEPS_PER_ENV = 5000  # at least this many steps per stream
+POLICY_DIR = TASKS_DIR / "policies" / "ant-nav"
+
+
+@dataclasses.dataclass(frozen=True)
+class NavController:
+    """The rotation-steered Ant-v5 policy and the data's action noise."""
+
+    policy: str = "nav"  # tasks/policies/ant-nav/policies.json entry
+    heading_rate: float = 0.1  # rad per step (0.05 s)
+    noise: float = 0.2  # D4RL's --noisy
+    flip_reset: bool = True
+
+
+NAV = NavController()
+
+
+# -- rotations ------------------------------------------------------------------------------------
+
+def _quat_mul(a: jax.Array, b: jax.Array) -> jax.Array:
+    w1, x1, y1, z1 = a
+    w2, x2, y2, z2 = b
+    return jnp.stack([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+                      w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
+
+
+def _rot2(v: jax.Array, angle: jax.Array) -> jax.Array:
+    c, s = jnp.cos(angle), jnp.sin(angle)
+    return jnp.stack([c * v[..., 0] - s * v[..., 1], s * v[..., 0] + c * v[..., 1]], -1)
+
+
+def rotate_physics(physics, angle: jax.Array):
+    """The ant's physics state rotated by `angle` about the world's z axis (through the
+    origin): position, torso orientation, world-frame linear velocity (and its warm-start
+    acceleration) and world-frame contact forces; body-frame angular velocity and joints stay."""
+    half = angle / 2
+    qpos = physics.qpos.at[:2].set(_rot2(physics.qpos[:2], angle)).at[3:7].set(
+        _quat_mul(jnp.stack([jnp.cos(half), 0.0, 0.0, jnp.sin(half)]), physics.qpos[3:7]))
+    qvel = physics.qvel.at[:2].set(_rot2(physics.qvel[:2], angle))
+    warm = physics.qacc_warmstart.at[:2].set(_rot2(physics.qacc_warmstart[:2], angle))
+    f = physics.cfrc_ext.reshape(-1, 6)  # per body: torque (3), force (3), world frame
+    f = f.at[:, 0:2].set(_rot2(f[:, 0:2], angle)).at[:, 3:5].set(_rot2(f[:, 3:5], angle))
+    return physics.replace(qpos=qpos, qvel=qvel, qacc_warmstart=warm, cfrc_ext=f.reshape(-1))
+
+
+def heading_observation(physics, heading: jax.Array) -> jax.Array:
+    """Ant-v5's observation (qpos[2:], qvel, contact forces of bodies 1.. clipped to [-1, 1])
+    of the state seen from a frame rotated by -heading: running along +x there is running
+    along `heading` here. The quaternion is taken with w >= 0 (the same rotation)."""
+    r = rotate_physics(physics, -heading)
+    q = r.qpos[3:7]
+    q = jnp.where(q[0] < 0, -q, q)
+    forces = jnp.clip(r.cfrc_ext.reshape(-1, 6)[1:], -1.0, 1.0).reshape(-1)
+    return jnp.concatenate([r.qpos[2:3], q, r.qpos[7:], r.qvel, forces]).astype(jnp.float32)
+
+
+def flipped(physics) -> jax.Array:
+    """The torso's z axis points down (the ant lies on its back)."""
+    x, y = physics.qpos[4], physics.qpos[5]
+    return 1.0 - 2.0 * (x * x + y * y) < 0.0
+
+
+def _wrap(angle: jax.Array) -> jax.Array:
+    return (angle + jnp.pi) % (2 * jnp.pi) - jnp.pi
+
+
+# -- the controller -------------------------------------------------------------------------------
+
+@cache
+def manifest() -> dict:
+    return json.loads((POLICY_DIR / "policies.json").read_text())
+
+
+def load_nav_policy(name: str = NAV.policy) -> tuple[tuple[int, ...], object, str]:
+    """(hidden sizes, actor params, sha256) of the committed navigation policy, its file
+    checked against its recorded sha256."""
+    info = manifest()
+    entry = info["policies"][name]
+    data = (POLICY_DIR / entry["file"]).read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry["sha256"]:
+        raise ValueError(f"ant-nav/{entry['file']} does not match its sha256 in policies.json "
+                         f"(file {digest[:12]}, recorded {entry['sha256'][:12]}); restore it")
+    return tuple(info["hidden"]), serialization.msgpack_restore(data), digest
+
+
+def waypoint(maze: maze2d.Maze, position: jax.Array, goal: jax.Array) -> jax.Array:
+    """D4RL's waypoint: the centre of the next cell on a shortest path from the ant's cell, or
+    the goal itself when that next cell (or the ant's own) is the goal's."""
+    goal_cell = maze.cell(goal)
+    nxt = maze.hops[maze.cell(position), goal_cell]
+    return jnp.where(nxt == goal_cell, goal, maze.centres[nxt])
+
+
+def bearing(physics, target: jax.Array) -> jax.Array:
+    d = target - physics.qpos[:2]
+    return jnp.arctan2(d[1], d[0])
+
+
+def steer(params, hidden, physics, heading: jax.Array, target: jax.Array, key: jax.Array,
+          ctrl: NavController = NAV, deterministic: bool = False
+          ) -> tuple[jax.Array, jax.Array]:
+    """(action without the data's noise, new heading): the heading turns towards `target` by
+    at most heading_rate, and the policy runs along it."""
+    heading = _wrap(heading + jnp.clip(_wrap(bearing(physics, target) - heading),
+                                       -ctrl.heading_rate, ctrl.heading_rate))
+    mean, log_std = TanhGaussianActor(hidden, 8).apply(params, heading_observation(physics,
+                                                                                   heading))
+    action = jnp.tanh(mean) if deterministic else tanh_gaussian_sample(mean, log_std, key)[0]
+    return action, heading
+
+
+def controller(env: envs.MazeEnv, ctrl: NavController = NAV, noise: bool = True):
+    """The controller as (init(state) -> heading, act(heading, state, key) -> (action,
+    heading)) for one env of `env` (a bare MazeEnv)."""
+    hidden, params, _ = load_nav_policy(ctrl.policy)
+    maze = maze2d.Maze.of(env)
+
+    def target(state):
+        return waypoint(maze, state.pipeline_state.qpos[:2], state.info["goal"])
+
+    def init(state):
+        return bearing(state.pipeline_state, target(state))
+
+    def act(heading, state, key):
+        k_act, k_noise = jax.random.split(key)
+        action, heading = steer(params, hidden, state.pipeline_state, heading, target(state),
+                                k_act, ctrl)
+        if noise:
+            action = jnp.clip(action + ctrl.noise * jax.random.normal(k_noise, action.shape),
+                              -1.0, 1.0)
+        return action, heading
+
+    return init, act
+
+
+# -- the dataset streams --------------------------------------------------------------------------
+
+def kind_goals(task: str, kind: str) -> str:
+    """The env's `goals` option a kind's collection episodes reset with."""
+    if kind == "diverse":
+        return "any"
+    if kind == "play":
+        return "diverse" if envs.get_spec(task).diverse_map is not None else "eval"
+    raise ValueError(f"unknown dataset kind '{kind}' for task '{task}'; valid: {KINDS}")
+
+
+def stream_shape(size: int) -> tuple[int, int]:
+    num_envs = max(1, min(NUM_ENVS, size // STEPS_PER_ENV))
+    return num_envs, math.ceil(size / num_envs)
+
+
+def stream(task: str, kind: str, size: int, key: jax.Array, ctrl: NavController = NAV
+           ) -> dict[str, np.ndarray]:
+    """Per-env streams [num_envs, steps, ...]: observations (with the collection goal),
+    actions, rewards (0: relabeled later), next_observations, terminals (0), timeouts (a
+    collection episode's end: 1000 steps, or a flip), positions (x, y after each step)."""
+    env = envs.make(task, BACKEND, wrap=False, goals=kind_goals(task, kind), continuing=True)
+    init, act = controller(env, ctrl)
+    num_envs, steps = stream_shape(size)
+
+    def one(key):
+        k_reset, k_run = jax.random.split(key)
+        state = env.reset(k_reset)
+
+        def body(carry, t):
+            state, heading, elapsed = carry
+            k_act, k_reset = jax.random.split(jax.random.fold_in(k_run, t))
+            action, heading = act(heading, state, k_act)
+            nxt = env.step(state, action)
+            elapsed = elapsed + 1
+            end = elapsed >= EPISODE_STEPS
+            if ctrl.flip_reset:
+                end = end | flipped(nxt.pipeline_state)
+            out = {"observations": state.obs, "actions": action,
+                   "next_observations": nxt.obs, "timeouts": end.astype(jnp.float32),
+                   "positions": nxt.pipeline_state.qpos[:2]}
+            fresh = env.reset(k_reset)
+            state = jax.tree.map(lambda a, b: jnp.where(end, a, b), fresh, nxt)
+            heading = jnp.where(end, init(fresh), heading)
+            return (state, heading, jnp.where(end, 0, elapsed)), out
+
+        carry = (state, init(state), jnp.zeros((), jnp.int32))
+        return jax.lax.scan(body, carry, jnp.arange(steps))[1]
+
+    out = jax.device_get(jax.jit(jax.vmap(one))(jax.random.split(key, num_envs)))
+    out = {k: np.asarray(v) for k, v in out.items()}
+    zeros = np.zeros(out["timeouts"].shape, np.float32)
+    return {**out, "rewards": zeros, "terminals": zeros.copy()}
+
+
+def relabel(task: str, kind: str, data: dict[str, np.ndarray], seed: int
+            ) -> dict[str, np.ndarray]:
+    """Streams with each collection episode cut into episodes towards draws of the
+    evaluation goal (module docstring); the goal slots are the observations' last two."""
+    centre, noise = maze2d.eval_goal(task)
+    radius = np.float32(envs.get_spec(task).goal_radius)
+    rng = np.random.default_rng([seed, zlib.crc32(kind.encode())])
+    obs, nxt = np.array(data["observations"]), np.array(data["next_observations"])
+    rewards = np.zeros(obs.shape[:2], np.float32)
+    terminals, timeouts = rewards.copy(), rewards.copy()
+    for e in range(obs.shape[0]):
+        position = data["positions"][e]
+        ends = np.r_[np.flatnonzero(data["timeouts"][e] > 0), len(position) - 1]
+        t = 0
+        for stop in ends:
+            while t <= stop:
+                goal = (centre + rng.uniform(-noise, noise, 2)).astype(np.float32)
+                window = position[t:stop + 1] - goal
+                hit = np.flatnonzero(np.sqrt(np.sum(window * window, axis=1)) <= radius)
+                end = t + int(hit[0]) if hit.size else stop
+                if hit.size:
+                    rewards[e, end] = terminals[e, end] = 1.0
+                else:
+                    timeouts[e, end] = data["timeouts"][e, stop]
+                obs[e, t:end + 1, -2:] = goal
+                nxt[e, t:end + 1, -2:] = goal
+                t = end + 1
+    return {"observations": obs, "actions": data["actions"], "rewards": rewards,
+            "next_observations": nxt, "terminals": terminals, "timeouts": timeouts}
+
+
+def dataset_key(seed: int, kind: str) -> jax.Array:
+    return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(f"antmaze-{kind}".encode()))
+
+
+def generate(task: str, kind: str, size: int, seed: int) -> dict[str, np.ndarray]:
+    """The relabeled streams of one dataset ([num_envs, steps, ...] host arrays)."""
+    return relabel(task, kind, stream(task, kind, size, dataset_key(seed, kind)), seed)
+
+
+def policy_hashes() -> dict[str, str]:
+    return {f"ant-nav/{NAV.policy}": manifest()["policies"][NAV.policy]["sha256"]}
+
+
+def record(kind: str) -> dict:
+    """What a dataset's build record says about its behaviour (compared on rebuilds)."""
+    return {"controller": "offbench.data.antmaze (Ant-v5 SAC policy steered by rotation along "
+                          "D4RL's waypoints, tasks/policies/ant-nav)",
+            **dataclasses.asdict(NAV), "episode_steps": EPISODE_STEPS, "kind": kind,
+            "goals": "relabeled to per-episode draws of the evaluation goal (antmaze.py)"}
+
+
+# -- measuring the controller ---------------------------------------------------------------------
+
+def success_rate(task: str, episodes: int, key: jax.Array, goals: str = "eval",
+                 noise: bool = False, ctrl: NavController = NAV) -> tuple[float, float]:
+    """(fraction of `episodes` episodes of the task on the C backend, within its time limit,
+    that reach the goal; fraction that flipped over before reaching it)."""
+    env = envs.make(task, BACKEND, auto_reset=False, goals=goals)
+    init, act = controller(env.unwrapped, ctrl, noise)
+
+    @jax.jit
+    def run(key):
+        k_reset, k_run = jax.random.split(key)
+        state = jax.vmap(env.reset)(jax.random.split(k_reset, episodes))
+        heading = jax.vmap(init)(state)
+
+        def body(carry, t):
+            state, heading, reached, fell = carry
+            keys = jax.random.split(jax.random.fold_in(k_run, t), episodes)
+            action, heading = jax.vmap(act)(heading, state, keys)
+            state = jax.vmap(env.step)(state, action)
+            reached = jnp.maximum(reached, state.metrics["success"])
+            fell = jnp.maximum(fell, jax.vmap(flipped)(state.pipeline_state) * (1 - reached))
+            return (state, heading, reached, fell), None
+
+        zero = jnp.zeros(episodes)
+        carry = (state, heading, zero, zero)
+        (_, _, reached, fell), _ = jax.lax.scan(body, carry, jnp.arange(env.episode_length))
+        return reached.mean(), fell.mean()
+
+    reached, fell = run(key)
+    return float(reached), float(fell)
+
+
+def open_ground(episodes: int, key: jax.Array, distance: float = 4.0, steps: int = 100,
+                radius: float = 0.45, ctrl: NavController = NAV) -> tuple[float, float, float]:
+    """Waypoint reaching on open ground (the `ant` task's floor, C backend, no action noise):
+    from a reset, a target `distance` m away in one of `episodes` evenly spaced directions;
+    (fraction that come within `radius` of it within `steps` steps, mean steps to get there
+    among those, fraction flipped over)."""
+    hidden, params, _ = load_nav_policy(ctrl.policy)
+    env = envs.make("ant", BACKEND, wrap=False)
+    angles = jnp.linspace(-jnp.pi, jnp.pi, episodes, endpoint=False)
+    direction = jnp.stack([jnp.cos(angles), jnp.sin(angles)], -1)
+
+    @jax.jit
+    def run(key):
+        k_reset, k_run = jax.random.split(key)
+        state = jax.vmap(env.reset)(jax.random.split(k_reset, episodes))
+        target = state.pipeline_state.qpos[:, :2] + distance * direction
+        heading = jax.vmap(bearing)(state.pipeline_state, target)
+
+        def body(carry, t):
+            state, heading, first, fell = carry
+            keys = jax.random.split(jax.random.fold_in(k_run, t), episodes)
+            action, heading = jax.vmap(
+                lambda p, h, g, k: steer(params, hidden, p, h, g, k, ctrl))(
+                state.pipeline_state, heading, target, keys)
+            state = jax.vmap(env.step)(state, action)
+            near = jnp.linalg.norm(state.pipeline_state.qpos[:, :2] - target, axis=-1) <= radius
+            first = jnp.where(near & (first > steps), t + 1, first)
+            fell = fell | jax.vmap(flipped)(state.pipeline_state)
+            return (state, heading, first, fell), None
+
+        carry = (state, heading, jnp.full(episodes, steps + 1), jnp.zeros(episodes, bool))
+        (_, _, first, fell), _ = jax.lax.scan(body, carry, jnp.arange(steps))
+        hit = first <= steps
+        return jnp.mean(hit), jnp.sum(jnp.where(hit, first, 0)) / jnp.maximum(1, jnp.sum(hit)), \
+            jnp.mean(fell)
+
+    reached, time, fell = run(key)
+    return float(reached), float(time), float(fell)
+
+
+# -- the record of tasks/policies/ant-nav ---------------------------------------------------------
+
+MEASURE_EPISODES = 64
+
+
+def measure(command: str, log=print) -> dict:
+    """Measure the navigation controller and write tasks/policies/ant-nav/policies.json
+    (keeping its policy entries): open-ground waypoint reaching, and success from the tasks'
+    evaluation starts to their goals and between random cells, with and without the data's
+    action noise."""
+    from offbench.io import write_text_atomic
+    from offbench.provenance import record as provenance
+
+    info = json.loads((POLICY_DIR / "policies.json").read_text())
+    key = jax.random.PRNGKey(0)
+    reached, steps, fell = open_ground(MEASURE_EPISODES, key)
+    results = {"open_ground_waypoint_4m": {
+        "episodes": MEASURE_EPISODES, "reached_within_0.45m_in_100_steps": reached,
+        "mean_steps_to_reach": steps, "flipped": fell}}
+    log(f"open ground: {results}")
+    for task in ("antmaze-umaze", "antmaze-medium", "antmaze-large"):
+        for goals in ("eval", "any"):
+            for noise in (False, True):
+                success, fell = success_rate(task, MEASURE_EPISODES, key, goals, noise)
+                name = f"{task} goals={goals} {'noise 0.2' if noise else 'no noise'}"
+                results[name] = {"episodes": MEASURE_EPISODES, "success": success,
+                                 "flipped_before_success": fell}
+                log(f"{name}: success {success:.3f}, flipped before success {fell:.3f}")
+    info["measured"] = {"command": command, "controller": dataclasses.asdict(NAV),
+                        "results": results, **provenance()}
+    write_text_atomic(POLICY_DIR / "policies.json", json.dumps(info, indent=2, default=str))
+    manifest.cache_clear()
+    return info
+
+
+if __name__ == "__main__":
+    measure("python -m offbench.data.antmaze")

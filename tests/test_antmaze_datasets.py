@@ -1,0 +1,180 @@
+"""AntMaze datasets (offbench/data/antmaze.py): the rotation that steers the Ant-v5 policy is an
+exact symmetry of the physics and of the observation, the steered ant moves towards targets in
+every direction (and the unsteered one does not), the controller's success in antmaze-umaze,
+byte-identical rebuilds, the relabeling to the evaluation goal, and the ids.
+Tiny sizes only (the 1M-transition datasets are never built here)."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import offbench.envs as envs
+from offbench import data
+from offbench.data import antmaze, builder
+
+ID = "antmaze-umaze-2k"
+
+
+def _files(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("antmaze")
+    quiet = {"log": lambda *_: None}
+    return {"a": data.build(data.parse(ID), seed=0, root=root / "a", **quiet),
+            "b": data.build(data.parse(ID), seed=0, root=root / "b", **quiet),
+            "root": root / "a"}
+
+
+@pytest.fixture(scope="module")
+def running_ant():
+    """An Ant-v5 (C backend) state after 40+ steps of the policy, mid-stride, with contacts."""
+    env = envs.make("ant", "mujoco", wrap=False)
+    hidden, params, _ = antmaze.load_nav_policy()
+    state = env.reset(jax.random.key(0))
+    heading = jnp.zeros(())
+    for t in range(100):  # 40 steps, then on until a foot is on the ground
+        if t >= 40 and float(jnp.abs(state.pipeline_state.cfrc_ext).max()) > 0.1:
+            break
+        action, heading = antmaze.steer(params, hidden, state.pipeline_state, heading,
+                                        jnp.array([50.0, 0.0]), jax.random.key(t))
+        state = env.step(state, action)
+    return env, state
+
+
+def test_heading_zero_is_the_ant_v5_observation_and_rotation_is_a_symmetry(running_ant):
+    env, state = running_ant
+    p = state.pipeline_state
+    assert float(jnp.abs(p.cfrc_ext).max()) > 0.1  # feet on the ground: forces are rotated too
+    np.testing.assert_array_equal(antmaze.heading_observation(p, jnp.zeros(())), state.obs)
+    action = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, 8), jnp.float32)
+    after = env.step(state, action).pipeline_state
+    for angle in (0.7, 2.0, -2.5):
+        rotated = antmaze.rotate_physics(p, jnp.float32(angle))
+        # the same observation from the rotated state, seen along the rotated heading
+        np.testing.assert_allclose(antmaze.heading_observation(rotated, jnp.float32(0.3 + angle)),
+                                   antmaze.heading_observation(p, jnp.float32(0.3)), atol=1e-6)
+        # the rotated state steps to the rotated next state (C backend, float64 inside)
+        stepped = env.step(state.replace(pipeline_state=rotated), action).pipeline_state
+        expected = antmaze.rotate_physics(after, jnp.float32(angle))
+        for field in ("qpos", "qvel", "cfrc_ext"):
+            np.testing.assert_allclose(getattr(stepped, field), getattr(expected, field),
+                                       atol=1e-4, err_msg=field)
+        # MuJoCo's free-joint angular velocity is in the body frame: rotating it as a world
+        # vector breaks the symmetry
+        wrong = rotated.replace(qvel=rotated.qvel.at[3:5].set(antmaze._rot2(p.qvel[3:5], angle)))
+        stepped = env.step(state.replace(pipeline_state=wrong), action).pipeline_state
+        assert float(jnp.max(jnp.abs(stepped.qvel - expected.qvel))) > 0.05
+
+
+def test_the_steered_ant_moves_towards_targets_in_every_direction():
+    """Invariant: on open ground, in 8 directions, the steered policy makes progress towards a
+    target 20 m away in 60 steps (3 s from rest; measured 4.4-9.5 m, and 0.4 m straight
+    behind, where it first turns round), straying little sideways; unsteered (heading fixed
+    at +x) it runs away from the target behind it."""
+    env = envs.make("ant", "mujoco", wrap=False)
+    hidden, params, _ = antmaze.load_nav_policy()
+    angles = jnp.linspace(-jnp.pi, jnp.pi, 8, endpoint=False)
+    direction = jnp.stack([jnp.cos(angles), jnp.sin(angles)], -1)
+
+    @jax.jit
+    def run(steered):
+        state = jax.vmap(env.reset)(jax.random.split(jax.random.key(1), 8))
+        start = state.pipeline_state.qpos[:, :2]
+        target = start + 20.0 * direction
+
+        def body(carry, t):
+            state, heading = carry
+            act = jax.vmap(lambda p, h, g, k: antmaze.steer(params, hidden, p, h, g, k))
+            goal = jnp.where(steered, target, start + jnp.array([20.0, 0.0]))
+            action, heading = act(state.pipeline_state, heading, goal,
+                                  jax.random.split(jax.random.key(t), 8))
+            return (jax.vmap(env.step)(state, action), heading), None
+
+        heading = jnp.where(steered, angles, 0.0)
+        (state, _), _ = jax.lax.scan(body, (state, heading), jnp.arange(60))
+        moved = state.pipeline_state.qpos[:, :2] - start
+        along = jnp.sum(moved * direction, -1)
+        across = jnp.abs(moved[:, 0] * direction[:, 1] - moved[:, 1] * direction[:, 0])
+        return along, across
+
+    along, across = jax.device_get(run(True))
+    assert np.all(along > 0.25) and np.median(along) > 4.0, along
+    assert np.all(across < along / 2 + 1.0), (along, across)
+    along, _ = jax.device_get(run(False))
+    assert along[0] < 0  # the target at -x: the unsteered ant runs away from it
+
+
+def test_controller_reaches_the_umaze_goal_on_the_c_backend():
+    """Invariant: from D4RL's umaze start to its goal (700 steps, no action noise), the
+    controller succeeds in at least 35% of 32 episodes (measured 0.5-0.6 over 64; the rest
+    mostly flip over on a turn: tasks/policies/ant-nav/policies.json), and nearly every
+    failure is a flip."""
+    success, fell = antmaze.success_rate("antmaze-umaze", 32, jax.random.key(3))
+    assert success >= 0.35 and success + fell >= 0.8, (success, fell)
+
+
+def test_build_is_byte_identical_from_a_seed(built):
+    files_a, files_b = _files(built["a"]), _files(built["b"])
+    assert files_a == files_b
+    record = json.loads(files_a[builder.SIDECAR])
+    for rel, digest in record["sha256"].items():
+        assert hashlib.sha256(files_a[rel]).hexdigest() == digest
+    assert record["transitions"] == 2000 and record["kind"] == "play"
+    assert record["policies_sha256"] == antmaze.policy_hashes()
+    assert record["behaviour"]["noise"] == 0.2 and record["behaviour"]["episode_steps"] == 1000
+
+
+def test_rewards_and_ends_are_relabeled_to_the_evaluation_goal(built):
+    """Goals in the observations are draws around the evaluation goal, constant within an
+    episode; reward 1 exactly on the steps whose next position (recorded by the stream) is
+    within the goal radius of the episode's goal, and those end their episodes."""
+    ds = data.load(ID, built["root"])
+    lengths = ds.metadata["episode_lengths"]
+    starts = np.r_[0, np.cumsum(lengths)[:-1]]
+    goals = ds.observations[:, -2:]
+    centre, noise = antmaze.maze2d.eval_goal("antmaze-umaze")
+    assert np.all(np.abs(goals - centre) <= noise + 1e-5)
+    for s, n in zip(starts, lengths, strict=True):
+        assert np.all(goals[s:s + n] == goals[s])
+        assert np.all(ds.next_observations[s:s + n, -2:] == goals[s])
+    np.testing.assert_array_equal(ds.rewards, ds.terminals)
+    ends = starts + lengths - 1
+    assert np.all(ds.rewards[np.setdiff1d(np.arange(len(ds.rewards)), ends)] == 0)
+    # the stream itself: the same relabeling from its recorded positions
+    stream = antmaze.stream("antmaze-umaze", "play", 2000, antmaze.dataset_key(0, "play"))
+    relabeled = antmaze.relabel("antmaze-umaze", "play", stream, 0)
+    np.testing.assert_array_equal(relabeled["actions"][0], ds.actions)
+    np.testing.assert_array_equal(relabeled["rewards"][0], ds.rewards)
+    position, goal = stream["positions"][0], relabeled["observations"][0, :, -2:]
+    within = np.sqrt(np.sum((position - goal) ** 2, axis=1)) <= np.float32(0.45)
+    np.testing.assert_array_equal(within.astype(np.float32), ds.rewards)
+    # collection episodes: 1000 steps, or shorter when the ant flipped over
+    assert stream["timeouts"][0].sum() >= 1
+
+
+def test_ids():
+    expected = {"antmaze-umaze": ("antmaze-umaze", "play"),
+                "antmaze-umaze-diverse": ("antmaze-umaze", "diverse"),
+                "antmaze-medium-play": ("antmaze-medium", "play"),
+                "antmaze-medium-diverse": ("antmaze-medium", "diverse"),
+                "antmaze-large-play": ("antmaze-large", "play"),
+                "antmaze-large-diverse-100k": ("antmaze-large", "diverse")}
+    for short, (task, kind) in expected.items():
+        name = data.parse(short)
+        assert (name.task, name.kind) == (task, kind) and name.short == short
+        assert data.parse(name.minari_id) == name
+    assert data.parse("antmaze-umaze-100k").minari_id == "offbench/antmaze-umaze/play-100k-v0"
+    with pytest.raises(ValueError, match="valid kinds are play, diverse"):
+        data.parse("antmaze-medium")
+    assert antmaze.kind_goals("antmaze-umaze", "play") == "eval"
+    assert antmaze.kind_goals("antmaze-medium", "play") == "diverse"
+    assert antmaze.kind_goals("antmaze-large", "diverse") == "any"
