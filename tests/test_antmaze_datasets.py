@@ -158,7 +158,14 @@ def test_rewards_and_ends_are_relabeled_to_the_evaluation_goal(built):
     within = np.sqrt(np.sum((position - goal) ** 2, axis=1)) <= np.float32(0.45)
     np.testing.assert_array_equal(within.astype(np.float32), ds.rewards)
     # collection episodes: 1000 steps, or shorter when the ant flipped over
-    assert stream["timeouts"][0].sum() >= 1
+    ends = np.flatnonzero(stream["timeouts"][0])
+    assert len(ends) >= 1 and np.all(np.diff(np.r_[-1, ends]) <= antmaze.EPISODE_STEPS)
+    stats = antmaze.collection_success(ds.terminals, lengths)
+    assert stats["collection_episodes"] == len(ends) + (ends[-1] != len(ds.rewards) - 1)
+    reached = [relabeled["terminals"][0, a + 1:b + 1].any()
+               for a, b in zip(np.r_[-1, ends], np.r_[ends, len(ds.rewards) - 1], strict=True)
+               if b > a]
+    assert stats["reached_eval_goal"] == pytest.approx(np.mean(reached))
 
 
 def test_ids():

@@ -331,6 +331,23 @@ def record(kind: str) -> dict:
             "goals": "relabeled to per-episode draws of the evaluation goal (antmaze.py)"}
 
 
+def collection_success(terminals: np.ndarray, lengths: np.ndarray) -> dict:
+    """From a built dataset's terminals and episode lengths: its collection episodes (runs of
+    episodes up to one that does not end in a success), the fraction of them in which the ant
+    reached the evaluation goal at least once, and the fraction shorter than EPISODE_STEPS (the
+    ant flipped over; the last one of each stream, cut by the data's end, counts too)."""
+    ends = np.cumsum(lengths) - 1
+    success = np.asarray(terminals)[ends] > 0
+    reached, short, total, run, length = 0, 0, 0, False, 0
+    for ok, n in zip(success, lengths, strict=True):
+        run, length = run or ok, length + n
+        if not ok:
+            total, reached, short = total + 1, reached + run, short + (length < EPISODE_STEPS)
+            run, length = False, 0
+    return {"collection_episodes": total, "reached_eval_goal": reached / max(total, 1),
+            "shorter_than_1000": short / max(total, 1)}
+
+
 # -- measuring the controller ---------------------------------------------------------------------
 
 def success_rate(task: str, episodes: int, key: jax.Array, goals: str = "eval",
