@@ -149,13 +149,15 @@ def uniform_label(label: str) -> str | None:
 
 
 def fixed_goal(dataset: str) -> bool:
-    """A navigation dataset relabeled to the evaluation goal (kind `fixed`, maze2d.py)."""
-    from offbench.data import ids, maze2d
+    """A navigation dataset relabeled to the evaluation goal (PointMaze's kind `fixed`,
+    maze2d.py; every AntMaze kind, antmaze.py)."""
+    from offbench.data import antmaze, ids, maze2d
 
     try:
-        return ids.parse(dataset.split("+")[0]).kind == maze2d.FIXED_KIND
+        kind = ids.parse(dataset.split("+")[0]).kind
     except ValueError:
         return False
+    return kind == maze2d.FIXED_KIND or kind in antmaze.KINDS
 
 
 def beats(rows: pd.DataFrame, better: str, worse: str, statement: str
