@@ -49,8 +49,19 @@ def device_memory(device) -> int | None:
     return None
 
 
-def _field_width(field: str, action_size: int) -> int:
-    return action_size if field == "next_actions" else 1  # mc_returns: one float a row
+def _fields(algo, algo_config, env) -> list[tuple[str, int]]:
+    """(derived field, floats a row) of a cell's arrays: its DATASET_FIELDS (mc_returns: one),
+    and with dynamics=true the physics states the loop asks for (qpos ++ qvel; datasets built
+    before they were stored have none, so this is an upper bound)."""
+    from offbench import envs
+    from offbench.algorithms import config_field, contract
+
+    act = env.action_size
+    out = [(f, act if f == "next_actions" else 1) for f in contract(algo).dataset_fields]
+    if config_field(algo_config, "dynamics") == "true" and isinstance(
+            getattr(env.unwrapped, "spec", None), envs.LocomotionSpec):
+        out.append(("physics", env.unwrapped.model.nq + env.unwrapped.model.nv))
+    return out
 
 
 def _state_bytes(algo, spec, algo_config, transitions: int, fields) -> float:
@@ -79,7 +90,7 @@ def cell_memory(config: dict) -> dict[str, int]:
     """Estimated resident bytes of one cell (a resolved config as `cells.resolve` gives it):
     dataset, replay (all seeds), algorithm state (all seeds) and their total."""
     from offbench import envs, hybrid
-    from offbench.algorithms import EnvSpec, contract, load_algorithm
+    from offbench.algorithms import EnvSpec, load_algorithm
     from offbench.data import ids
     from offbench.harness.cells import algo_config_from
 
@@ -93,8 +104,8 @@ def cell_memory(config: dict) -> dict[str, int]:
     obs, act = env.observation_size, env.action_size
     seeds = int(config["seeds"])
     row = 2 * obs + act + 2  # obs, next_obs, action, reward, terminal
-    fields = sum(_field_width(f, act) for f in contract(algo).dataset_fields)
-    dataset = name.size * (row + fields) * FLOAT_BYTES
+    fields = _fields(algo, algo_config, env)
+    dataset = name.size * (row + sum(w for _, w in fields)) * FLOAT_BYTES
     replay = 0
     if config["mode"] != "offline":
         budget = config["budget"]
@@ -102,8 +113,7 @@ def cell_memory(config: dict) -> dict[str, int]:
         replay = seeds * size * (row + 1) * FLOAT_BYTES  # + the done flag of time limits
     # the task and backend too: a true-dynamics model-based cell's init steps the task's env
     spec = EnvSpec(obs, act, name.task, env.unwrapped.backend)
-    state = seeds * _state_bytes(algo, spec, algo_config, name.size, fields=[
-        (f, _field_width(f, act)) for f in contract(algo).dataset_fields])
+    state = seeds * _state_bytes(algo, spec, algo_config, name.size, fields=fields)
     return {"dataset": dataset, "replay": replay, "state": state,
             "total": dataset + replay + (0 if np.isnan(state) else state)}
 

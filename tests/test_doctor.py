@@ -80,3 +80,15 @@ def test_memory_estimate_of_a_model_based_cell_counts_its_model_buffer(dynamics)
     rows = cfg.rollout_batch_size * cfg.model_retain_epochs * cfg.rollout_length
     assert memory["state"] >= 2 * rows * (11 + 11 + 3 + 1 + 1) * 4
     assert memory["total"] == memory["dataset"] + memory["state"]
+
+
+def test_memory_estimate_of_a_true_dynamics_cell_counts_the_physics_states():
+    """dynamics=true: the loop also loads each row's physics state (qpos ++ qvel, 12 floats on
+    hopper), and an ant cell, whose init needs them, traces (finite state bytes)."""
+    def memory(dataset, dynamics):
+        return cell_memory(cells.resolve("mopo", dataset, "offline", seeds=1, fingerprint="x",
+                                         items=[f"dynamics={dynamics}"]))
+
+    learned, true = memory("hopper-medium-100k", "learned"), memory("hopper-medium-100k", "true")
+    assert true["dataset"] - learned["dataset"] == 100_000 * 12 * 4
+    assert np.isfinite(memory("ant-medium-100k", "true")["state"])

@@ -70,6 +70,8 @@ def tiny_dataset(fields: tuple[str, ...], seed: int = 0) -> dict[str, np.ndarray
         arrays["next_actions"] = rng.uniform(-1, 1, (N, ACT)).astype(np.float32)
     if "mc_returns" in fields:
         arrays["mc_returns"] = rng.normal(size=N).astype(np.float32) * 10
+    if "physics" in fields:  # hopper's physics state of each observation: x = 0, qpos[1:], qvel
+        arrays["physics"] = np.concatenate([np.zeros((N, 1), np.float32), arrays["obs"]], 1)
     return arrays
 
 
@@ -182,6 +184,8 @@ class Checker:
         # steps hopper's env from the synthetic observations (the C backend: no compile wait)
         spec = EnvSpec(OBS, ACT, "hopper", "mujoco")
         fields = hooks.dataset_fields
+        if config_field(config, "dynamics") == "true":  # as offline.load_dataset asks for it
+            fields += ("physics",)
         arrays = {k: jax.numpy.asarray(v) for k, v in tiny_dataset(fields).items()}
         batch_size = min(config.batch_size, N)
         obs = arrays["obs"][:7]
