@@ -437,3 +437,25 @@ def test_offbench_run_mopo_true_dynamics_on_stored_physics(physics_root, tmp_pat
     variant = offline.load_dataset(mopo, true, "walker2d-random-3k+episodes=0.5", physics_root)
     assert "physics" not in variant.extra
     assert capsys.readouterr().err.count("has no physics states") == 1
+
+
+def test_a_true_dynamics_cell_on_stored_physics_is_its_own_cell(physics_root, monkeypatch):
+    """The stored states' hash is in a true-dynamics cell's identity (results from states
+    rebuilt from observations, on the same transitions built before, are another cell); a
+    learned-model cell, a variant's, and one on a dataset without them keep the config (and
+    id) they had."""
+    from offbench.harness import cells
+    from offbench.harness.store import cell_name
+
+    monkeypatch.setenv("OFFBENCH_DATASETS", str(physics_root))
+
+    def resolve(dataset, dynamics):
+        return cells.resolve("mopo", dataset, "offline", items=[f"dynamics={dynamics}"])
+
+    true = resolve("walker2d-random-3k", "true")
+    assert len(true["physics_sha256"]) > 8 and true["dataset_sha256"]
+    assert "physics_sha256" not in resolve("walker2d-random-3k", "learned")
+    assert "physics_sha256" not in resolve("walker2d-random-3k+episodes=0.5", "true")
+    assert "physics_sha256" not in resolve("hopper-random-3k", "true")  # not built
+    without = {k: v for k, v in true.items() if k != "physics_sha256"}
+    assert cell_name(true) != cell_name(without)

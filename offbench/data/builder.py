@@ -396,3 +396,24 @@ def dataset_fingerprint(dataset: str) -> str | None:
     record = json.loads(sidecar.read_text())
     return config_hash({"data": (record.get("sha256") or {}).get(DATA_FILES[0]),
                         "reference_scores": record.get("reference_scores")})
+
+
+def physics_fingerprint(dataset: str) -> str | None:
+    """A hash of the physics states a built offbench base dataset carries (its sidecar's
+    physics_sha256), None for one without them, a variant or another's dataset. Not part of
+    `dataset_fingerprint` (cells of every algorithm keep their ids when a dataset gains them);
+    a true-dynamics cell adds it to its identity (harness/cells.resolve), so its results from
+    states rebuilt from observations and from the stored states are separate cells."""
+    from offbench.data import transforms
+    from offbench.data.ids import parse
+    from offbench.io import config_hash
+
+    if transforms.split(dataset).transforms:
+        return None
+    try:
+        sidecar = parse(dataset).path() / SIDECAR
+    except ValueError:
+        return None
+    recorded = json.loads(sidecar.read_text()).get("physics_sha256") if sidecar.exists() \
+        else None
+    return config_hash(recorded) if recorded else None

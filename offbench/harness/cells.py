@@ -245,7 +245,7 @@ def resolve(algo_name: str, dataset: str, mode_name: str, *, items: list[str] | 
     KEY=VALUE overrides of the algorithm's Config, `budget` the mode's budget table (defaults
     filled and checked by the mode); `fingerprint` of the dataset (default: computed).
     One ValueError for a request that cannot run, before anything is written."""
-    from offbench.algorithms import apply_overrides, load_algorithm
+    from offbench.algorithms import apply_overrides, config_field, load_algorithm
 
     algo = load_algorithm(algo_name)
     mode = get_mode(mode_name)
@@ -266,13 +266,22 @@ def resolve(algo_name: str, dataset: str, mode_name: str, *, items: list[str] | 
         from offbench.data.builder import dataset_fingerprint
 
         fingerprint = dataset_fingerprint(dataset)
+    # a true-dynamics cell on a dataset with stored physics states starts its rollouts from them
+    # (offbench/models/rollouts.py): the states' hash is part of its identity; cells without
+    # them keep the ids they always had
+    physics = None
+    if config_field(algo_config, "dynamics") == "true" and mode_name == "offline":
+        from offbench.data.builder import physics_fingerprint
+
+        physics = physics_fingerprint(dataset)
     variant = variant or {}
     config = {
         "algorithm": algo_name, "module": algo.__name__, "dataset": dataset,
         "dataset_sha256": fingerprint, "mode": mode_name, "budget": resolved,
         "algo_config": dataclasses.asdict(algo_config), "overrides": sorted(items),
         "variant": ",".join(f"{k}={v}" for k, v in variant.items()),
-        "seeds": int(seeds), "first_seed": int(first_seed), "profile": str(profile)}
+        "seeds": int(seeds), "first_seed": int(first_seed), "profile": str(profile),
+        **({"physics_sha256": physics} if physics else {})}
     return json.loads(canonical_json(config))  # exactly what cell.json holds
 
 
