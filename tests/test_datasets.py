@@ -451,6 +451,9 @@ def test_physics_states_leave_the_transitions_byte_identical(tmp_path, monkeypat
     from offbench.loops import rollout
 
     monkeypatch.setattr(data_build, "STEPS_PER_ENV", 500)  # 6 envs x 500 steps
+    # the module's tiny_policies fixture, when it ran, points tasks/policies at a hopper-only
+    # folder: a random dataset needs only reference scores
+    monkeypatch.setattr(policies, "reference_scores", lambda task: (0.0, 1000.0))
     quiet = lambda *_: None  # noqa: E731
     name = data.DatasetName("walker2d", "random", SIZE)
     new = data.build(name, root=tmp_path / "new", log=quiet)
