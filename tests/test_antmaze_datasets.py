@@ -146,9 +146,10 @@ def test_rewards_and_ends_are_relabeled_to_the_evaluation_goal(built):
     for s, n in zip(starts, lengths, strict=True):
         assert np.all(goals[s:s + n] == goals[s])
         assert np.all(ds.next_observations[s:s + n, -2:] == goals[s])
-    np.testing.assert_array_equal(ds.rewards, ds.terminals)
+    assert np.all(ds.terminals >= ds.rewards)  # a success ends its episode
     ends = starts + lengths - 1
-    assert np.all(ds.rewards[np.setdiff1d(np.arange(len(ds.rewards)), ends)] == 0)
+    inner = np.setdiff1d(np.arange(len(ds.rewards)), ends)
+    assert np.all(ds.rewards[inner] == 0) and np.all(ds.terminals[inner] == 0)
     # the stream itself: the same relabeling from its recorded positions
     stream = antmaze.stream("antmaze-umaze", "play", 2000, antmaze.dataset_key(0, "play"))
     relabeled = antmaze.relabel("antmaze-umaze", "play", stream, 0)
@@ -157,14 +158,18 @@ def test_rewards_and_ends_are_relabeled_to_the_evaluation_goal(built):
     position, goal = stream["positions"][0], relabeled["observations"][0, :, -2:]
     within = np.sqrt(np.sum((position - goal) ** 2, axis=1)) <= np.float32(0.45)
     np.testing.assert_array_equal(within.astype(np.float32), ds.rewards)
-    # collection episodes: 1000 steps, or shorter when the ant flipped over
-    ends = np.flatnonzero(stream["timeouts"][0])
-    assert len(ends) >= 1 and np.all(np.diff(np.r_[-1, ends]) <= antmaze.EPISODE_STEPS)
-    stats = antmaze.collection_success(ds.terminals, lengths)
-    assert stats["collection_episodes"] == len(ends) + (ends[-1] != len(ds.rewards) - 1)
-    reached = [relabeled["terminals"][0, a + 1:b + 1].any()
-               for a, b in zip(np.r_[-1, ends], np.r_[ends, len(ds.rewards) - 1], strict=True)
-               if b > a]
+    # collection episodes: 1000 steps (a timeout), or shorter when the ant flipped over (a
+    # termination without reward, the ant upside down)
+    flips = np.flatnonzero(stream["terminals"][0])
+    ends = np.flatnonzero((stream["timeouts"][0] + stream["terminals"][0]) > 0)
+    assert len(flips) >= 1 and np.all(np.diff(np.r_[-1, ends]) <= antmaze.EPISODE_STEPS)
+    assert np.all(np.diff(np.r_[-1, ends])[np.isin(ends, flips)] < antmaze.EPISODE_STEPS)
+    np.testing.assert_array_equal(ds.terminals[flips], 1.0)
+    stats = antmaze.collection_success(ds.rewards, ds.terminals, lengths)
+    pieces = [(a + 1, b + 1) for a, b in zip(np.r_[-1, ends], np.r_[ends, len(ds.rewards) - 1],
+                                             strict=True) if b > a]
+    assert stats["collection_episodes"] == len(pieces)
+    reached = [ds.rewards[a:b].any() for a, b in pieces]
     assert stats["reached_eval_goal"] == pytest.approx(np.mean(reached))
 
 

@@ -44,8 +44,9 @@ PointMaze `fixed` kind, maze2d.relabel_to_eval_goal): each collection episode is
 episodes, each with its own draw of the evaluation goal (eval goal cell centre + the env's goal
 noise, NumPy PCG64 seeded by (seed, crc32(kind))) written into the observations' goal slots
 (the last two); reward 1 on the first transition whose next position is within goal_radius of
-it (a termination), 0 elsewhere; an episode without success ends with its collection episode (a
-timeout). Normalized score = 100 x success rate (reference scores 0 and 1).
+it (a termination), 0 elsewhere; an episode without success ends with its collection episode:
+a termination if the ant flipped over, else a timeout at 1000 steps. Normalized score = 100 x
+success rate (reference scores 0 and 1).
 
 Declared differences from D4RL:
 * The controller is not a goal-conditioned SAC trained in the maze (D4RL's, and what issue 24
@@ -54,8 +55,12 @@ Declared differences from D4RL:
   Ant-v5 make the construction exact. Its weakness: the policy was never trained to turn, and
   the ant flips over on some turns (it cannot get up again); success rates are measured and
   recorded in tasks/policies/ant-nav/policies.json.
-* A collection episode also ends (as a timeout, with a reset) when the ant has flipped over (its
-  torso's z axis points down): D4RL keeps recording a stuck ant until the 1000 steps are up.
+* A collection episode also ends when the ant has flipped over (its torso's z axis points down),
+  as a termination with reward 0, and the next one starts from a reset: D4RL keeps recording a
+  stuck ant until the 1000 steps are up. A termination because the ant cannot get up again:
+  from a flipped state the task's return is 0 whatever follows, which is what a terminal
+  transition says (and a flip is then a whole episode for the return statistics and the
+  harness's return-range reward scale, where a short timeout would not be).
 * Waypoints are cell centres without D4RL's per-step uniform jitter; D4RL's goal sampler adds
   U(0, 0.25) cells of one-sided noise, here the env's symmetric U(-0.25, 0.25).
 * Observations are AntMaze's (agent ++ goal, with contact forces; D4RL: qpos and qvel without
@@ -99,7 +104,7 @@ class NavController:
     policy: str = "nav"  # tasks/policies/ant-nav/policies.json entry
     heading_rate: float = 0.1  # rad per step (0.05 s)
     noise: float = 0.2  # D4RL's --noisy
-    flip_reset: bool = True
+    flip_reset: bool = True  # a flip ends the collection episode (a termination, reward 0)
 
 
 NAV = NavController()
@@ -243,8 +248,8 @@ def stream_shape(size: int) -> tuple[int, int]:
 def stream(task: str, kind: str, size: int, key: jax.Array, ctrl: NavController = NAV
            ) -> dict[str, np.ndarray]:
     """Per-env streams [num_envs, steps, ...]: observations (with the collection goal),
-    actions, rewards (0: relabeled later), next_observations, terminals (0), timeouts (a
-    collection episode's end: 1000 steps, or a flip), positions (x, y after each step)."""
+    actions, rewards (0: relabeled later), next_observations, terminals (a flip), timeouts
+    (1000 steps without a flip), positions (x, y after each step)."""
     env = envs.make(task, BACKEND, wrap=False, goals=kind_goals(task, kind), continuing=True)
     init, act = controller(env, ctrl)
     num_envs, steps = stream_shape(size)
@@ -259,11 +264,11 @@ def stream(task: str, kind: str, size: int, key: jax.Array, ctrl: NavController 
             action, heading = act(heading, state, k_act)
             nxt = env.step(state, action)
             elapsed = elapsed + 1
-            end = elapsed >= EPISODE_STEPS
-            if ctrl.flip_reset:
-                end = end | flipped(nxt.pipeline_state)
+            fell = flipped(nxt.pipeline_state) & ctrl.flip_reset
+            end = (elapsed >= EPISODE_STEPS) | fell
             out = {"observations": state.obs, "actions": action,
-                   "next_observations": nxt.obs, "timeouts": end.astype(jnp.float32),
+                   "next_observations": nxt.obs, "terminals": fell.astype(jnp.float32),
+                   "timeouts": (end & ~fell).astype(jnp.float32),
                    "positions": nxt.pipeline_state.qpos[:2]}
             fresh = env.reset(k_reset)
             state = jax.tree.map(lambda a, b: jnp.where(end, a, b), fresh, nxt)
@@ -275,8 +280,7 @@ def stream(task: str, kind: str, size: int, key: jax.Array, ctrl: NavController 
 
     out = jax.device_get(jax.jit(jax.vmap(one))(jax.random.split(key, num_envs)))
     out = {k: np.asarray(v) for k, v in out.items()}
-    zeros = np.zeros(out["timeouts"].shape, np.float32)
-    return {**out, "rewards": zeros, "terminals": zeros.copy()}
+    return {**out, "rewards": np.zeros(out["timeouts"].shape, np.float32)}
 
 
 def relabel(task: str, kind: str, data: dict[str, np.ndarray], seed: int
@@ -291,7 +295,8 @@ def relabel(task: str, kind: str, data: dict[str, np.ndarray], seed: int
     terminals, timeouts = rewards.copy(), rewards.copy()
     for e in range(obs.shape[0]):
         position = data["positions"][e]
-        ends = np.r_[np.flatnonzero(data["timeouts"][e] > 0), len(position) - 1]
+        collection_end = (data["timeouts"][e] > 0) | (data["terminals"][e] > 0)
+        ends = np.r_[np.flatnonzero(collection_end), len(position) - 1]
         t = 0
         for stop in ends:
             while t <= stop:
@@ -301,7 +306,8 @@ def relabel(task: str, kind: str, data: dict[str, np.ndarray], seed: int
                 end = t + int(hit[0]) if hit.size else stop
                 if hit.size:
                     rewards[e, end] = terminals[e, end] = 1.0
-                else:
+                else:  # the collection episode's end: a flip (terminal) or 1000 steps
+                    terminals[e, end] = data["terminals"][e, stop]
                     timeouts[e, end] = data["timeouts"][e, stop]
                 obs[e, t:end + 1, -2:] = goal
                 nxt[e, t:end + 1, -2:] = goal
@@ -328,24 +334,26 @@ def record(kind: str) -> dict:
     return {"controller": "offbench.data.antmaze (Ant-v5 SAC policy steered by rotation along "
                           "D4RL's waypoints, tasks/policies/ant-nav)",
             **dataclasses.asdict(NAV), "episode_steps": EPISODE_STEPS, "kind": kind,
+            "flip": "a termination with reward 0, then a reset",
             "goals": "relabeled to per-episode draws of the evaluation goal (antmaze.py)"}
 
 
-def collection_success(terminals: np.ndarray, lengths: np.ndarray) -> dict:
-    """From a built dataset's terminals and episode lengths: its collection episodes (runs of
-    episodes up to one that does not end in a success), the fraction of them in which the ant
-    reached the evaluation goal at least once, and the fraction shorter than EPISODE_STEPS (the
-    ant flipped over; the last one of each stream, cut by the data's end, counts too)."""
+def collection_success(rewards: np.ndarray, terminals: np.ndarray, lengths: np.ndarray
+                       ) -> dict:
+    """From a built dataset's rewards, terminals and episode lengths: its collection episodes
+    (runs of episodes up to one that does not end in a success), the fraction of them in
+    which the ant reached the evaluation goal at least once, and the fraction that ended in a
+    flip (a termination without reward)."""
     ends = np.cumsum(lengths) - 1
-    success = np.asarray(terminals)[ends] > 0
-    reached, short, total, run, length = 0, 0, 0, False, 0
-    for ok, n in zip(success, lengths, strict=True):
-        run, length = run or ok, length + n
+    success = np.asarray(rewards)[ends] > 0
+    fell = (np.asarray(terminals)[ends] > 0) & ~success
+    reached, flips, total, run = 0, 0, 0, False
+    for ok, flip in zip(success, fell, strict=True):
+        run = run or ok
         if not ok:
-            total, reached, short = total + 1, reached + run, short + (length < EPISODE_STEPS)
-            run, length = False, 0
+            total, reached, flips, run = total + 1, reached + run, flips + flip, False
     return {"collection_episodes": total, "reached_eval_goal": reached / max(total, 1),
-            "shorter_than_1000": short / max(total, 1)}
+            "flipped": flips / max(total, 1)}
 
 
 # -- measuring the controller ---------------------------------------------------------------------
