@@ -1214,6 +1214,15 @@ def test_sweep_report_writes_what_the_spec_declares_after_its_needs(swept, tmp_p
                      str(root), "--budget", "tiny", "--title", "Declared",
                      "--out", str(tmp_path / "direct.md")]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "direct.csv"), finals)
+    # the spec changed (other settings): its report reads the cells it asks for now, not the
+    # sweep's earlier cell, which the store keeps under the same sweep name
+    spec["set"] = ["hidden=32,32", "batch_size=16"]
+    (tmp_path / "main.toml").write_text(to_toml(spec))
+    assert cli.main(["sweep", str(tmp_path / "main.toml"), "--store", str(root), "--resume",
+                     "--report"]) == 0
+    assert "1 cell(s) its spec no longer asks for left out" in capsys.readouterr().out
+    finals = pd.read_csv(tmp_path / "out" / "check.csv")
+    assert sorted(set(finals.algorithm)) == ["bc[batch_size=16]", "bc[batch_size=64]"]
 
 
 def test_a_module_outside_baselines_loads_by_file_path_or_from_the_working_folder(

@@ -125,18 +125,28 @@ class Store:
 
 def sweep_cells(store: Store, sweeps: list[str], label: str | None = None,
                 log: Callable[[str], None] = print,
-                datasets: Collection[str] | None = None) -> list[CellDir]:
+                datasets: Collection[str] | None = None,
+                only: Collection[str] | None = None) -> list[CellDir]:
     """The cells the named sweeps ran; an error unless there are some and all are complete.
     datasets: only those datasets' cells, chosen before the completeness check (an unfinished
     cell of another dataset does not block a report of the finished ones).
     A dataset rebuilt from re-selected behaviour policies keeps its id, so a sweep run before
     and after holds cells of both versions: only the current version's are returned (the
     others are named in the log), and a mix with no current version to pick is an error.
-    label: how messages name the sweeps (default "sweep(s) [...]")."""
+    label: how messages name the sweeps (default "sweep(s) [...]").
+    only: the names of the cells the sweeps' specs ask for now (`offbench sweep --report`): a
+    cell the sweep ran under an earlier version of its spec (other seeds or settings) is left
+    out, and named in the log."""
     from offbench.data.builder import dataset_fingerprint
 
     label = label or f"sweep(s) {sweeps}"
     cells = [c for c in store.cells() if set(sweeps) & set(c.sweeps())]
+    if only is not None:
+        stale = [c.name for c in cells if c.name not in only]
+        if stale:
+            log(f"{label}: {len(stale)} cell(s) its spec no longer asks for left out "
+                f"(e.g. {stale[0]})")
+        cells = [c for c in cells if c.name in only]
     if not cells:
         raise ValueError(f"no cell of {label} in store {store.root}; run "
                          f"`offbench sweep SPEC --store {store.root}` first")

@@ -21,7 +21,7 @@ whose cells its reports read besides its own; `offbench sweep` runs those first.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +94,10 @@ def needs(spec: dict, spec_path: Path) -> list[Path]:
 
 
 def write(reports: list[dict], store_root: Path | str,
-          log: Callable[[str], None] = print) -> list[Path]:
-    """Write each declared report from the store's cells; returns the paths written."""
+          log: Callable[[str], None] = print, only: Collection[str] | None = None
+          ) -> list[Path]:
+    """Write each declared report from the store's cells (`only` those named, when given: the
+    cells the specs ask for now, store.sweep_cells); returns the paths written."""
     from offbench.harness.store import Store, sweep_cells
 
     written = []
@@ -105,17 +107,19 @@ def write(reports: list[dict], store_root: Path | str,
         if kind in ("offline", "probe", "robustness"):
             label = (f"sweep '{report['sweeps'][0]}'" if len(report["sweeps"]) == 1 else None)
             runs = [c.path for c in sweep_cells(Store(store_root), report["sweeps"], label=label,
-                                                log=log, datasets=report.get("datasets"))]
+                                                log=log, datasets=report.get("datasets"),
+                                                only=only)]
             _write_runs(kind, report, runs, out)
         elif kind == "o2o":
             from offbench.reports import mixed
 
-            mixed.write_o2o(store_root, report["sweeps"], out, report["budget"])
+            mixed.write_o2o(store_root, report["sweeps"], out, report["budget"], only)
         else:
             from offbench.reports import mixed
 
             mixed.write_hybrid(store_root, report["sweeps"], out, report["budget"],
-                               {k: float(v) for k, v in report.get("thresholds", {}).items()})
+                               {k: float(v) for k, v in report.get("thresholds", {}).items()},
+                               only)
         log(f"wrote {out}")
         written.append(out)
     return written

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +51,13 @@ NEAR_RANDOM = 10.0  # a pre-train score below this is flagged: the claim is then
 
 # ---- loading ------------------------------------------------------------------------------
 
-def load(store_root: Path | str, sweeps: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-seed table, learning-curve rows) of the sweeps' cells, both with the cell's resolved
-    offline ratio and budget, and the per-seed table with its command and compile time."""
+def load(store_root: Path | str, sweeps: list[str], only: Collection[str] | None = None
+         ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-seed table, learning-curve rows) of the sweeps' cells (`only` those named: the cells
+    their specs ask for now; store.sweep_cells), both with the cell's resolved offline ratio and
+    budget, and the per-seed table with its command and compile time."""
     store = Store(store_root)
-    cells = {c.name: c for c in sweep_cells(store, sweeps)}
+    cells = {c.name: c for c in sweep_cells(store, sweeps, only=only)}
     # exactly those cells (sweep_cells already left out a rebuilt dataset's old version)
     finals, curves, _ = leaderboard.load_store(store, cells=set(cells))
     extra = []
@@ -300,11 +302,12 @@ def _verdict_lines(table: pd.DataFrame, describe: Callable[[pd.Series], str]) ->
     return [f"- **{r.verdict}**: {describe(r)}" for _, r in table.iterrows()]
 
 
-def write_o2o(store_root: Path | str, sweeps: list[str], out: Path, budget: str
-              ) -> pd.DataFrame:
-    """results/o2o/check.md (+ .csv per seed, PNG curves); returns the verdict table."""
+def write_o2o(store_root: Path | str, sweeps: list[str], out: Path, budget: str,
+              only: Collection[str] | None = None) -> pd.DataFrame:
+    """results/o2o/check.md (+ .csv per seed, PNG curves); returns the verdict table.
+    only: the cells to read (`load`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    finals, curves = load(store_root, sweeps)
+    finals, curves = load(store_root, sweeps, only)
     finals = finals[finals["mode"] == "o2o"]
     if finals.empty:
         raise ValueError(f"sweep(s) {sweeps} hold no complete o2o cell")
@@ -346,11 +349,13 @@ def write_o2o(store_root: Path | str, sweeps: list[str], out: Path, budget: str
 
 
 def write_hybrid(store_root: Path | str, sweeps: list[str], out: Path, budget: str,
-                 thresholds: dict[str, float] | None = None) -> dict[str, pd.DataFrame]:
+                 thresholds: dict[str, float] | None = None,
+                 only: Collection[str] | None = None) -> dict[str, pd.DataFrame]:
     """results/hybrid/check.md (+ .csv per seed, PNG curves); returns the verdict tables.
-    thresholds: per dataset (default: the medium policy's level of its task)."""
+    thresholds: per dataset (default: the medium policy's level of its task); only: the cells
+    to read (`load`)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    finals, curves = load(store_root, sweeps)
+    finals, curves = load(store_root, sweeps, only)
     finals = finals[finals["mode"] == "hybrid"]
     if finals.empty:
         raise ValueError(f"sweep(s) {sweeps} hold no complete hybrid cell")
