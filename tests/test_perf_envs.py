@@ -59,6 +59,11 @@ def test_a_maze_task_is_measured_on_the_backends_asked_for(tmp_path):
     assert {"offbench/mujoco", "rollout/open-loop", "rollout/per-step", "gymnasium"} <= engines
     assert not any("mjx" in e for e in engines)
     assert (df.dropna(subset=["env_steps_per_s"]).env_steps_per_s > 0).all()
+    # beside a task measured on MJX, one without MJX rows gets no "5x MJX" target
+    c_only = _rows()[~_rows().engine.str.contains("mjx")].assign(task="antmaze-large")
+    targets = perf_envs.checks(pd.concat([_rows(), c_only]))
+    mjx = targets[targets.target == "C backend >= 5x MJX at batch 16"]
+    assert set(mjx.task) == {"hopper"}
     # a table with a navigation task does not send the reader to the navigation table
     prov = {"command": "offbench perf envs", "git_commit": "abc", "date": "today",
             "machine": {"cpu": "cpu", "cores": 2, "jax_backend": "cpu"}, "versions": {}}
