@@ -46,7 +46,7 @@ def test_online_table_rows_count_at_one_update_per_env_step(tmp_path):
 @pytest.mark.parametrize("seeds", [2, 3, 8])
 def test_the_committed_tables_never_lose_to_one_seed_after_another(seeds):
     algorithms = {a for path in seedgroup.TABLES for a in pd.read_csv(path).algorithm}
-    assert len(algorithms) >= 8 and "rlpd" in algorithms
+    assert len(algorithms) >= 8 and {"rlpd", "mopo", "mobile", "dt"} <= algorithms
     for algorithm in algorithms:
         rates = seedgroup.measured_rates(algorithm)
         group, _ = seedgroup.choose("auto", algorithm, seeds, "cpu")

@@ -4,7 +4,8 @@ device, so that vmapping seeds never loses to running them one after another.
 On an accelerator, all seeds at once (one vmapped program fills the device). On CPU, the
 grouping comes from the committed throughput tables of `make perf` (results/perf/offline.csv:
 total seed-updates/s of 1 seed and of 8 seeds at once; results/perf/seed-groups/offline.csv: 8
-seeds in vmapped groups; results/perf/o2o.csv: 1 and 4 seeds of the online loop), measured
+seeds in vmapped groups; results/perf/model-based/offline.csv: MOPO, MOBILE and DT, both;
+results/perf/o2o.csv: 1 and 4 seeds of the online loop), measured
 with each algorithm's published network: of "all at once", "one after another" (group 1,
 whose total rate is the 1-seed rate) and every measured group size that divides the cell's
 seeds, the one with the highest total rate. An algorithm the tables do not have runs all
@@ -21,6 +22,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = (ROOT / "results" / "perf" / "offline.csv",
           ROOT / "results" / "perf" / "seed-groups" / "offline.csv",
+          ROOT / "results" / "perf" / "model-based" / "offline.csv",
           ROOT / "results" / "perf" / "o2o.csv")
 
 
