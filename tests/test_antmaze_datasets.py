@@ -6,23 +6,18 @@ Tiny sizes only (the 1M-transition datasets are never built here)."""
 
 import hashlib
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_maze_datasets import _files  # a built dataset's files and their bytes
 
 import offbench.envs as envs
 from offbench import data
 from offbench.data import antmaze, builder
 
 ID = "antmaze-umaze-2k"
-
-
-def _files(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file()}
 
 
 @pytest.fixture(scope="module")
