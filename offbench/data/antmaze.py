@@ -300,11 +300,10 @@ def relabel(task: str, kind: str, data: dict[str, np.ndarray], seed: int
         t = 0
         for stop in ends:
             while t <= stop:
-                goal = (centre + rng.uniform(-noise, noise, 2)).astype(np.float32)
-                window = position[t:stop + 1] - goal
-                hit = np.flatnonzero(np.sqrt(np.sum(window * window, axis=1)) <= radius)
-                end = t + int(hit[0]) if hit.size else stop
-                if hit.size:
+                goal, hit = maze2d.draw_goal_and_hit(rng, centre, noise, position[t:stop + 1],
+                                                     radius)
+                end = stop if hit is None else t + hit
+                if hit is not None:
                     rewards[e, end] = terminals[e, end] = 1.0
                 else:  # the collection episode's end: a flip (terminal) or 1000 steps
                     terminals[e, end] = data["terminals"][e, stop]

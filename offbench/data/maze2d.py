@@ -311,6 +311,17 @@ def goal_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(FIXED_KIND.encode())])
 
 
+def draw_goal_and_hit(rng: np.random.Generator, centre: np.ndarray, noise: float,
+                      positions: np.ndarray, radius: np.float32) -> tuple[np.ndarray, int | None]:
+    """One relabeled episode's goal (centre + U(-noise, noise)^2, drawn from `rng`) and the
+    index of the first of `positions` within `radius` of it (None: none is), shared by the
+    PointMaze `fixed` kind and AntMaze's kinds (offbench/data/antmaze.py)."""
+    goal = (centre + rng.uniform(-noise, noise, 2)).astype(np.float32)
+    window = positions - goal
+    hit = np.flatnonzero(np.sqrt(np.sum(window * window, axis=1)) <= radius)
+    return goal, (int(hit[0]) if hit.size else None)
+
+
 def relabel_to_eval_goal(task: str, data: dict[str, np.ndarray], seed: int
                          ) -> dict[str, np.ndarray]:
     """The `fixed` kind from a `stream` of the `maze2d` kind ([1, steps, ...] arrays): the
@@ -333,11 +344,10 @@ def relabel_to_eval_goal(task: str, data: dict[str, np.ndarray], seed: int
     timeouts = np.zeros(steps, np.float32)
     t = 0
     while t < steps:
-        goal = (centre + rng.uniform(-noise, noise, 2)).astype(np.float32)
-        window = position[t:t + limit] - goal
-        hit = np.flatnonzero(np.sqrt(np.sum(window * window, axis=1)) <= radius)
-        if hit.size:
-            end = t + int(hit[0])
+        window = position[t:t + limit]
+        goal, hit = draw_goal_and_hit(rng, centre, noise, window, radius)
+        if hit is not None:
+            end = t + hit
             rewards[end] = terminals[end] = 1.0
         else:
             end = t + len(window) - 1
