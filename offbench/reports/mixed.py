@@ -125,8 +125,9 @@ def o2o_verdicts(finals: pd.DataFrame) -> pd.DataFrame:
 
 
 def _se(values: pd.Series) -> float:
-    """Standard error of the mean over seeds (NaN for one seed: no margin, within noise)."""
-    return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+    """Standard error of the mean over seeds (NaN for one seed: no margin, within noise), as
+    the offline report computes it."""
+    return offline_report.standard_error(float(values.std(ddof=0)), len(values))
 
 
 def last_means(curves: pd.DataFrame, k: int = 3) -> pd.DataFrame:
