@@ -474,7 +474,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     reports = declared.parse(spec)
     if args.report and not reports:
         raise ValueError(f"--report: {path} declares no [[report]] table")
-    whole = dict(spec)  # the reports read the whole spec's cells, also with --datasets
     if args.datasets:  # a subset of the spec: the same cells (and hashes) as the whole spec's
         unknown = sorted(set(args.datasets) - set(spec.get("datasets", [])))
         if unknown:
@@ -492,10 +491,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                              "fix them and rerun with --resume")
         from offbench.harness.store import cell_name
 
-        # the cells the specs ask for now: not those the sweep ran under an earlier version
-        # of its spec (other seeds or settings), which the store keeps under the same name
-        specs = [whole, *map(sweep.load_spec, declared.needs(spec, path))]
-        only = {cell_name(c.config) for s in specs for c in sweep.expand(s, log=lambda *_: None)}
+        # the cells the whole specs ask for now (also with --datasets): not those the sweep ran
+        # under an earlier version of its spec (other seeds or settings), which the store keeps
+        # under the same name
+        only = {cell_name(c.config) for _, s in sweep.with_needs(path)
+                for c in sweep.expand(s, log=lambda *_: None)}
         declared.write(reports, args.store, only=only)
     return status
 

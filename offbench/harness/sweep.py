@@ -348,7 +348,6 @@ def load_spec(path: Path | str) -> dict:
     return spec
 
 
-
 def with_needs(spec_path: Path) -> list[tuple[Path, dict]]:
     """(path, spec) of the spec and of each spec it needs (offbench/reports/declared.py
     `needs`), in that order: a bench profile and its sections."""
@@ -356,6 +355,7 @@ def with_needs(spec_path: Path) -> list[tuple[Path, dict]]:
 
     spec = load_spec(spec_path)
     return [(spec_path, spec), *((p, load_spec(p)) for p in declared.needs(spec, spec_path))]
+
 
 def _as_list(value: Any, key: str) -> list:
     if isinstance(value, str):
