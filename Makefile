@@ -65,13 +65,11 @@ PERF_O2O_REPEATS ?= 2
 # CQL with 8 seeds and 3x256 networks runs ~17 updates/s on 2 cores)
 PERF_OFFLINE_UPDATES ?= 200
 PERF_OFFLINE_REPEATS ?= 2
-# perf envs: the locomotion tasks, then the navigation tasks apart (AntMaze medium and large on
-# the C backend only: each of their MJX programs takes 7-12 min to compile on 2 CPU cores)
-NAV_TASKS := pointmaze-umaze pointmaze-medium pointmaze-large antmaze-umaze
+# perf envs: the locomotion tasks, then the navigation tasks apart
+NAV_TASKS := pointmaze-umaze pointmaze-medium pointmaze-large antmaze-umaze antmaze-medium antmaze-large
 perf: setup ## the throughput benchmarks -> results/perf/
 	$(BIN)/offbench perf envs --tasks halfcheetah hopper walker2d ant --out results/perf
-	$(BIN)/offbench perf envs --tasks $(NAV_TASKS) antmaze-medium antmaze-large \
-	  --mjx-tasks $(NAV_TASKS) --out results/perf/navigation
+	$(BIN)/offbench perf envs --tasks $(NAV_TASKS) --out results/perf/navigation
 	$(BIN)/offbench perf online --out results/perf
 	$(BIN)/offbench perf offline --updates $(PERF_OFFLINE_UPDATES) --repeats $(PERF_OFFLINE_REPEATS) --out results/perf
 	$(BIN)/offbench perf o2o --env-steps $(PERF_O2O_STEPS) --repeats $(PERF_O2O_REPEATS) --out results/perf

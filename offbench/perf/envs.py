@@ -39,10 +39,18 @@ BATCHES = (1, 16, 256)
 # the navigation tasks' table (`make perf`), named in a table without them
 NAVIGATION = ("[navigation/envs.md](navigation/envs.md), by `offbench perf envs --tasks "
               "pointmaze-umaze pointmaze-medium pointmaze-large antmaze-umaze antmaze-medium "
-              "antmaze-large --mjx-tasks pointmaze-umaze pointmaze-medium pointmaze-large "
-              "antmaze-umaze --out results/perf/navigation`")
+              "antmaze-large --out results/perf/navigation`")
 # Env steps per timed call: enough for ~1 s of work on 2 cores, per engine.
 STEPS_PER_CALL = {"mujoco": 8192, "mjx": 2048, "rollout": 8192}
+# ...except the ant among the maze walls on MJX: 25-40 steps/s at any batch on 2 cores (every
+# candidate wall contact is computed), so 2048 steps would take over a minute per call.
+MJX_ANTMAZE_STEPS_PER_CALL = 128
+
+
+def steps_per_call(task: str, backend: str) -> int:
+    if backend == "mjx" and task.startswith("antmaze"):
+        return MJX_ANTMAZE_STEPS_PER_CALL
+    return STEPS_PER_CALL[backend]
 
 
 def _median_rate(fn: Callable[[], None], steps: int, repeats: int) -> float:
@@ -60,7 +68,7 @@ def bench_offbench(task: str, backend: str, batch: int, repeats: int, yardstick:
     the measured program; on the C backend also the MuJoCo rollout replay of the same rows
     (`yardstick`)."""
     env = envs.make(task, backend)
-    horizon = max(4, STEPS_PER_CALL[backend] // batch)
+    horizon = max(4, steps_per_call(task, backend) // batch)
     lo, hi = env.unwrapped.action_bounds
 
     def run(key, record_inputs=False):
@@ -221,8 +229,7 @@ def bench_gymnasium(task: str, seconds: float = 2.0) -> dict:
 def run(tasks: list[str], backends: list[str], batches: list[int], repeats: int,
         log: Callable[[str], None] = print, mjx_tasks: list[str] | None = None
         ) -> pd.DataFrame:
-    """mjx_tasks: the tasks measured on MJX too (None: all); the others on the C backend only
-    (AntMaze's larger mazes take 7-12 min per MJX program to compile on 2 CPU cores)."""
+    """mjx_tasks: the tasks measured on MJX too (None: all); the others on the C backend only."""
     measure_cold_compiles()
     rows = []
     for task in tasks:
