@@ -1,7 +1,7 @@
 """`offbench datasets report`: results/datasets.md (+ .csv), one row per task and kind: size,
 episodes, mean/min/max return, normalized score, TQ, SACo, and the reference scores, with the
-behaviour policies' returns and the command that produced the table. Navigation (PointMaze
-maze2d) rows: an episode's return is 1 if it reached its goal, so the normalized score is 100 x
+behaviour policies' returns and the command that produced the table. Navigation (PointMaze,
+AntMaze) rows: an episode's return is 1 if it reached its goal, so the normalized score is 100 x
 the fraction of the data's whole episodes that succeed; no SACo (no full-replay reference)."""
 
 from __future__ import annotations
@@ -111,9 +111,10 @@ def write_report(df: pd.DataFrame, out: Path, command: str, size: int) -> None:
         "normalized = 100 * (return - ref_min) / (ref_max - ref_min); TQ and SACo as in "
         "\"A Dataset Perspective on Offline RL\" (SACo relative to the task's full-replay "
         "dataset; see offbench/data/stats.py for our continuous-space adaptation). "
-        "sha256: first 12 hex digits of the dataset's main_data.hdf5. Navigation (pointmaze) "
-        "rows: reference scores 0 and 1, so normalized = 100 x the fraction of episodes that "
-        "reach their goal (docs/datasets.md).",
+        "sha256: first 12 hex digits of the dataset's main_data.hdf5. Navigation (pointmaze, "
+        "antmaze) rows: reference scores 0 and 1, so normalized = 100 x the fraction of "
+        "episodes that reach their goal; an AntMaze episode also ends, with return 0, when the "
+        "ant flips (docs/datasets.md).",
         "",
         shown.to_markdown(index=False, floatfmt=".3g"),
         "",
