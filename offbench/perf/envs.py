@@ -42,8 +42,9 @@ NAVIGATION = ("[navigation/envs.md](navigation/envs.md), by `offbench perf envs 
               "antmaze-large --out results/perf/navigation`")
 # Env steps per timed call: enough for ~1 s of work on 2 cores, per engine.
 STEPS_PER_CALL = {"mujoco": 8192, "mjx": 2048, "rollout": 8192}
-# ...except the ant among the maze walls on MJX: 25-40 steps/s at any batch on 2 cores (every
-# candidate wall contact is computed), so 2048 steps would take over a minute per call.
+# ...except the ant among the maze walls on MJX: at most ~40 steps/s on 2 cores at any batch,
+# fewer in the larger mazes (every candidate wall contact is computed each step), so 2048 steps
+# would take a minute or more per call.
 MJX_ANTMAZE_STEPS_PER_CALL = 128
 
 
