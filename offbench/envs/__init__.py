@@ -20,12 +20,13 @@ from offbench.envs.physics import (
     default_backend,
     resolve_backend,
 )
-from offbench.envs.spec import LocomotionSpec, load_specs
+from offbench.envs.spec import LocomotionSpec, WaypointSpec, load_specs
+from offbench.envs.waypoint import WaypointEnv
 from offbench.envs.wrappers import AutoReset, TimeLimit
 
 __all__ = ["BACKENDS", "DYNAMICS_OVERRIDES", "AutoReset", "LocomotionEnv", "LocomotionSpec",
-           "MazeEnv", "MazeSpec", "PhysicsState", "TimeLimit", "default_backend", "get_spec",
-           "make", "task_names"]
+           "MazeEnv", "MazeSpec", "PhysicsState", "TimeLimit", "WaypointEnv", "WaypointSpec",
+           "default_backend", "get_spec", "make", "task_names"]
 
 
 @cache
@@ -50,7 +51,8 @@ def make(name: str, backend: str | None = None, *, episode_length: int | None = 
 
     overrides: dynamics variants (gravity, friction, mass, gear; scale factors, see
     `offbench.envs.physics.apply_dynamics_overrides`); maze tasks also take goals ("eval",
-    "diverse", "any"), continuing and reset_target (see `offbench.envs.maze`).
+    "diverse", "any"), continuing and reset_target (see `offbench.envs.maze`); the waypoint
+    task (`offbench.envs.waypoint`) takes its base task's.
     With `wrap` (default) the env has the task's time limit (1000 steps, or `episode_length`)
     and, with `auto_reset`, starts a fresh episode whenever one ends. `wrap=False` returns the
     bare `LocomotionEnv` (no time limit, no reset), e.g. for brax's own training wrappers.
@@ -59,7 +61,7 @@ def make(name: str, backend: str | None = None, *, episode_length: int | None = 
     backend = resolve_backend(backend)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend '{backend}'; valid backends: {list(BACKENDS)}")
-    family = MazeEnv if isinstance(spec, MazeSpec) else LocomotionEnv
+    family = {MazeSpec: MazeEnv, WaypointSpec: WaypointEnv}.get(type(spec), LocomotionEnv)
     env: Env = family(spec, backend, overrides)
     if wrap:
         env = TimeLimit(env, episode_length or spec.episode_length)

@@ -52,7 +52,32 @@ class LocomotionSpec:
         return self.contact_forces_in_obs or self.contact_cost_weight != 0.0
 
 
+@dataclasses.dataclass(frozen=True)
+class WaypointSpec:
+    """The waypoint task (tasks/waypoint.toml, offbench/envs/waypoint.py): a locomotion task
+    (`base_task`) running towards waypoints. Fields it does not have are the base spec's."""
+
+    name: str
+    family: str
+    gymnasium_id: str
+    base_task: str
+    episode_length: int
+    segment: float  # metres between consecutive waypoints
+    reach: float  # the next waypoint comes when the agent is this close (metres)
+    turns: tuple[float, ...]  # degrees; each leg turns from the previous by one of them
+    flip_terminates: bool = True
+    base: LocomotionSpec | None = None  # filled by load_specs from `base_task`
+
+    def __getattr__(self, name: str):
+        base = self.__dict__.get("base")
+        if base is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(base, name)
+
+
 def _parse(name: str, raw: dict) -> LocomotionSpec:
+    if raw.get("family") == "waypoint":
+        return tomlspec.build(WaypointSpec, name, raw)
     if raw.get("family") == "maze":  # navigation tasks (tasks/maze.toml, offbench/envs/maze.py)
         return maze_spec.parse_spec(name, raw)
     spec = tomlspec.build(LocomotionSpec, name, raw)
@@ -72,6 +97,13 @@ def load_specs(tasks_dir: Path = TASKS_DIR) -> dict[str, LocomotionSpec]:
                 if name in specs:
                     raise ValueError(f"task '{name}' is defined twice (again in {path})")
                 specs[name] = _parse(name, raw)
+    for name, spec in specs.items():
+        if isinstance(spec, WaypointSpec):
+            base = specs.get(spec.base_task)
+            if not isinstance(base, LocomotionSpec):
+                raise ValueError(f"task spec '{name}': base_task '{spec.base_task}' is not a "
+                                 "locomotion task")
+            specs[name] = dataclasses.replace(spec, base=base)
     if not specs:
         raise FileNotFoundError(f"no task specs (*.toml) found in {tasks_dir}; "
                                 "set OFFBENCH_TASKS_DIR to the repository's tasks/ folder")
