@@ -109,7 +109,7 @@ def cmd_train_online(args: argparse.Namespace) -> int:
         warmup_steps=args.warmup_steps, utd=utd,
         eval_every=args.eval_every or driver.default_eval_every(defaults.eval_every,
                                                                  args.env_steps),
-        eval_episodes=args.eval_episodes,
+        eval_episodes=args.eval_episodes or defaults.eval_episodes,
         checkpoint_every=args.checkpoint_every or defaults.checkpoint_every,
         backend=args.backend, episode_length=args.episode_length)
     config.validate()

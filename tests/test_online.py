@@ -93,6 +93,19 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     assert (tmp_path / "full" / "run.json").read_bytes() == record
 
 
+def test_train_online_defaults_evaluation_episodes(tmp_path):
+    # without --eval-episodes the run evaluates the documented 10 episodes (it once passed None)
+    at = TINY_FLAGS.index("--eval-episodes")
+    flags = TINY_FLAGS[:at] + TINY_FLAGS[at + 2:]
+    run = run_cli("train-online", "sac", "hopper", *flags, "--env-steps", "100",
+                  "--out", str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["online_config"]["eval_episodes"] == 10
+    with pytest.raises(ValueError, match="eval_episodes must be a positive integer"):
+        dataclasses.replace(TINY, eval_episodes=None).validate()
+
+
 def test_existing_run_is_not_overwritten(tmp_path):
     df = online.train("sac", "hopper", 1, dataclasses.replace(TINY, env_steps=100), TINY_SAC,
                       tmp_path, progress=False)

@@ -57,6 +57,9 @@ class OnlineConfig:
     def validate(self) -> None:
         if self.env_steps <= 0 or self.eval_every <= 0:
             raise ValueError("env_steps and eval_every must be positive")
+        if not isinstance(self.eval_episodes, int) or self.eval_episodes <= 0:
+            raise ValueError(f"eval_episodes must be a positive integer, got "
+                             f"{self.eval_episodes!r}")
         if self.eval_every % self.num_envs:
             raise ValueError(f"eval_every ({self.eval_every}) must be a multiple of num_envs "
                              f"({self.num_envs})")
