@@ -16,6 +16,7 @@ from test_maze_datasets import _files  # a built dataset's files and their bytes
 import offbench.envs as envs
 from offbench import data
 from offbench.data import antmaze, builder
+from offbench.envs import waypoint
 
 ID = "antmaze-umaze-2k"
 
@@ -49,23 +50,23 @@ def test_heading_zero_is_the_ant_v5_observation_and_rotation_is_a_symmetry(runni
     env, state = running_ant
     p = state.pipeline_state
     assert float(jnp.abs(p.cfrc_ext).max()) > 0.1  # feet on the ground: forces are rotated too
-    np.testing.assert_array_equal(antmaze.heading_observation(p, jnp.zeros(())), state.obs)
+    np.testing.assert_array_equal(waypoint.heading_observation(p, jnp.zeros(())), state.obs)
     action = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, 8), jnp.float32)
     after = env.step(state, action).pipeline_state
     for angle in (0.7, 2.0, -2.5):
-        rotated = antmaze.rotate_physics(p, jnp.float32(angle))
+        rotated = waypoint.rotate_physics(p, jnp.float32(angle))
         # the same observation from the rotated state, seen along the rotated heading
-        np.testing.assert_allclose(antmaze.heading_observation(rotated, jnp.float32(0.3 + angle)),
-                                   antmaze.heading_observation(p, jnp.float32(0.3)), atol=1e-6)
+        np.testing.assert_allclose(waypoint.heading_observation(rotated, jnp.float32(0.3 + angle)),
+                                   waypoint.heading_observation(p, jnp.float32(0.3)), atol=1e-6)
         # the rotated state steps to the rotated next state (C backend, float64 inside)
         stepped = env.step(state.replace(pipeline_state=rotated), action).pipeline_state
-        expected = antmaze.rotate_physics(after, jnp.float32(angle))
+        expected = waypoint.rotate_physics(after, jnp.float32(angle))
         for field in ("qpos", "qvel", "cfrc_ext"):
             np.testing.assert_allclose(getattr(stepped, field), getattr(expected, field),
                                        atol=1e-4, err_msg=field)
         # MuJoCo's free-joint angular velocity is in the body frame: rotating it as a world
         # vector breaks the symmetry
-        wrong = rotated.replace(qvel=rotated.qvel.at[3:5].set(antmaze._rot2(p.qvel[3:5], angle)))
+        wrong = rotated.replace(qvel=rotated.qvel.at[3:5].set(waypoint.rot2(p.qvel[3:5], angle)))
         stepped = env.step(state.replace(pipeline_state=wrong), action).pipeline_state
         assert float(jnp.max(jnp.abs(stepped.qvel - expected.qvel))) > 0.05
 

@@ -87,6 +87,7 @@ from flax import serialization
 import offbench.envs as envs
 from offbench.data import maze2d
 from offbench.envs.spec import TASKS_DIR
+from offbench.envs.waypoint import bearing, flipped, heading_observation, wrap_angle
 from offbench.networks import TanhGaussianActor, tanh_gaussian_sample
 
 KINDS = ("play", "diverse")  # `play` first: antmaze-umaze's default kind
@@ -108,55 +109,6 @@ class NavController:
 
 
 NAV = NavController()
-
-
-# -- rotations ------------------------------------------------------------------------------------
-
-def _quat_mul(a: jax.Array, b: jax.Array) -> jax.Array:
-    w1, x1, y1, z1 = a
-    w2, x2, y2, z2 = b
-    return jnp.stack([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-                      w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
-
-
-def _rot2(v: jax.Array, angle: jax.Array) -> jax.Array:
-    c, s = jnp.cos(angle), jnp.sin(angle)
-    return jnp.stack([c * v[..., 0] - s * v[..., 1], s * v[..., 0] + c * v[..., 1]], -1)
-
-
-def rotate_physics(physics, angle: jax.Array):
-    """The ant's physics state rotated by `angle` about the world's z axis (through the
-    origin): position, torso orientation, world-frame linear velocity (and its warm-start
-    acceleration) and world-frame contact forces; body-frame angular velocity and joints stay."""
-    half = angle / 2
-    qpos = physics.qpos.at[:2].set(_rot2(physics.qpos[:2], angle)).at[3:7].set(
-        _quat_mul(jnp.stack([jnp.cos(half), 0.0, 0.0, jnp.sin(half)]), physics.qpos[3:7]))
-    qvel = physics.qvel.at[:2].set(_rot2(physics.qvel[:2], angle))
-    warm = physics.qacc_warmstart.at[:2].set(_rot2(physics.qacc_warmstart[:2], angle))
-    f = physics.cfrc_ext.reshape(-1, 6)  # per body: torque (3), force (3), world frame
-    f = f.at[:, 0:2].set(_rot2(f[:, 0:2], angle)).at[:, 3:5].set(_rot2(f[:, 3:5], angle))
-    return physics.replace(qpos=qpos, qvel=qvel, qacc_warmstart=warm, cfrc_ext=f.reshape(-1))
-
-
-def heading_observation(physics, heading: jax.Array) -> jax.Array:
-    """Ant-v5's observation (qpos[2:], qvel, contact forces of bodies 1.. clipped to [-1, 1])
-    of the state seen from a frame rotated by -heading: running along +x there is running
-    along `heading` here. The quaternion is taken with w >= 0 (the same rotation)."""
-    r = rotate_physics(physics, -heading)
-    q = r.qpos[3:7]
-    q = jnp.where(q[0] < 0, -q, q)
-    forces = jnp.clip(r.cfrc_ext.reshape(-1, 6)[1:], -1.0, 1.0).reshape(-1)
-    return jnp.concatenate([r.qpos[2:3], q, r.qpos[7:], r.qvel, forces]).astype(jnp.float32)
-
-
-def flipped(physics) -> jax.Array:
-    """The torso's z axis points down (the ant lies on its back)."""
-    x, y = physics.qpos[4], physics.qpos[5]
-    return 1.0 - 2.0 * (x * x + y * y) < 0.0
-
-
-def _wrap(angle: jax.Array) -> jax.Array:
-    return (angle + jnp.pi) % (2 * jnp.pi) - jnp.pi
 
 
 # -- the controller -------------------------------------------------------------------------------
@@ -187,17 +139,12 @@ def waypoint(maze: maze2d.Maze, position: jax.Array, goal: jax.Array) -> jax.Arr
     return jnp.where(nxt == goal_cell, goal, maze.centres[nxt])
 
 
-def bearing(physics, target: jax.Array) -> jax.Array:
-    d = target - physics.qpos[:2]
-    return jnp.arctan2(d[1], d[0])
-
-
 def steer(params, hidden, physics, heading: jax.Array, target: jax.Array, key: jax.Array,
           ctrl: NavController = NAV, deterministic: bool = False
           ) -> tuple[jax.Array, jax.Array]:
     """(action without the data's noise, new heading): the heading turns towards `target` by
     at most heading_rate, and the policy runs along it."""
-    heading = _wrap(heading + jnp.clip(_wrap(bearing(physics, target) - heading),
+    heading = wrap_angle(heading + jnp.clip(wrap_angle(bearing(physics, target) - heading),
                                        -ctrl.heading_rate, ctrl.heading_rate))
     mean, log_std = TanhGaussianActor(hidden, 8).apply(params, heading_observation(physics,
                                                                                    heading))

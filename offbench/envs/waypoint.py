@@ -57,8 +57,9 @@ def wrap_angle(angle: jax.Array) -> jax.Array:
 
 def rotate_physics(physics, angle: jax.Array):
     """The ant's physics state rotated by `angle` about the world's z axis (through the
-    origin): position, torso orientation, world-frame linear velocity (and its warm-start
-    acceleration) and world-frame contact forces; body-frame angular velocity and joints stay."""
+    origin): position (and the main body's), torso orientation, world-frame linear velocity (and
+    its warm-start acceleration) and world-frame contact forces; body-frame angular velocity and
+    joints stay."""
     half = angle / 2
     qpos = physics.qpos.at[:2].set(rot2(physics.qpos[:2], angle)).at[3:7].set(
         _quat_mul(jnp.stack([jnp.cos(half), 0.0, 0.0, jnp.sin(half)]), physics.qpos[3:7]))
@@ -66,7 +67,9 @@ def rotate_physics(physics, angle: jax.Array):
     warm = physics.qacc_warmstart.at[:2].set(rot2(physics.qacc_warmstart[:2], angle))
     f = physics.cfrc_ext.reshape(-1, 6)  # per body: torque (3), force (3), world frame
     f = f.at[:, 0:2].set(rot2(f[:, 0:2], angle)).at[:, 3:5].set(rot2(f[:, 3:5], angle))
-    return physics.replace(qpos=qpos, qvel=qvel, qacc_warmstart=warm, cfrc_ext=f.reshape(-1))
+    main = physics.xpos_main.at[:2].set(rot2(physics.xpos_main[:2], angle))
+    return physics.replace(qpos=qpos, qvel=qvel, qacc_warmstart=warm, cfrc_ext=f.reshape(-1),
+                           xpos_main=main)
 
 
 def heading_observation(physics, heading: jax.Array) -> jax.Array:
