@@ -245,6 +245,11 @@ def cmd_policies(args: argparse.Namespace) -> int:
         envs.get_spec(task)
     command = args.command_line
     for task in args.tasks:
+        if task == "ant-waypoint":  # the AntMaze datasets' navigation controller
+            from offbench.data import antmaze
+
+            antmaze.select(Path(args.runs) / task, seed=args.seed, command=command)
+            continue
         policies.select(task, Path(args.runs) / task, seed=args.seed, command=command)
     return 0
 

@@ -186,3 +186,46 @@ def test_ids():
     assert antmaze.kind_goals("antmaze-umaze", "play") == "eval"
     assert antmaze.kind_goals("antmaze-medium", "play") == "diverse"
     assert antmaze.kind_goals("antmaze-large", "diverse") == "any"
+
+
+def test_select_commits_the_best_snapshot_of_a_waypoint_run(tmp_path, monkeypatch):
+    """`offbench policies select ant-waypoint`: the candidates are the last snapshot and every
+    5th period before it; on a tie (random actors never succeed) the later one; the chosen
+    snapshot's bytes become nav.msgpack with its sha256; a run on another task is refused."""
+    from flax import serialization
+
+    from offbench.networks import TanhGaussianActor
+
+    run = tmp_path / "run"
+    folder = run / "snapshots" / "seed0"
+    folder.mkdir(parents=True)
+    actor = TanhGaussianActor((8,), 8)
+    for period in range(7):
+        params = actor.init(jax.random.key(period), jnp.zeros(105))
+        (folder / f"period_{period:05d}.msgpack").write_bytes(
+            serialization.msgpack_serialize(serialization.to_state_dict(params)))
+    settings = {"algorithm": "sac", "task": "ant-waypoint",
+                "online_config": {"eval_every": 10000, "env_steps": 70000},
+                "algo_config": {"hidden": [8]}}
+    (run / "run.json").write_text(json.dumps(settings))
+    monkeypatch.setattr(antmaze, "POLICY_DIR", tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    monkeypatch.setattr(antmaze, "SELECT_TASKS", ("antmaze-umaze",))
+    monkeypatch.setattr(antmaze, "SELECT_EPISODES", 2)
+    monkeypatch.setattr(antmaze, "measure", lambda command, log: command)
+    antmaze.manifest.cache_clear()
+    try:
+        assert antmaze.select(run, command="cmd", log=lambda *_: None) == "cmd"
+        info = json.loads((tmp_path / "out" / "policies.json").read_text())
+    finally:
+        antmaze.manifest.cache_clear()
+    assert sorted(info["candidates"]) == ["1", "6"]
+    chosen = (folder / "period_00006.msgpack").read_bytes()
+    assert (tmp_path / "out" / "nav.msgpack").read_bytes() == chosen
+    assert info["policies"]["nav"]["sha256"] == hashlib.sha256(chosen).hexdigest()
+    assert info["policies"]["nav"]["env_steps"] == 70000
+    assert info["training_run"]["trained_env_steps"] == 70000
+    settings["task"] = "ant"
+    (run / "run.json").write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match="comes from the waypoint task"):
+        antmaze.select(run, command="cmd", log=lambda *_: None)

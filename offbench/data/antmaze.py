@@ -78,6 +78,7 @@ import json
 import math
 import zlib
 from functools import cache
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -152,10 +153,12 @@ def steer(params, hidden, physics, heading: jax.Array, target: jax.Array, key: j
     return action, heading
 
 
-def controller(env: envs.MazeEnv, ctrl: NavController = NAV, noise: bool = True):
+def controller(env: envs.MazeEnv, ctrl: NavController = NAV, noise: bool = True,
+               policy: tuple | None = None):
     """The controller as (init(state) -> heading, act(heading, state, key) -> (action,
-    heading)) for one env of `env` (a bare MazeEnv)."""
-    hidden, params, _ = load_nav_policy(ctrl.policy)
+    heading)) for one env of `env` (a bare MazeEnv). policy: (hidden, params) of another actor
+    than the committed one (choosing among snapshots)."""
+    hidden, params = policy or load_nav_policy(ctrl.policy)[:2]
     maze = maze2d.Maze.of(env)
 
     def target(state):
@@ -305,11 +308,12 @@ def collection_success(rewards: np.ndarray, terminals: np.ndarray, lengths: np.n
 # -- measuring the controller ---------------------------------------------------------------------
 
 def success_rate(task: str, episodes: int, key: jax.Array, goals: str = "eval",
-                 noise: bool = False, ctrl: NavController = NAV) -> tuple[float, float]:
+                 noise: bool = False, ctrl: NavController = NAV, policy: tuple | None = None
+                 ) -> tuple[float, float]:
     """(fraction of `episodes` episodes of the task on the C backend, within its time limit,
     that reach the goal; fraction that flipped over before reaching it)."""
     env = envs.make(task, BACKEND, auto_reset=False, goals=goals)
-    init, act = controller(env.unwrapped, ctrl, noise)
+    init, act = controller(env.unwrapped, ctrl, noise, policy)
 
     @jax.jit
     def run(key):
@@ -408,6 +412,89 @@ def measure(command: str, log=print) -> dict:
     write_text_atomic(POLICY_DIR / "policies.json", json.dumps(info, indent=2, default=str))
     manifest.cache_clear()
     return info
+
+
+SELECT_TASKS = ("antmaze-umaze", "antmaze-medium", "antmaze-large")
+SELECT_EPISODES = 32  # per task and candidate
+SELECT_CANDIDATES = 6  # the last snapshot and those every SELECT_SPACING periods before it
+SELECT_SPACING = 5
+
+
+def select(run: Path, seed: int = 0, command: str | None = None, log=print) -> dict:
+    """Choose the navigation controller from a SAC run on the waypoint task (`make policies`,
+    task `ant-waypoint`) and commit it: among the last snapshot and those every
+    SELECT_SPACING evaluation periods before it, the one with the highest mean success over
+    SELECT_TASKS from their evaluation starts, with the data's action noise, becomes
+    tasks/policies/ant-nav/nav.msgpack; policies.json records the candidates, the training run
+    and the command, then `measure` adds the controller's measurements."""
+    from offbench.io import write_bytes_atomic, write_text_atomic
+    from offbench.provenance import record as provenance
+
+    run = Path(run)
+    folder = run / "snapshots" / f"seed{seed}"
+    files = sorted(folder.glob("period_*.msgpack"))
+    if not files:
+        raise FileNotFoundError(f"no policy snapshots in {folder}; train with "
+                                "`offbench train-online sac ant-waypoint --snapshots` first")
+    run_json = json.loads((run / "run.json").read_text())
+    settings = {k: run_json[k] for k in ("algorithm", "task", "online_config", "algo_config")}
+    if settings["task"] != "ant-waypoint":
+        raise ValueError(f"{run} trained on '{settings['task']}'; the navigation controller "
+                         "comes from the waypoint task `ant-waypoint`")
+    hidden = tuple(settings["algo_config"]["hidden"])
+    every = settings["online_config"]["eval_every"]
+    last = int(files[-1].stem.split("_")[1])
+    periods = [p for p in range(last, -1, -SELECT_SPACING)][:SELECT_CANDIDATES]
+    metrics = _training_returns(run, seed)
+    candidates, key = {}, jax.random.PRNGKey(0)
+    for period in periods:
+        params = serialization.msgpack_restore((folder / f"period_{period:05d}.msgpack")
+                                               .read_bytes())
+        rates = {t: success_rate(t, SELECT_EPISODES, key, noise=True, policy=(hidden, params))
+                 for t in SELECT_TASKS}
+        candidates[period] = {"env_steps": (period + 1) * every,
+                              "training_eval_return": metrics.get(period),
+                              "success": {t: r[0] for t, r in rates.items()},
+                              "flipped_before_success": {t: r[1] for t, r in rates.items()},
+                              "mean_success": float(np.mean([r[0] for r in rates.values()]))}
+        log(f"[ant-nav] period {period} ({candidates[period]['env_steps']} env steps): mean "
+            f"success {candidates[period]['mean_success']:.3f} "
+            f"({', '.join(f'{t} {r[0]:.2f}' for t, r in rates.items())})")
+    best = max(periods, key=lambda p: (candidates[p]["mean_success"], p))
+    data = (folder / f"period_{best:05d}.msgpack").read_bytes()
+    write_bytes_atomic(POLICY_DIR / "nav.msgpack", data)
+    info = {
+        "task": "ant-waypoint (offbench/envs/waypoint.py)", "hidden": list(hidden),
+        "algorithm": settings["algorithm"],
+        "made_by": ("offbench's SAC trained on the waypoint task ant-waypoint (C backend); "
+                    "offbench.data.antmaze.select chose the snapshot with the highest mean "
+                    f"success over {', '.join(SELECT_TASKS)} ({SELECT_EPISODES} episodes each "
+                    "from the evaluation start, the data's action noise) among the candidates "
+                    "below"),
+        "policies": {"nav": {"file": "nav.msgpack",
+                             "sha256": hashlib.sha256(data).hexdigest(), "period": best,
+                             **candidates[best]}},
+        "candidates": {str(p): c for p, c in candidates.items()},
+        "training_run": {"settings": settings, "trained_env_steps": (last + 1) * every,
+                         "target_env_steps": settings["online_config"]["env_steps"],
+                         "run_json": run_json},
+        "selected_by": {**provenance(), "command": command or "offbench policies select "
+                        f"ant-waypoint --runs {run.parent}"},
+    }
+    write_text_atomic(POLICY_DIR / "policies.json", json.dumps(info, indent=2, default=str))
+    manifest.cache_clear()
+    return measure(info["selected_by"]["command"], log)
+
+
+def _training_returns(run: Path, seed: int) -> dict[int, float]:
+    import pandas as pd
+
+    path = run / "metrics.csv"
+    if not path.exists():
+        return {}
+    df = pd.read_csv(path)
+    df = df[df.seed == seed] if "seed" in df else df
+    return {int(p): float(r) for p, r in zip(df.period, df.eval_return, strict=True)}
 
 
 if __name__ == "__main__":
