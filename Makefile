@@ -92,16 +92,23 @@ sweep: setup ## run a sweep spec and write its reports: make sweep SPEC=tasks/sw
 # expert/medium/replay snapshots are chosen, evaluated and committed under tasks/policies/ (each
 # task's policies.json records the exact command it came from; tests check these widths against
 # it). Hours of CPU; rerunning resumes from the cache's checkpoints.
-POLICY_TASKS ?= halfcheetah hopper walker2d ant
+# ant-waypoint: the AntMaze datasets' navigation controller (offbench/envs/waypoint.py); its
+# `policies select` picks the snapshot that succeeds most in the three mazes
+# (offbench/data/antmaze.py, tasks/policies/ant-nav/).
+POLICY_TASKS ?= halfcheetah hopper walker2d ant ant-waypoint
 POLICY_STEPS ?= 1000000
 # hopper's committed policies come from the first 400k steps of a 1M run: its evaluation had
 # plateaued above published SAC's 1M-step return (tasks/policies/hopper/policies.json,
 # training_run.stopped_early), so `make policies` trains it that long to reproduce them.
 POLICY_STEPS_hopper ?= 400000
+# ant-waypoint's run stopped at 500k steps, its maze success level from 350k on
+# (tasks/policies/ant-nav/policies.json, training_run.stopped_early)
+POLICY_STEPS_ant-waypoint ?= 500000
 POLICY_HIDDEN_halfcheetah ?= 256,256
 POLICY_HIDDEN_hopper ?= 256,256
 POLICY_HIDDEN_walker2d ?= 128,128
 POLICY_HIDDEN_ant ?= 256,256
+POLICY_HIDDEN_ant-waypoint ?= 256,256
 POLICY_RUNS := $(OFFBENCH_CACHE)/runs/policies
 policies: setup ## train the behaviour policies and commit them under tasks/policies/ (hours)
 	$(foreach t,$(POLICY_TASKS),$(BIN)/offbench train-online sac $(t) \

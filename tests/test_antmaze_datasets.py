@@ -4,6 +4,7 @@ every direction (and the unsteered one does not), the controller's success in an
 byte-identical rebuilds, the relabeling to the evaluation goal, and the ids.
 Tiny sizes only (the 1M-transition datasets are never built here)."""
 
+import dataclasses
 import hashlib
 import json
 
@@ -73,9 +74,9 @@ def test_heading_zero_is_the_ant_v5_observation_and_rotation_is_a_symmetry(runni
 
 def test_the_steered_ant_moves_towards_targets_in_every_direction():
     """Invariant: on open ground, in 8 directions, the steered policy makes progress towards a
-    target 20 m away in 60 steps (3 s from rest; measured 4.4-9.5 m, and 0.4 m straight
-    behind, where it first turns round), straying little sideways; unsteered (heading fixed
-    at +x) it runs away from the target behind it."""
+    target 20 m away in 60 steps (3 s from rest; measured 3.6-6.9 m, 4.4 m straight behind,
+    where it first turns round), straying little sideways; unsteered (heading fixed at +x) it
+    runs away from the target behind it."""
     env = envs.make("ant", "mujoco", wrap=False)
     hidden, params, _ = antmaze.load_nav_policy()
     angles = jnp.linspace(-jnp.pi, jnp.pi, 8, endpoint=False)
@@ -103,7 +104,7 @@ def test_the_steered_ant_moves_towards_targets_in_every_direction():
         return along, across
 
     along, across = jax.device_get(run(True))
-    assert np.all(along > 0.25) and np.median(along) > 4.0, along
+    assert np.all(along > 2.0) and np.median(along) > 4.0, along
     assert np.all(across < along / 2 + 1.0), (along, across)
     along, _ = jax.device_get(run(False))
     assert along[0] < 0  # the target at -x: the unsteered ant runs away from it
@@ -111,11 +112,11 @@ def test_the_steered_ant_moves_towards_targets_in_every_direction():
 
 def test_controller_reaches_the_umaze_goal_on_the_c_backend():
     """Invariant: from D4RL's umaze start to its goal (700 steps, no action noise), the
-    controller succeeds in at least 35% of 32 episodes (measured 0.5-0.6 over 64; the rest
-    mostly flip over on a turn: tasks/policies/ant-nav/policies.json), and nearly every
-    failure is a flip."""
+    controller succeeds in at least 70% of 32 episodes (measured 0.92 over 64; the rest
+    flip over on a turn: tasks/policies/ant-nav/policies.json), and nearly every failure is
+    a flip."""
     success, fell = antmaze.success_rate("antmaze-umaze", 32, jax.random.key(3))
-    assert success >= 0.35 and success + fell >= 0.8, (success, fell)
+    assert success >= 0.7 and success + fell >= 0.9, (success, fell)
 
 
 def test_build_is_byte_identical_from_a_seed(built):
@@ -155,12 +156,19 @@ def test_rewards_and_ends_are_relabeled_to_the_evaluation_goal(built):
     within = np.sqrt(np.sum((position - goal) ** 2, axis=1)) <= np.float32(0.45)
     np.testing.assert_array_equal(within.astype(np.float32), ds.rewards)
     # collection episodes: 1000 steps (a timeout), or shorter when the ant flipped over (a
-    # termination without reward, the ant upside down)
-    flips = np.flatnonzero(stream["terminals"][0])
+    # termination without reward, kept by the relabeling); the data's controller seldom flips
+    # in 2000 steps, so a noisier one (action noise 1.0) makes the flips
+    noisy = antmaze.stream("antmaze-umaze", "play", 2000, antmaze.dataset_key(0, "play"),
+                           dataclasses.replace(antmaze.NAV, noise=1.0))
+    flips = np.flatnonzero(noisy["terminals"][0])
+    noisy_ends = np.flatnonzero((noisy["timeouts"][0] + noisy["terminals"][0]) > 0)
+    assert len(flips) >= 1 and np.all(np.diff(np.r_[-1, noisy_ends]) <= antmaze.EPISODE_STEPS)
+    assert np.all(np.diff(np.r_[-1, noisy_ends])[np.isin(noisy_ends, flips)]
+                  < antmaze.EPISODE_STEPS)
+    noisy = antmaze.relabel("antmaze-umaze", "play", noisy, 0)
+    np.testing.assert_array_equal(noisy["terminals"][0, flips], 1.0)
     ends = np.flatnonzero((stream["timeouts"][0] + stream["terminals"][0]) > 0)
-    assert len(flips) >= 1 and np.all(np.diff(np.r_[-1, ends]) <= antmaze.EPISODE_STEPS)
-    assert np.all(np.diff(np.r_[-1, ends])[np.isin(ends, flips)] < antmaze.EPISODE_STEPS)
-    np.testing.assert_array_equal(ds.terminals[flips], 1.0)
+    assert np.all(np.diff(np.r_[-1, ends]) <= antmaze.EPISODE_STEPS)
     stats = antmaze.collection_success(ds.rewards, ds.terminals, lengths)
     pieces = [(a + 1, b + 1) for a, b in zip(np.r_[-1, ends], np.r_[ends, len(ds.rewards) - 1],
                                              strict=True) if b > a]

@@ -18,23 +18,17 @@ Kinds (ids `antmaze-umaze`, `antmaze-umaze-diverse`, `antmaze-medium-play`,
   `--multi_start` with goals anywhere).
 Starts and goals carry the task's reset noise (U(-0.25, 0.25) cells on x and y).
 
-The controller (tasks/policies/ant-nav/, `NAV`). The Ant-v5 locomotion policies
-(tasks/policies/ant/, trained by offbench's SAC to run along +x) act on the same model as AntMaze
-(Gymnasium's ant.xml, frame skip 5) and the same observation as AntMaze's agent part (qpos[2:],
-qvel, clipped contact forces of bodies 1..). Physics is equivariant under rotations about the
-vertical axis, so a policy that runs along +x runs along any heading h when it is shown the
-state seen from a frame rotated by -h (`heading_observation`): the torso quaternion left-multiplied
-by the z-rotation of -h, the world-frame linear velocity qvel[0:3] and the world-frame contact
-forces (torque and force of each body) rotated by -h, then clipped to [-1, 1] as Ant-v5 clips
-them; the free joint's angular velocity qvel[3:6] is in the body frame and stays (MuJoCo's
-convention, checked in tests/test_antmaze_datasets.py: a rotated state steps to the rotated
-next state), joint angles and velocities stay. Its action is applied as is. The heading turns
-towards the current waypoint by at most `heading_rate` rad per step. The waypoint is D4RL's
-(`create_navigation_policy`): the centre of the next cell on a shortest path from the ant's cell
-(`maze2d.Maze`'s planner), or the goal itself from the goal's cell and its neighbour on the
-path. Which Ant-v5 policy: `period-0038` of tasks/policies/ant (390k SAC steps, return 2624,
-~2.6 m/s), chosen over `expert` (950k steps, ~4.6 m/s) and `medium` (~2 m/s) because it flips
-over least when steered around corners (measured: tasks/policies/ant-nav/policies.json).
+The controller (tasks/policies/ant-nav/, `NAV`): offbench's SAC trained on the waypoint task
+`ant-waypoint` (offbench/envs/waypoint.py: Ant-v5 running to waypoints 4 m apart with left,
+straight and right turns, on open ground, C backend; `make policies`), chosen among its
+snapshots by success in the three mazes (`select`; the record and the measurements:
+tasks/policies/ant-nav/policies.json). It acts on the state seen from a frame turned towards
+the current waypoint (`heading_observation`, as in its training task): AntMaze's ant is Ant-v5's
+model, frame skip and agent observation, so the waypoint task's policy drives it unchanged. The
+waypoint is D4RL's (`create_navigation_policy`): the centre of the next cell on a shortest path
+from the ant's cell (`maze2d.Maze`'s planner), or the goal itself from the goal's cell and its
+neighbour on the path. `NavController.heading_rate` can limit how fast the observed heading
+follows the waypoint's bearing (rad per step); the trained policy saw the bearing itself (inf).
 
 Data. `NUM_ENVS` parallel streams on the C backend; each runs collection episodes of
 `EPISODE_STEPS` = 1000 steps (D4RL's) from resets of the kind's env (`continuing=True`: the ant
@@ -49,12 +43,10 @@ a termination if the ant flipped over, else a timeout at 1000 steps. Normalized 
 success rate (reference scores 0 and 1).
 
 Declared differences from D4RL:
-* The controller is not a goal-conditioned SAC trained in the maze (D4RL's, and what issue 24
-  asks for: a waypoint-reaching SAC on the C backend) but the locomotion SAC policy steered by
-  rotation (above): no training on 2 shared CPU cores, and the same physics and observation as
-  Ant-v5 make the construction exact. Its weakness: the policy was never trained to turn, and
-  the ant flips over on some turns (it cannot get up again); success rates are measured and
-  recorded in tasks/policies/ant-nav/policies.json.
+* The controller is a waypoint-following SAC trained on open ground (no walls) and shown its
+  waypoint as a heading, not D4RL's goal-conditioned SAC trained in its maze environment; it
+  still flips over on some turns, more often among walls (success and flips per maze are
+  recorded in tasks/policies/ant-nav/policies.json).
 * A collection episode also ends when the ant has flipped over (its torso's z axis points down),
   as a termination with reward 0, and the next one starts from a reset: D4RL keeps recording a
   stuck ant until the 1000 steps are up. A termination because the ant cannot get up again:
@@ -101,10 +93,12 @@ POLICY_DIR = TASKS_DIR / "policies" / "ant-nav"
 
 @dataclasses.dataclass(frozen=True)
 class NavController:
-    """The rotation-steered Ant-v5 policy and the data's action noise."""
+    """The waypoint policy and the data's action noise."""
 
     policy: str = "nav"  # tasks/policies/ant-nav/policies.json entry
-    heading_rate: float = 0.1  # rad per step (0.05 s)
+    # rad per step (0.05 s) the observed heading may turn towards the waypoint's bearing;
+    # None: the bearing itself, as the waypoint task shows it
+    heading_rate: float | None = None
     noise: float = 0.2  # D4RL's --noisy
     flip_reset: bool = True  # a flip ends the collection episode (a termination, reward 0)
 
@@ -143,10 +137,12 @@ def waypoint(maze: maze2d.Maze, position: jax.Array, goal: jax.Array) -> jax.Arr
 def steer(params, hidden, physics, heading: jax.Array, target: jax.Array, key: jax.Array,
           ctrl: NavController = NAV, deterministic: bool = False
           ) -> tuple[jax.Array, jax.Array]:
-    """(action without the data's noise, new heading): the heading turns towards `target` by
-    at most heading_rate, and the policy runs along it."""
-    heading = wrap_angle(heading + jnp.clip(wrap_angle(bearing(physics, target) - heading),
-                                       -ctrl.heading_rate, ctrl.heading_rate))
+    """(action without the data's noise, new heading): the heading turns towards `target`
+    (at most heading_rate, if set), and the policy runs along it."""
+    turn = wrap_angle(bearing(physics, target) - heading)
+    if ctrl.heading_rate is not None:
+        turn = jnp.clip(turn, -ctrl.heading_rate, ctrl.heading_rate)
+    heading = wrap_angle(heading + turn)
     mean, log_std = TanhGaussianActor(hidden, 8).apply(params, heading_observation(physics,
                                                                                    heading))
     action = jnp.tanh(mean) if deterministic else tanh_gaussian_sample(mean, log_std, key)[0]
@@ -280,8 +276,8 @@ def policy_hashes() -> dict[str, str]:
 
 def record(kind: str) -> dict:
     """What a dataset's build record says about its behaviour (compared on rebuilds)."""
-    return {"controller": "offbench.data.antmaze (Ant-v5 SAC policy steered by rotation along "
-                          "D4RL's waypoints, tasks/policies/ant-nav)",
+    return {"controller": "offbench.data.antmaze (SAC trained on the waypoint task ant-waypoint, "
+                          "along D4RL's waypoints, tasks/policies/ant-nav)",
             **dataclasses.asdict(NAV), "episode_steps": EPISODE_STEPS, "kind": kind,
             "flip": "a termination with reward 0, then a reset",
             "goals": "relabeled to per-episode draws of the evaluation goal (antmaze.py)"}

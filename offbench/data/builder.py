@@ -152,7 +152,7 @@ def episodes_from_streams(data: dict[str, np.ndarray], size: int) -> Iterator[di
 def generate(task: str, kind: str, size: int, seed: int, log: Callable = print
              ) -> tuple[list[dict], dict[str, str]]:
     """The episodes of one dataset (host arrays) and the hashes of the policies used."""
-    if _is_antmaze(task):  # the steered ant policy (offbench/data/antmaze.py)
+    if _is_antmaze(task):  # the ant waypoint policy (offbench/data/antmaze.py)
         if kind not in antmaze.KINDS:
             raise ValueError(f"unknown dataset kind '{kind}' for task '{task}'")
         log(f"  {kind}: {'x'.join(map(str, antmaze.stream_shape(size)))} steps (ant-nav "
