@@ -1,6 +1,7 @@
-"""AntMaze datasets (offbench/data/antmaze.py): the rotation that steers the Ant-v5 policy is an
-exact symmetry of the physics and of the observation, the steered ant moves towards targets in
-every direction (and the unsteered one does not), the controller's success in antmaze-umaze,
+"""AntMaze datasets (offbench/data/antmaze.py): the rotation that turns the ant's observation
+towards its waypoint is an exact symmetry of the physics and of the observation, the steered
+ant moves towards targets in every direction (and the unsteered one does not), the
+controller's success in antmaze-umaze, choosing it among a waypoint run's snapshots,
 byte-identical rebuilds, the relabeling to the evaluation goal, and the ids.
 Tiny sizes only (the 1M-transition datasets are never built here)."""
 

@@ -7,8 +7,8 @@ expert dataset, so 2x the size, as in D4RL), `medium-replay` and `full-replay` (
 the replay snapshots, evenly spaced in training time up to `medium` and up to `expert`).
 PointMaze's kinds `maze2d` (D4RL's maze2d: a noisy PD waypoint controller, no policy file) and
 `fixed` (the same trajectory relabeled to the evaluation goal, as D4RL evaluates) are made by
-offbench/data/maze2d.py; AntMaze's `play` and `diverse` (D4RL's antmaze kinds: the Ant-v5
-policy steered along the planner's waypoints, tasks/policies/ant-nav) by offbench/data/antmaze.py.
+offbench/data/maze2d.py; AntMaze's `play` and `diverse` (D4RL's antmaze kinds: the ant waypoint
+policy along the planner's waypoints, tasks/policies/ant-nav) by offbench/data/antmaze.py.
 Their reference scores are 0 and 1, success's (`policies.reference_scores`).
 
 A build is staged in a temporary folder beside the data root and moved into place by one rename,
@@ -283,7 +283,7 @@ def build(name: DatasetName, seed: int = 0, root: str | Path | None = None,
     episodes, hashes = generate(name.task, name.kind, name.size, seed, log)
     command = command or f"offbench datasets build {name.short} --seed {seed}"
     provenance = record()
-    made_by = ("Ant-v5 SAC actor steered along waypoints, offbench/data/antmaze.py"
+    made_by = ("ant waypoint SAC actor along the planner's waypoints, offbench/data/antmaze.py"
                if _is_antmaze(name.task) else
                "D4RL maze2d waypoint controller, offbench/data/maze2d.py" if _is_maze(name.task)
                else "SAC actors, tasks/policies")
