@@ -927,7 +927,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("policies", help="behaviour policies for the datasets (tasks/policies)")
     p.add_argument("action", choices=["select", "list"],
                    help="select: choose expert/medium/replay snapshots from training runs and "
-                        "measure the reference scores; list: show the committed ones")
+                        "measure the reference scores (ant-waypoint: the AntMaze navigation "
+                        "controller, tasks/policies/ant-nav); list: show the committed ones")
     p.add_argument("tasks", nargs="*", help="tasks (select)")
     p.add_argument("--runs", default=str(Path.home() / ".cache" / "offbench" / "runs"
                                          / "policies"),
