@@ -141,7 +141,7 @@ def load_policy(task: str, name: str) -> BehaviourPolicy:
 
 # --- choosing the policies from a training run ------------------------------------------------
 
-def _snapshot_path(run: Path, period: int, seed: int) -> Path:
+def snapshot_path(run: Path, period: int, seed: int) -> Path:
     return run / "snapshots" / f"seed{seed}" / f"period_{period:05d}.msgpack"
 
 
@@ -181,7 +181,7 @@ def select(task: str, run: Path, seed: int = 0, command: str | None = None, log=
     run = Path(run)
     settings = json.loads((run / "settings.json").read_text())
     metrics = pd.read_csv(run / "metrics.csv").query("seed == @seed").sort_values("period")
-    metrics = metrics[[_snapshot_path(run, p, seed).exists() for p in metrics.period]]
+    metrics = metrics[[snapshot_path(run, p, seed).exists() for p in metrics.period]]
     if metrics.empty:
         raise FileNotFoundError(f"{run} has no policy snapshots for seed {seed}; train with "
                                 "`offbench train-online sac TASK --snapshots` (make policies)")
@@ -191,7 +191,7 @@ def select(task: str, run: Path, seed: int = 0, command: str | None = None, log=
     steps_per_period = settings["online_config"]["eval_every"]
 
     def params(period: int) -> Any:
-        return serialization.msgpack_restore(_snapshot_path(run, period, seed).read_bytes())
+        return serialization.msgpack_restore(snapshot_path(run, period, seed).read_bytes())
 
     def returns(period: int, episodes: int) -> np.ndarray:
         return np.asarray(evaluators[episodes](params(period), eval_key))
@@ -239,7 +239,7 @@ def select(task: str, run: Path, seed: int = 0, command: str | None = None, log=
         old.unlink()
     entries = {}
     for period, name in sorted(names_by_period.items()):
-        data = _snapshot_path(run, period, seed).read_bytes()
+        data = snapshot_path(run, period, seed).read_bytes()
         write_bytes_atomic(out_dir / f"{name}.msgpack", data)
         if name == "expert":
             rets = expert_returns

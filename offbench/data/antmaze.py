@@ -378,6 +378,8 @@ def open_ground(episodes: int, key: jax.Array, distance: float = 4.0, steps: int
 # -- the record of tasks/policies/ant-nav ---------------------------------------------------------
 
 MEASURE_EPISODES = 64
+MAZES = ("antmaze-umaze", "antmaze-medium", "antmaze-large")  # measured, and select's criterion
+SELECT_TASKS = MAZES
 
 
 def measure(command: str, log=print) -> dict:
@@ -395,7 +397,7 @@ def measure(command: str, log=print) -> dict:
         "episodes": MEASURE_EPISODES, "reached_within_0.45m_in_100_steps": reached,
         "mean_steps_to_reach": steps, "flipped": fell}}
     log(f"open ground: {results}")
-    for task in ("antmaze-umaze", "antmaze-medium", "antmaze-large"):
+    for task in MAZES:
         for goals in ("eval", "any"):
             for noise in (False, True):
                 success, fell = success_rate(task, MEASURE_EPISODES, key, goals, noise)
@@ -410,7 +412,6 @@ def measure(command: str, log=print) -> dict:
     return info
 
 
-SELECT_TASKS = ("antmaze-umaze", "antmaze-medium", "antmaze-large")
 SELECT_EPISODES = 32  # per task and candidate
 SELECT_CANDIDATES = 6  # the last snapshot and those every SELECT_SPACING periods before it
 SELECT_SPACING = 5
@@ -424,10 +425,11 @@ def select(run: Path, seed: int = 0, command: str | None = None, log=print) -> d
     tasks/policies/ant-nav/nav.msgpack; policies.json records the candidates, the training run
     and the command, then `measure` adds the controller's measurements."""
     from offbench.io import write_bytes_atomic, write_text_atomic
+    from offbench.policies import snapshot_path
     from offbench.provenance import record as provenance
 
     run = Path(run)
-    folder = run / "snapshots" / f"seed{seed}"
+    folder = snapshot_path(run, 0, seed).parent
     files = sorted(folder.glob("period_*.msgpack"))
     if not files:
         raise FileNotFoundError(f"no policy snapshots in {folder}; train with "
@@ -444,8 +446,7 @@ def select(run: Path, seed: int = 0, command: str | None = None, log=print) -> d
     metrics = _training_returns(run, seed)
     candidates, key = {}, jax.random.PRNGKey(0)
     for period in periods:
-        params = serialization.msgpack_restore((folder / f"period_{period:05d}.msgpack")
-                                               .read_bytes())
+        params = serialization.msgpack_restore(snapshot_path(run, period, seed).read_bytes())
         rates = {t: success_rate(t, SELECT_EPISODES, key, noise=True, policy=(hidden, params))
                  for t in SELECT_TASKS}
         candidates[period] = {"env_steps": (period + 1) * every,
@@ -457,7 +458,7 @@ def select(run: Path, seed: int = 0, command: str | None = None, log=print) -> d
             f"success {candidates[period]['mean_success']:.3f} "
             f"({', '.join(f'{t} {r[0]:.2f}' for t, r in rates.items())})")
     best = max(periods, key=lambda p: (candidates[p]["mean_success"], p))
-    data = (folder / f"period_{best:05d}.msgpack").read_bytes()
+    data = snapshot_path(run, best, seed).read_bytes()
     write_bytes_atomic(POLICY_DIR / "nav.msgpack", data)
     info = {
         "task": "ant-waypoint (offbench/envs/waypoint.py)", "hidden": list(hidden),
