@@ -178,6 +178,7 @@ def _evenly_spaced(last: int, count: int) -> list[int]:
 
 def select(task: str, run: Path, seed: int = 0, command: str | None = None, log=print) -> dict:
     """Choose, evaluate and write the behaviour policies of `task` from training run `run`."""
+    made = record()  # before anything is written, so the commit is not marked dirty by it
     run = Path(run)
     settings = json.loads((run / "settings.json").read_text())
     metrics = pd.read_csv(run / "metrics.csv").query("seed == @seed").sort_values("period")
@@ -263,16 +264,33 @@ def select(task: str, run: Path, seed: int = 0, command: str | None = None, log=
                              "ref_min_std": float(random_returns.std()),
                              "ref_max_std": float(expert_returns.std())},
         "policies": entries, "replay_policies": kinds,
-        "training_run": {"settings": settings, "trained_env_steps":
-                         (last_period + 1) * steps_per_period,
-                         "target_env_steps": settings["online_config"]["env_steps"],
-                         "run_json": _read_json(run / "run.json")},
+        "training_run": training_record(run, settings, (last_period + 1) * steps_per_period,
+                                        out_dir / "policies.json"),
         "selected_by": {"command": command or f"offbench policies select {task} --runs "
-                        f"{run.parent}", **record()},
+                        f"{run.parent}", **made},
     }
     write_text_atomic(out_dir / "policies.json", json.dumps(info, indent=2, default=str))
     manifest.cache_clear()
     return info
+
+
+def training_record(run: Path, settings: dict, trained_env_steps: int, previous: Path) -> dict:
+    """The `training_run` entry of a policies.json: the run's settings, steps and run.json.
+
+    A run stopped short on purpose carries a `stopped_early` note (steps, date, reason, how to
+    reproduce it). It is written by hand, since no file of the run records that decision, so it
+    is kept from the record at `previous` when that note is about this same run (the same
+    run.json, as many trained steps): selecting again from the run keeps it, and a new run
+    drops it."""
+    run_json = _read_json(run / "run.json")
+    out = {"settings": settings, "trained_env_steps": trained_env_steps,
+           "target_env_steps": settings["online_config"]["env_steps"], "run_json": run_json}
+    old = (_read_json(previous) if previous.exists() else None) or {}
+    old = old.get("training_run") or {}
+    note = old.get("stopped_early")
+    if note and old.get("run_json") == run_json and note.get("env_steps") == trained_env_steps:
+        out["stopped_early"] = note
+    return out
 
 
 def _read_json(path: Path) -> dict | None:

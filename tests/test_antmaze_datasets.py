@@ -200,9 +200,13 @@ def test_ids():
 def test_select_commits_the_best_snapshot_of_a_waypoint_run(tmp_path, monkeypatch):
     """`offbench policies select ant-waypoint`: the candidates are the last snapshot and every
     5th period before it; on a tie (random actors never succeed) the later one; the chosen
-    snapshot's bytes become nav.msgpack with its sha256; a run on another task is refused."""
+    snapshot's bytes become nav.msgpack with its sha256; the provenance is taken before
+    anything is written (so its own output does not mark the commit dirty) and handed to
+    `measure`; the record's stopped_early note about this same run is kept; a run on another
+    task is refused."""
     from flax import serialization
 
+    import offbench.provenance
     from offbench.networks import TanhGaussianActor
 
     run = tmp_path / "run"
@@ -221,13 +225,21 @@ def test_select_commits_the_best_snapshot_of_a_waypoint_run(tmp_path, monkeypatc
     (tmp_path / "out").mkdir()
     monkeypatch.setattr(antmaze, "SELECT_TASKS", ("antmaze-umaze",))
     monkeypatch.setattr(antmaze, "SELECT_EPISODES", 2)
-    monkeypatch.setattr(antmaze, "measure", lambda command, log: command)
+    monkeypatch.setattr(antmaze, "measure", lambda command, log, made: (command, made))
+    monkeypatch.setattr(offbench.provenance, "record", lambda: {
+        "git_commit": "after" if (tmp_path / "out" / "nav.msgpack").exists() else "before"})
+    note = {"env_steps": 70000, "reason": "levelled off"}
+    (tmp_path / "out" / "policies.json").write_text(json.dumps(
+        {"training_run": {"run_json": settings, "stopped_early": note}}))
     antmaze.manifest.cache_clear()
     try:
-        assert antmaze.select(run, command="cmd", log=lambda *_: None) == "cmd"
+        assert antmaze.select(run, command="cmd", log=lambda *_: None) == (
+            "cmd", {"git_commit": "before"})
         info = json.loads((tmp_path / "out" / "policies.json").read_text())
     finally:
         antmaze.manifest.cache_clear()
+    assert info["selected_by"]["git_commit"] == "before"
+    assert info["training_run"]["stopped_early"] == note
     assert sorted(info["candidates"]) == ["1", "6"]
     chosen = (folder / "period_00006.msgpack").read_bytes()
     assert (tmp_path / "out" / "nav.msgpack").read_bytes() == chosen

@@ -39,6 +39,9 @@ def tiny_policies(tmp_path_factory):
         mp.setattr(policies, "POLICIES_DIR", root / "tasks" / "policies")
         mp.setattr(policies, "REFERENCE_EPISODES", 10)
         mp.setattr(policies, "SELECTION_EPISODES", 4)
+        out = root / "tasks" / "policies" / "hopper"
+        mp.setattr(policies, "record", lambda: {  # taken before select writes anything
+            "git_commit": "after" if list(out.glob("*.msgpack")) else "before"})
         policies.manifest.cache_clear()
         info = policies.select("hopper", run, log=lambda *_: None)
         yield info
@@ -52,6 +55,7 @@ def _files(path: Path) -> dict[str, bytes]:
 
 def test_selection_follows_the_d4rl_definitions(tiny_policies):
     info = tiny_policies
+    assert info["selected_by"]["git_commit"] == "before"
     entries = info["policies"]
     assert {"expert", "medium"} <= set(entries)
     assert entries["expert"]["period"] > entries["medium"]["period"] or \
@@ -444,6 +448,32 @@ def test_make_policies_trains_each_task_as_long_as_its_committed_run():
             assert run["stopped_early"]["reason"]
         else:
             assert steps == run["trained_env_steps"] == run["target_env_steps"], task
+
+
+def test_training_record_keeps_a_stopped_early_note_only_for_the_same_run(tmp_path):
+    # the note is written by hand: selecting again from the run it describes keeps it; a new
+    # run (another run.json) or a run trained to another length drops it
+    run = tmp_path / "run"
+    run.mkdir()
+    run_json = {"algorithm": "sac", "started": "2026-12-06T05:00"}
+    (run / "run.json").write_text(json.dumps(run_json))
+    settings = {"online_config": {"env_steps": 1000000}}
+    note = {"env_steps": 500000, "reason": "levelled off"}
+    previous = tmp_path / "policies.json"
+
+    def select_again(old_run_json: dict, steps: int) -> dict:
+        previous.write_text(json.dumps(
+            {"training_run": {"run_json": old_run_json, "stopped_early": note}}))
+        return policies.training_record(run, settings, steps, previous)
+
+    kept = select_again(run_json, 500000)
+    assert kept["stopped_early"] == note
+    assert (kept["trained_env_steps"], kept["target_env_steps"]) == (500000, 1000000)
+    assert kept["run_json"] == run_json
+    assert "stopped_early" not in select_again({**run_json, "started": "later"}, 500000)
+    assert "stopped_early" not in select_again(run_json, 600000)
+    assert "stopped_early" not in policies.training_record(run, settings, 500000,
+                                                           tmp_path / "none.json")
 
 
 def test_physics_states_leave_the_transitions_byte_identical(tmp_path, monkeypatch):

@@ -382,14 +382,16 @@ MAZES = ("antmaze-umaze", "antmaze-medium", "antmaze-large")  # measured, and se
 SELECT_TASKS = MAZES
 
 
-def measure(command: str, log=print) -> dict:
+def measure(command: str, log=print, made: dict | None = None) -> dict:
     """Measure the navigation controller and write tasks/policies/ant-nav/policies.json
     (keeping its policy entries): open-ground waypoint reaching, and success from the tasks'
     evaluation starts to their goals and between random cells, with and without the data's
-    action noise."""
+    action noise. `made`: the provenance record to store (`select` passes the one it took
+    before writing the controller); by default, taken now."""
     from offbench.io import write_text_atomic
     from offbench.provenance import record as provenance
 
+    made = made or provenance()
     info = json.loads((POLICY_DIR / "policies.json").read_text())
     key = jax.random.PRNGKey(0)
     reached, steps, fell = open_ground(MEASURE_EPISODES, key)
@@ -406,7 +408,7 @@ def measure(command: str, log=print) -> dict:
                                  "flipped_before_success": fell}
                 log(f"{name}: success {success:.3f}, flipped before success {fell:.3f}")
     info["measured"] = {"command": command, "controller": dataclasses.asdict(NAV),
-                        "results": results, **provenance()}
+                        "results": results, **made}
     write_text_atomic(POLICY_DIR / "policies.json", json.dumps(info, indent=2, default=str))
     manifest.cache_clear()
     return info
@@ -425,9 +427,10 @@ def select(run: Path, seed: int = 0, command: str | None = None, log=print) -> d
     tasks/policies/ant-nav/nav.msgpack; policies.json records the candidates, the training run
     and the command, then `measure` adds the controller's measurements."""
     from offbench.io import write_bytes_atomic, write_text_atomic
-    from offbench.policies import snapshot_path
+    from offbench.policies import snapshot_path, training_record
     from offbench.provenance import record as provenance
 
+    made = provenance()  # before anything is written, so the commit is not marked dirty by it
     run = Path(run)
     folder = snapshot_path(run, 0, seed).parent
     files = sorted(folder.glob("period_*.msgpack"))
@@ -472,15 +475,14 @@ def select(run: Path, seed: int = 0, command: str | None = None, log=print) -> d
                              "sha256": hashlib.sha256(data).hexdigest(), "period": best,
                              **candidates[best]}},
         "candidates": {str(p): c for p, c in candidates.items()},
-        "training_run": {"settings": settings, "trained_env_steps": (last + 1) * every,
-                         "target_env_steps": settings["online_config"]["env_steps"],
-                         "run_json": run_json},
-        "selected_by": {**provenance(), "command": command or "offbench policies select "
+        "training_run": training_record(run, settings, (last + 1) * every,
+                                        POLICY_DIR / "policies.json"),
+        "selected_by": {**made, "command": command or "offbench policies select "
                         f"ant-waypoint --runs {run.parent}"},
     }
     write_text_atomic(POLICY_DIR / "policies.json", json.dumps(info, indent=2, default=str))
     manifest.cache_clear()
-    return measure(info["selected_by"]["command"], log)
+    return measure(info["selected_by"]["command"], log, made)
 
 
 def _training_returns(run: Path, seed: int) -> dict[int, float]:
