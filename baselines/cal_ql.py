@@ -25,7 +25,7 @@ it:
   fine-tuning starts (`switch_calibration`); `--set calql_online=false` does that here
   (`online_update`, the O2O loop's hook, runs CQL's update without the bound).
 
-AntMaze (issue 24): Cal-QL's published AntMaze settings (the authors' scripts/run_antmaze.sh:
+AntMaze: Cal-QL's published AntMaze settings (the authors' scripts/run_antmaze.sh:
 cql_min_q_weight 5, Lagrange with cql_target_action_gap 0.8, a 2x256 actor and 4x256 critics,
 reward_scale 10 and reward_bias -5, mixing ratio 0.5; CORL's configs/finetune/cal_ql/antmaze:
 the same plus the max-target backup, cql_clip_diff_min -200, actor Adam 1e-4, no state

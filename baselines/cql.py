@@ -28,7 +28,7 @@ normalize_reward (r * 1000 / return range over whole episodes, then its reward_s
 reward_bias 0.0; the script's own defaults 5.0/-1.0 are overridden), i.e.
 normalize_reward_by_returns=true here, set for that dataset in tasks/sweeps/full.toml.
 
-AntMaze (issue 24): CORL's configs/offline/cql/antmaze/*.yaml (the same in its finetune
+AntMaze: CORL's configs/offline/cql/antmaze/*.yaml (the same in its finetune
 configs and Cal-QL's) use the Lagrange variant with target_action_gap 0.8 and cql_alpha 5, the
 max-target backup, cql_clip_diff_min -200, Adam 1e-4 for the actor (and temperature), no state
 normalization, rewards 10 r - 5 (reward_scale 10, reward_bias -5: Cal-QL's AntMaze convention,

@@ -44,7 +44,7 @@ setting for every dataset, the paper's), and list CORL's for `--set`:
     hopper-medium-expert     false                   0.005         6.0   0.5
     every other locomotion   false                   0.005         3.0   0.7
 
-AntMaze and the navigation tasks (issue 24). The published AntMaze settings (the authors'
+AntMaze and the navigation tasks. The published AntMaze settings (the authors'
 configs/antmaze_config.py, train_offline.py, configs/antmaze_finetune_config.py; CORL's
 configs/{offline,finetune}/iql/antmaze/*.yaml; WSRL's antmaze_iql) and what `MAZE_SETTINGS`
 (below; applied by tasks/sweeps/nav-*.toml on the fixed-goal PointMaze data) sets here:

@@ -42,7 +42,7 @@ CORL's configs/offline/rebrac/*.yaml (beta_1 / beta_2):
 
 (the authors' own configs/rebrac/hopper/hopper_medium.yaml has critic_bc_coef 0.001.)
 
-AntMaze and the navigation tasks (issue 24). The published AntMaze settings (CORL's
+AntMaze and the navigation tasks. The published AntMaze settings (CORL's
 configs/offline/rebrac/antmaze/*.yaml, the authors' configs/rebrac/antmaze): 3x256 nets,
 LayerNorm in the critic only, batch 256, Adam 3e-4 actor / 5e-5 critic, gamma 0.999, tau 5e-3,
 normalize_q, no state normalization, rewards x 100 (the JAX code's normalize_reward for

@@ -20,7 +20,7 @@ Where ours differs: RLPD's critic loss is the mean over the ensemble of the squa
 sac.py's is 0.5 * the sum over critics (a constant factor, N/2, on the critics' gradient, mostly
 absorbed by Adam); LayerNorm sits before the ReLU (offbench/networks.py).
 
-AntMaze (issue 24): RLPD's README runs AntMaze with `--config.backup_entropy=False
+AntMaze: RLPD's README runs AntMaze with `--config.backup_entropy=False
 --config.hidden_dims="(256, 256, 256)" --config.num_min_qs=1` (no entropy in the backup, 3x256
 nets, the target from ONE random critic of the ensemble), UTD 20. `MAZE_SETTINGS` (below) are
 these but the network size (left to the spec), applied by tasks/sweeps/nav-hybrid-check.toml on

@@ -33,7 +33,7 @@ others with `--set lmbda=...`:
 (no config for random, expert, full-replay or ant.) Fine-tuning follows the authors'
 configs/online_finetune/*.yml (AntMaze only): lambda cooling on, end 0.2.
 
-AntMaze and the navigation tasks (issue 24). SPOT's published AntMaze settings (the authors'
+AntMaze and the navigation tasks. SPOT's published AntMaze settings (the authors'
 configs/online_finetune/antmaze*.yml; CORL's configs/finetune/spot/antmaze/*.yaml): rewards
 r - 1, no state normalization, actor Adam 1e-4, output layers initialized U(+-1e-3) (actor) and
 U(+-3e-3) (critic), lambda cooling to 0.2 online, an online discount of 0.995; lambda per

@@ -22,7 +22,7 @@ scripts/locomotion/launch_{cql,wsrl}_finetune.sh with --use_redq):
   per `utd`; no conservative term; `offline_ratio` 0, so every online minibatch is env
   transitions only (the buffer never holds dataset transitions).
 
-AntMaze (issue 24): WSRL's AntMaze choice (train_config.py antmaze_cql / antmaze_wsrl,
+AntMaze: WSRL's AntMaze choice (train_config.py antmaze_cql / antmaze_wsrl,
 scripts/antmaze/launch_*.sh) is Cal-QL pre-training (`calql=true`) with the Lagrange variant
 (cql_autotune_alpha, target action gap 0.8), rewards 10 r - 5 (--reward_scale 10
 --reward_bias -5), 4x256 critics and a 2x256 actor (online: LayerNorm in both, the max-target

@@ -28,7 +28,8 @@ def random_states(env, step, n: int, seed: int):
     return stack, jnp.asarray(np.stack(actions))
 
 
-@pytest.mark.parametrize("task", TASKS)
+# ant-waypoint: Ant-v5's physics plus JAX functions of the state (offbench/envs/waypoint.py)
+@pytest.mark.parametrize("task", TASKS + ("ant-waypoint",))
 def test_backends_agree_on_same_states_and_actions(task):
     c_env, c_step, c_vstep = bare_env(task, "mujoco")
     _, _, m_vstep = bare_env(task, "mjx")

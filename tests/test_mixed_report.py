@@ -102,6 +102,30 @@ def test_o2o_verdicts_and_per_seed_numbers_by_hand(tmp_path):
     assert (out.parent / "curve_o2o_hopper-medium-replay-100k.png").stat().st_size > 1000
 
 
+def test_a_declared_title_heads_the_o2o_and_hybrid_reports(tmp_path, medium_40):
+    # a spec's [[report]] title reaches the Markdown of both kinds (default: "O2O learning
+    # check", "Hybrid learning check"); a misspelt field is refused before anything is written
+    from offbench.reports import declared
+
+    root = tmp_path / "store"
+    mixed_cell(root, "iql", "hopper-medium-replay-100k", "o2o", {0: [5.0, 9.0]}, 0.5, "o2o",
+               offline={0: [10.0, 20.0]})
+    for ratio in (0.5, 0.0):
+        mixed_cell(root, "rlpd", "hopper-medium-replay-100k", "hybrid", {0: [5.0, 50.0]}, ratio,
+                   "o2o", variant=f"offline_ratio={ratio}")
+    spec = {"name": "o2o", "report": [
+        {"kind": "o2o", "out": str(tmp_path / "o.md"), "budget": "tiny", "title": "Nav O2O"},
+        {"kind": "hybrid", "out": str(tmp_path / "h.md"), "budget": "tiny", "title": "Nav hyb"},
+        {"kind": "o2o", "out": str(tmp_path / "d.md"), "budget": "tiny"}]}
+    declared.write(declared.parse(spec), root, log=lambda *_: None)
+    assert (tmp_path / "o.md").read_text().startswith("# Nav O2O\n")
+    assert (tmp_path / "h.md").read_text().startswith("# Nav hyb\n")
+    assert (tmp_path / "d.md").read_text().startswith("# O2O learning check\n")
+    spec["report"][0]["titel"] = "x"
+    with pytest.raises(ValueError, match="titel: not a field"):
+        declared.parse(spec)
+
+
 def test_o2o_verdict_of_one_seed_is_within_noise(tmp_path):
     root = tmp_path / "store"
     mixed_cell(root, "iql", "hopper-medium-replay-100k", "o2o", {0: [5.0, 90.0]}, 0.5, "o2o",

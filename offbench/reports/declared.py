@@ -5,7 +5,7 @@ diagnosis is reproduced by its spec alone.
     [[report]]
     kind = "offline"                  # offline | o2o | hybrid | probe | robustness
     out = "results/checks/offline/check.md"
-    title = "Offline learning check"  # optional (offline, probe, robustness)
+    title = "Offline learning check"  # optional (every kind has a default)
     budget = "20k updates per seed, ..."   # the budget line the report prints (not probe)
     sweeps = ["offline-check"]        # whose cells it reads (default: this spec's name)
     datasets = ["walker2d-medium-expert-100k"]   # optional subset (offline, probe, robustness)
@@ -29,8 +29,9 @@ KINDS = ("offline", "o2o", "hybrid", "probe", "robustness")
 FIELDS = {"kind": str, "out": str, "title": str, "budget": str, "sweeps": list,
           "datasets": list, "thresholds": dict, "samples": int, "claims": list}
 # fields a kind reads besides kind, out and sweeps (anything else is a mistake in the spec)
-KIND_FIELDS = {"offline": {"title", "budget", "datasets", "claims"}, "o2o": {"budget"},
-               "hybrid": {"budget", "thresholds"}, "probe": {"title", "datasets", "samples"},
+KIND_FIELDS = {"offline": {"title", "budget", "datasets", "claims"},
+               "o2o": {"title", "budget"}, "hybrid": {"title", "budget", "thresholds"},
+               "probe": {"title", "datasets", "samples"},
                "robustness": {"title", "budget", "datasets"}}
 
 
@@ -113,20 +114,25 @@ def write(reports: list[dict], store_root: Path | str,
         elif kind == "o2o":
             from offbench.reports import mixed
 
-            mixed.write_o2o(store_root, report["sweeps"], out, report["budget"], only)
+            mixed.write_o2o(store_root, report["sweeps"], out, report["budget"], only,
+                            **_title(report))
         else:
             from offbench.reports import mixed
 
             mixed.write_hybrid(store_root, report["sweeps"], out, report["budget"],
                                {k: float(v) for k, v in report.get("thresholds", {}).items()},
-                               only)
+                               only, **_title(report))
         log(f"wrote {out}")
         written.append(out)
     return written
 
 
+def _title(report: dict) -> dict:
+    return {"title": report["title"]} if "title" in report else {}
+
+
 def _write_runs(kind: str, report: dict, runs: list[Path], out: Path) -> Any:
-    title = {"title": report["title"]} if "title" in report else {}
+    title = _title(report)
     if kind == "offline":
         from offbench.reports import offline
 

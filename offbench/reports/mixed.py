@@ -286,10 +286,11 @@ def _header(title: str, finals: pd.DataFrame, budget: str, sweeps: list[str]) ->
         f"sweep(s) {', '.join(f'`{s}`' for s in sweeps)} (tasks/sweeps/); each cell's command, "
         "commit and versions are in its run.json (commands below).", "",
         f"Budget: {budget}", "",
-        f"Training wall time: {cells.wall_s.sum() / 60:.1f} min over {len(cells)} cells, "
-        "on a 2-core machine shared with another benchmark run.", "",
+        f"Training wall time: {cells.wall_s.sum() / 60:.1f} min over {len(cells)} cells (each "
+        "cell's run.json has its own; they depend on what else ran on the machine).", "",
         "Normalized score = 100 * (return - ref_min) / (ref_max - ref_min) with the task's "
-        "reference scores (random 0, expert 100); each evaluation averages `eval_episodes` "
+        "reference scores (random 0, expert 100; navigation tasks: 0 and 1, so the score is "
+        "100 x the success rate); each evaluation averages `eval_episodes` "
         "episodes of the deterministic policy. Per cell (resolved budget and the overrides of "
         "the published hyperparameters):", "",
         _table(setup), ""]
@@ -304,9 +305,10 @@ def _verdict_lines(table: pd.DataFrame, describe: Callable[[pd.Series], str]) ->
 
 
 def write_o2o(store_root: Path | str, sweeps: list[str], out: Path, budget: str,
-              only: Collection[str] | None = None) -> pd.DataFrame:
+              only: Collection[str] | None = None,
+              title: str = "O2O learning check") -> pd.DataFrame:
     """results/o2o/check.md (+ .csv per seed, PNG curves); returns the verdict table.
-    only: the cells to read (`load`)."""
+    only: the cells to read (`load`); title: the report's heading."""
     out.parent.mkdir(parents=True, exist_ok=True)
     finals, curves = load(store_root, sweeps, only)
     finals = finals[finals["mode"] == "o2o"]
@@ -322,7 +324,7 @@ def write_o2o(store_root: Path | str, sweeps: list[str], out: Path, budget: str,
     per_seed = finals[columns].sort_values(["dataset", "algorithm", "seed"])
     write_text_atomic(out.with_suffix(".csv"), per_seed.to_csv(index=False))
     plots = plot_curves(curves, out.parent, "curve_o2o")
-    text = _header("O2O learning check", finals, budget, sweeps) + [
+    text = _header(title, finals, budget, sweeps) + [
         "Claim: online fine-tuning improves on the score at the end of offline pre-training. "
         "pretrain = last offline evaluation; dip = lowest online evaluation in the first 10% of "
         "the online budget; final = last online evaluation; gain = final - pretrain; regret = "
@@ -351,10 +353,11 @@ def write_o2o(store_root: Path | str, sweeps: list[str], out: Path, budget: str,
 
 def write_hybrid(store_root: Path | str, sweeps: list[str], out: Path, budget: str,
                  thresholds: dict[str, float] | None = None,
-                 only: Collection[str] | None = None) -> dict[str, pd.DataFrame]:
+                 only: Collection[str] | None = None,
+                 title: str = "Hybrid learning check") -> dict[str, pd.DataFrame]:
     """results/hybrid/check.md (+ .csv per seed, PNG curves); returns the verdict tables.
     thresholds: per dataset (default: the medium policy's level of its task); only: the cells
-    to read (`load`)."""
+    to read (`load`); title: the report's heading."""
     out.parent.mkdir(parents=True, exist_ok=True)
     finals, curves = load(store_root, sweeps, only)
     finals = finals[finals["mode"] == "hybrid"]
@@ -376,7 +379,7 @@ def write_hybrid(store_root: Path | str, sweeps: list[str], out: Path, budget: s
     plots = plot_curves(curves, out.parent, "curve_hybrid", thresholds)
     online = curves[curves.phase == "online"]
     by_steps = online.groupby(["dataset", "algorithm", "env_steps"]).normalized_score.mean()
-    text = _header("Hybrid learning check", finals, budget, sweeps) + [
+    text = _header(title, finals, budget, sweeps) + [
         "Thresholds (normalized score; the level of the task's medium behaviour policy unless "
         "given): " + ", ".join(f"{d}: {v:.1f}" for d, v in thresholds.items()
                                if not is_sim(d)) + ".", ""]

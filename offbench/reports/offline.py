@@ -173,7 +173,7 @@ def beats(rows: pd.DataFrame, better: str, worse: str, statement: str
 
 def expectations(table: pd.DataFrame) -> list[tuple[str, str, str]]:
     """(statement, verdict, detail) for the orderings issue 5 asks about: every offline RL method
-    beats BC on medium-replay data (and, issue 24, on the fixed-goal navigation data, where
+    beats BC on medium-replay data (and on the fixed-goal navigation data, where
     success needs stitching), every method scores above the medium policy on medium-expert data;
     and the data-quality issue's: a trajectory-weighted run beats the same algorithm with
     uniform sampling (Hong et al. 2023), wherever both ran on a dataset. Compared on the last
@@ -236,7 +236,8 @@ def write_report(run_dirs: list[Path], out: Path, budget: str,
         "command, commit and versions are in its run.json (commands listed below).", "",
         f"Budget: {budget}", "",
         "Normalized score = 100 * (return - ref_min) / (ref_max - ref_min) with the task's "
-        "reference scores (tasks/policies); last = final evaluation, best = best evaluation "
+        "reference scores (tasks/policies; navigation tasks: 0 and 1, so the score is 100 x the "
+        "success rate); last = final evaluation, best = best evaluation "
         "(CORL reports both), mean ± std over seeds; each evaluation averages `eval_episodes` "
         "episodes of the deterministic policy. q_growth: how much the critic's mean Q "
         "(mean over seeds) changed over the last evaluation period, relative to where it was: "
