@@ -418,10 +418,10 @@ def cmd_report_mixed(args: argparse.Namespace) -> int:
     from offbench.reports import mixed
 
     if args.command == "report-o2o":
-        mixed.write_o2o(args.store, args.sweep, Path(args.out), args.budget)
+        mixed.write_o2o(args.store, args.sweep, Path(args.out), args.budget, title=args.title)
     else:
         mixed.write_hybrid(args.store, args.sweep, Path(args.out), args.budget,
-                           _thresholds(args.threshold))
+                           _thresholds(args.threshold), title=args.title)
     print(f"wrote {args.out}")
     return 0
 
@@ -912,6 +912,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=f"results/{name}/check.md")
         p.add_argument("--budget", default="as in each cell's resolved budget (below)",
                        help="a sentence stating the compute budget, printed in the report")
+        p.add_argument("--title", default=f"{what[0].upper()}{what[1:]} learning check",
+                       help="the report's heading")
         if name == "hybrid":
             p.add_argument("--threshold", action="append", metavar="DATASET=SCORE",
                            help="normalized score to reach (default: the task's medium "

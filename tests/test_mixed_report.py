@@ -102,9 +102,10 @@ def test_o2o_verdicts_and_per_seed_numbers_by_hand(tmp_path):
     assert (out.parent / "curve_o2o_hopper-medium-replay-100k.png").stat().st_size > 1000
 
 
-def test_a_declared_title_heads_the_o2o_and_hybrid_reports(tmp_path, medium_40):
-    # a spec's [[report]] title reaches the Markdown of both kinds (default: "O2O learning
-    # check", "Hybrid learning check"); a misspelt field is refused before anything is written
+def test_a_title_heads_the_o2o_and_hybrid_reports(tmp_path, medium_40):
+    # a spec's [[report]] title (or the CLI's --title) reaches the Markdown of both kinds
+    # (default: "O2O learning check", "Hybrid learning check"); a misspelt field is refused
+    # before anything is written
     from offbench.reports import declared
 
     root = tmp_path / "store"
@@ -121,6 +122,13 @@ def test_a_declared_title_heads_the_o2o_and_hybrid_reports(tmp_path, medium_40):
     assert (tmp_path / "o.md").read_text().startswith("# Nav O2O\n")
     assert (tmp_path / "h.md").read_text().startswith("# Nav hyb\n")
     assert (tmp_path / "d.md").read_text().startswith("# O2O learning check\n")
+    # the CLI's report-o2o / report-hybrid: --title, else the same default headings
+    assert cli.main(["report-o2o", "--sweep", "o2o", "--store", str(root), "--out",
+                     str(tmp_path / "c.md"), "--title", "By hand"]) == 0
+    assert (tmp_path / "c.md").read_text().startswith("# By hand\n")
+    assert cli.main(["report-hybrid", "--sweep", "o2o", "--store", str(root), "--out",
+                     str(tmp_path / "c2.md")]) == 0
+    assert (tmp_path / "c2.md").read_text().startswith("# Hybrid learning check\n")
     spec["report"][0]["titel"] = "x"
     with pytest.raises(ValueError, match="titel: not a field"):
         declared.parse(spec)
