@@ -237,9 +237,11 @@ def write_report(run_dirs: list[Path], out: Path, budget: str,
         f"Budget: {budget}", "",
         "Normalized score = 100 * (return - ref_min) / (ref_max - ref_min) with the task's "
         "reference scores (tasks/policies; navigation tasks: 0 and 1, so the score is 100 x the "
-        "success rate); last = final evaluation, best = best evaluation "
-        "(CORL reports both), mean ± std over seeds; each evaluation averages `eval_episodes` "
-        "episodes of the deterministic policy. q_growth: how much the critic's mean Q "
+        "success rate); last = the final policy's evaluation (the budget's "
+        "final_eval_episodes, else the last periodic one), best = the best periodic evaluation "
+        "(CORL reports both; last can exceed best, being another and larger evaluation), "
+        "mean ± std over seeds; periodic evaluations average `eval_episodes` episodes of the "
+        "deterministic policy. q_growth: how much the critic's mean Q "
         "(mean over seeds) changed over the last evaluation period, relative to where it was: "
         "a critic still far from its fixed point rises by tens of % per period, one near it "
         "hardly moves (empty: the algorithm logs no q_mean).",
