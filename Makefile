@@ -117,8 +117,9 @@ policies: setup ## train the behaviour policies and commit them under tasks/poli
 	  --out $(POLICY_RUNS)/$(t) --resume && ) true
 	$(BIN)/offbench policies select $(POLICY_TASKS) --runs $(POLICY_RUNS)
 
-# Every dataset kind of every task with committed policies, then results/datasets/datasets.md. The data
-# goes to $(OFFBENCH_DATASETS) (default ~/.offbench/datasets), never into the repository.
+# Every dataset kind of every task with committed policies, then results/datasets/datasets.md.
+# The data goes to $(OFFBENCH_DATASETS) (default ~/.offbench/datasets), never into the
+# repository.
 DATASET_SIZE ?= 1m
 datasets: setup ## build every dataset kind and results/datasets/datasets.md
 	$(BIN)/offbench datasets build --all --size $(DATASET_SIZE)

@@ -417,11 +417,12 @@ def _thresholds(items: list[str] | None) -> dict[str, float]:
 def cmd_report_mixed(args: argparse.Namespace) -> int:
     from offbench.reports import mixed
 
+    title = {"title": args.title} if args.title else {}  # else the report's own default
     if args.command == "report-o2o":
-        mixed.write_o2o(args.store, args.sweep, Path(args.out), args.budget, title=args.title)
+        mixed.write_o2o(args.store, args.sweep, Path(args.out), args.budget, **title)
     else:
         mixed.write_hybrid(args.store, args.sweep, Path(args.out), args.budget,
-                           _thresholds(args.threshold), title=args.title)
+                           _thresholds(args.threshold), **title)
     print(f"wrote {args.out}")
     return 0
 
@@ -912,8 +913,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", default=f"results/{name}/check.md")
         p.add_argument("--budget", default="as in each cell's resolved budget (below)",
                        help="a sentence stating the compute budget, printed in the report")
-        p.add_argument("--title", default=f"{what[0].upper()}{what[1:]} learning check",
-                       help="the report's heading")
+        p.add_argument("--title", help=f"the report's heading (default: {what} learning check)")
         if name == "hybrid":
             p.add_argument("--threshold", action="append", metavar="DATASET=SCORE",
                            help="normalized score to reach (default: the task's medium "

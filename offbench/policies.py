@@ -264,8 +264,8 @@ def select(task: str, run: Path, seed: int = 0, command: str | None = None, log=
                              "ref_min_std": float(random_returns.std()),
                              "ref_max_std": float(expert_returns.std())},
         "policies": entries, "replay_policies": kinds,
-        "training_run": training_record(run, settings, (last_period + 1) * steps_per_period,
-                                        out_dir / "policies.json"),
+        "training_run": training_record(settings, (last_period + 1) * steps_per_period,
+                                        _read_json(run / "run.json"), out_dir / "policies.json"),
         "selected_by": {"command": command or f"offbench policies select {task} --runs "
                         f"{run.parent}", **made},
     }
@@ -274,7 +274,8 @@ def select(task: str, run: Path, seed: int = 0, command: str | None = None, log=
     return info
 
 
-def training_record(run: Path, settings: dict, trained_env_steps: int, previous: Path) -> dict:
+def training_record(settings: dict, trained_env_steps: int, run_json: dict | None,
+                    previous: Path) -> dict:
     """The `training_run` entry of a policies.json: the run's settings, steps and run.json.
 
     A run stopped short on purpose carries a `stopped_early` note (steps, date, reason, how to
@@ -282,11 +283,9 @@ def training_record(run: Path, settings: dict, trained_env_steps: int, previous:
     is kept from the record at `previous` when that note is about this same run (the same
     run.json, as many trained steps): selecting again from the run keeps it, and a new run
     drops it."""
-    run_json = _read_json(run / "run.json")
     out = {"settings": settings, "trained_env_steps": trained_env_steps,
            "target_env_steps": settings["online_config"]["env_steps"], "run_json": run_json}
-    old = (_read_json(previous) if previous.exists() else None) or {}
-    old = old.get("training_run") or {}
+    old = (_read_json(previous) or {}).get("training_run") or {}
     note = old.get("stopped_early")
     if note and old.get("run_json") == run_json and note.get("env_steps") == trained_env_steps:
         out["stopped_early"] = note

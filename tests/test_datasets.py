@@ -461,10 +461,13 @@ def test_training_record_keeps_a_stopped_early_note_only_for_the_same_run(tmp_pa
     note = {"env_steps": 500000, "reason": "levelled off"}
     previous = tmp_path / "policies.json"
 
+    def run_json_of(folder):  # what both selects pass: the run's run.json as read
+        return json.loads((folder / "run.json").read_text())
+
     def select_again(old_run_json: dict, steps: int) -> dict:
         previous.write_text(json.dumps(
             {"training_run": {"run_json": old_run_json, "stopped_early": note}}))
-        return policies.training_record(run, settings, steps, previous)
+        return policies.training_record(settings, steps, run_json_of(run), previous)
 
     kept = select_again(run_json, 500000)
     assert kept["stopped_early"] == note
@@ -472,7 +475,7 @@ def test_training_record_keeps_a_stopped_early_note_only_for_the_same_run(tmp_pa
     assert kept["run_json"] == run_json
     assert "stopped_early" not in select_again({**run_json, "started": "later"}, 500000)
     assert "stopped_early" not in select_again(run_json, 600000)
-    assert "stopped_early" not in policies.training_record(run, settings, 500000,
+    assert "stopped_early" not in policies.training_record(settings, 500000, run_json_of(run),
                                                            tmp_path / "none.json")
 
 

@@ -475,7 +475,7 @@ def select(run: Path, seed: int = 0, command: str | None = None, log=print) -> d
                              "sha256": hashlib.sha256(data).hexdigest(), "period": best,
                              **candidates[best]}},
         "candidates": {str(p): c for p, c in candidates.items()},
-        "training_run": training_record(run, settings, (last + 1) * every,
+        "training_run": training_record(settings, (last + 1) * every, run_json,
                                         POLICY_DIR / "policies.json"),
         "selected_by": {**made, "command": command or "offbench policies select "
                         f"ant-waypoint --runs {run.parent}"},
